@@ -1,0 +1,312 @@
+//! [`Authenticator`]: key validation, the cached lookup, and revocation, shared by the
+//! layer, the environment router and anything else that needs to resolve a key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+use crate::bearer::bearer_token;
+use crate::cache::{Cached, ChannelHealth, Invalidator, KeyCache};
+use crate::error::AuthError;
+use crate::key::{self, Environment, KeyHash};
+use crate::layer::ApiKeyLayer;
+use crate::principal::Principal;
+use crate::store::{
+    CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
+};
+
+/// Resolves API keys to [`Principal`]s through a cache in front of a [`KeyStore`], and
+/// revokes them with no grace period.
+///
+/// Cheap to clone: clones share the cache and the store.
+///
+/// ```
+/// use hapnd_auth::{Authenticator, AuthErrorKind, Environment, MemoryKeyStore, NewKey};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+///
+/// let principal = auth.authenticate_key(created.key.expose_secret()).await.unwrap();
+/// assert_eq!(principal.tenant(), "acme");
+///
+/// auth.revoke(&created.record.id).await.unwrap();
+/// let err = auth.authenticate_key(created.key.expose_secret()).await.unwrap_err();
+/// assert_eq!(err.kind(), AuthErrorKind::Revoked);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Box<dyn DynKeyStore>,
+    cache: Arc<KeyCache>,
+    lookup_timeout: Duration,
+    retry_after: Duration,
+}
+
+/// Configures an [`Authenticator`]. Made by [`Authenticator::builder`].
+#[must_use]
+pub struct AuthenticatorBuilder {
+    store: Box<dyn DynKeyStore>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    capacity: u64,
+    lookup_timeout: Duration,
+    retry_after: Duration,
+    stale_if_error: Option<Duration>,
+}
+
+impl AuthenticatorBuilder {
+    /// How long a known key stays cached (default 30 s). Revocation does not wait for it:
+    /// it is the last backstop, not the mechanism.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long an unknown key stays cached as unknown (default 5 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// The most keys cached at once (default 100,000).
+    pub fn capacity(mut self, keys: u64) -> Self {
+        self.capacity = keys;
+        self
+    }
+
+    /// How long a store lookup may take before the request is answered 503 (default 2 s).
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = timeout;
+        self
+    }
+
+    /// The `Retry-After` sent with 503 answers (default 1 s).
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = after;
+        self
+    }
+
+    /// Opt-in availability over strictness: while the invalidation channel is lost and the
+    /// store fails, keep serving keys cached before the loss for up to `window`.
+    ///
+    /// This weakens the revocation promise: a key revoked elsewhere during the outage may
+    /// keep working for up to `window`. Off by default.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
+        self
+    }
+
+    /// Builds the authenticator.
+    pub fn build(self) -> Authenticator {
+        Authenticator {
+            inner: Arc::new(Inner {
+                store: self.store,
+                cache: Arc::new(KeyCache::new(
+                    self.capacity,
+                    self.ttl,
+                    self.negative_ttl,
+                    self.stale_if_error,
+                )),
+                lookup_timeout: self.lookup_timeout,
+                retry_after: self.retry_after,
+            }),
+        }
+    }
+}
+
+/// A request whose key was well-formed but not cached: what the store lookup needs.
+pub(crate) struct Miss {
+    hash: KeyHash,
+    environment: Environment,
+    hint: String,
+}
+
+/// The outcome of the synchronous part of authentication.
+pub(crate) enum Fast {
+    Done(Result<Principal, AuthError>),
+    Miss(Miss),
+}
+
+impl Authenticator {
+    /// An authenticator with the default settings.
+    pub fn new(store: impl KeyStore) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring an authenticator over `store`.
+    pub fn builder(store: impl KeyStore) -> AuthenticatorBuilder {
+        AuthenticatorBuilder {
+            store: Box::new(store),
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            capacity: 100_000,
+            lookup_timeout: Duration::from_secs(2),
+            retry_after: Duration::from_secs(1),
+            stale_if_error: None,
+        }
+    }
+
+    /// The tower layer that authenticates every request with this authenticator.
+    pub fn layer(&self) -> ApiKeyLayer {
+        ApiKeyLayer::new(self.clone())
+    }
+
+    /// The handle change feeds call when keys change outside this process.
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator {
+            cache: Arc::clone(&self.inner.cache),
+        }
+    }
+
+    /// Whether revocations made elsewhere are known to reach this process.
+    pub fn channel_health(&self) -> ChannelHealth {
+        self.inner.cache.health()
+    }
+
+    /// How many entries (known and unknown keys) are cached now.
+    pub fn cached_entries(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Authenticates a request by its headers, as the layer does.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        match self.fast_path(headers) {
+            Fast::Done(result) => result,
+            Fast::Miss(miss) => self.resolve(miss).await,
+        }
+    }
+
+    /// Authenticates a bare key (no `Authorization` header around it).
+    pub async fn authenticate_key(&self, presented: &str) -> Result<Principal, AuthError> {
+        let environment = key::validate(presented).map_err(AuthError::format)?;
+        let hash = KeyHash::of(presented);
+        match self.inner.cache.get(&hash) {
+            Some(cached) => {
+                verify(&cached, &hash, environment).map_err(|e| e.with_hint(key::hint(presented)))
+            }
+            None => {
+                self.resolve(Miss {
+                    hash,
+                    environment,
+                    hint: key::hint(presented),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Everything up to the cache: header, format, hash, cache hit. No I/O, no allocation
+    /// unless the request is rejected or missed.
+    #[inline]
+    pub(crate) fn fast_path(&self, headers: &HeaderMap) -> Fast {
+        let token = match bearer_token(headers) {
+            Ok(token) => token,
+            Err(e) => return Fast::Done(Err(e)),
+        };
+        let environment = match key::validate(token) {
+            Ok(environment) => environment,
+            Err(e) => return Fast::Done(Err(AuthError::format(e))),
+        };
+        let hash = KeyHash::of(token);
+        match self.inner.cache.get(&hash) {
+            Some(cached) => Fast::Done(
+                verify(&cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
+            ),
+            None => Fast::Miss(Miss {
+                hash,
+                environment,
+                hint: key::hint(token),
+            }),
+        }
+    }
+
+    /// The store lookup for a miss, shared with every concurrent miss of the same key.
+    pub(crate) async fn resolve(&self, miss: Miss) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
+        let lookup = || async {
+            match tokio::time::timeout(inner.lookup_timeout, inner.store.lookup(&miss.hash)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::new(
+                    StoreErrorKind::Timeout,
+                    format!(
+                        "the key store did not answer within {:?}",
+                        inner.lookup_timeout
+                    ),
+                )),
+            }
+        };
+        let result = match inner.cache.load(miss.hash, lookup).await {
+            Ok(cached) => verify(&cached, &miss.hash, miss.environment),
+            Err(e) => Err(AuthError::unavailable(e, inner.retry_after)),
+        };
+        result.map_err(|e| e.with_hint(miss.hint))
+    }
+
+    /// Creates a key and returns it: the only time its plaintext is seen.
+    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
+        let created = self.inner.store.create(new).await?;
+        // A negative entry may hold this hash if someone guessed the key before it existed.
+        self.inner.cache.invalidate(&created.record.hash);
+        Ok(created)
+    }
+
+    /// Revokes key `id`. Once this returns, every request with that key is rejected by
+    /// this authenticator, including requests whose store lookup was already in flight.
+    pub async fn revoke(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
+        let record = self.inner.store.revoke(id, SystemTime::now()).await?;
+        self.inner.cache.invalidate(&record.hash);
+        tracing::info!(
+            tenant = %record.tenant,
+            key_id = %record.id,
+            key_hint = %record.hint,
+            "API key revoked"
+        );
+        Ok(record)
+    }
+
+    /// Creates a replacement for key `id` (same tenant, environment and name). The old key
+    /// keeps working until it is revoked.
+    pub async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
+        self.inner.store.rotate(id).await
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("cache", &self.inner.cache)
+            .field("lookup_timeout", &self.inner.lookup_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checks on a cached or freshly loaded entry.
+#[inline]
+fn verify(
+    cached: &Cached,
+    hash: &KeyHash,
+    environment: Environment,
+) -> Result<Principal, AuthError> {
+    let Some(key) = &cached.key else {
+        return Err(AuthError::unknown());
+    };
+    // The entry was found by this hash; comparing again, in constant time, guards against
+    // a store that matched loosely.
+    if !key.hash.ct_eq(hash) || key.environment() != environment {
+        return Err(AuthError::unknown());
+    }
+    if key.revoked {
+        return Err(AuthError::revoked().with_principal(key.principal.clone()));
+    }
+    if key.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+        return Err(AuthError::expired().with_principal(key.principal.clone()));
+    }
+    Ok(key.principal.clone())
+}

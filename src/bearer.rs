@@ -1,0 +1,77 @@
+//! Where the `Authorization` header is parsed (RFC 6750 section 2.1, RFC 9110 section 11).
+//!
+//! Exactly one header; the scheme `Bearer` in any case; one or more spaces; a token of
+//! visible ASCII, bounded length. Everything else is rejected before a key is looked at.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::error::{AuthError, Malformed};
+
+/// The longest `Authorization` value accepted. A key is 46 bytes; the slack allows for
+/// odd spacing without letting a client make the layer scan kilobytes.
+pub const MAX_HEADER_LEN: usize = 256;
+
+/// Finds the bearer token in `headers`, or says why there is none.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(AuthError::missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::malformed(Malformed::MultipleHeaders));
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_HEADER_LEN {
+        return Err(AuthError::malformed(Malformed::TooLong));
+    }
+    // Visible ASCII and the spaces between scheme and token; this also rules out non-UTF-8.
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t')
+    {
+        return Err(AuthError::malformed(Malformed::InvalidBytes));
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| AuthError::malformed(Malformed::InvalidBytes))?;
+    let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, Digest, ...) carries no API key: same as none at all.
+        return Err(AuthError::missing());
+    }
+    if text.as_bytes()[scheme.len()..].first() == Some(&b'\t') {
+        return Err(AuthError::malformed(Malformed::Syntax));
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::malformed(Malformed::EmptyToken));
+    }
+    if token.bytes().any(|b| b == b' ' || b == b'\t') {
+        return Err(AuthError::malformed(Malformed::Syntax));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AuthErrorKind;
+    use http::HeaderValue;
+
+    fn parse(value: &[u8]) -> Result<String, AuthErrorKind> {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        bearer_token(&headers)
+            .map(str::to_owned)
+            .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn schemes_and_spacing() {
+        assert_eq!(parse(b"Bearer abc").unwrap(), "abc");
+        assert_eq!(parse(b"bEaReR    abc").unwrap(), "abc");
+        assert_eq!(parse(b"Basic abc"), Err(AuthErrorKind::MissingApiKey));
+        assert_eq!(parse(b"Bearer\tabc"), Err(AuthErrorKind::InvalidRequest));
+        assert_eq!(parse(b"Bearer a b"), Err(AuthErrorKind::InvalidRequest));
+        assert_eq!(parse(b"Bearer"), Err(AuthErrorKind::InvalidRequest));
+        assert_eq!(parse(b"Bearer \xff"), Err(AuthErrorKind::InvalidRequest));
+    }
+}

@@ -1,0 +1,381 @@
+//! Where the cache is filled and where revocation empties it.
+//!
+//! Entries are keyed by key hash. A miss starts a *flight*: one store lookup per hash
+//! however many requests miss at once; the others wait for its result (errors included,
+//! so an outage costs one store call per key, not one per request). A flight's result is
+//! inserted into the cache only if no invalidation of its hash and no flush happened
+//! while it was in the air. Both checks and the insert happen under the flights lock,
+//! which [`Invalidator`] also takes, so an invalidation is ordered either before the
+//! insert (the flight sees it and does not insert) or after it (and removes the entry).
+//! This closes DESIGN.md trap 1, where a load that started before a revocation puts the
+//! revoked key back into the cache for a whole TTL.
+//!
+//! A flush (when the invalidation channel was lost) bumps an epoch; entries loaded under
+//! an older epoch are ignored on read, so `invalidate_all`'s "only entries inserted
+//! before me" rule cannot let an entry from an older load slip through.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use tokio::sync::watch;
+
+use crate::key::{Environment, KeyHash};
+use crate::principal::Principal;
+use crate::store::{KeyRecord, StoreError};
+
+/// What the cache holds for one hash: a known key, or a negative entry.
+pub(crate) struct Cached {
+    epoch: u64,
+    pub(crate) key: Option<ResolvedKey>,
+}
+
+/// The part of a [`KeyRecord`] the request path needs.
+pub(crate) struct ResolvedKey {
+    pub(crate) principal: Principal,
+    pub(crate) hash: KeyHash,
+    pub(crate) revoked: bool,
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+impl ResolvedKey {
+    fn from_record(record: KeyRecord) -> Self {
+        ResolvedKey {
+            hash: record.hash,
+            revoked: record.revoked_at.is_some(),
+            expires_at: record.expires_at,
+            principal: Principal::from_record(record),
+        }
+    }
+
+    pub(crate) fn environment(&self) -> Environment {
+        self.principal.environment()
+    }
+}
+
+/// Health of the channel that tells this process about revocations made elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelHealth {
+    /// Revocations reach this process: cache hits are trusted.
+    Healthy,
+    /// The channel is down or unconfirmed: every request reads the store.
+    Degraded,
+}
+
+const HEALTHY: u8 = 0;
+const DEGRADED: u8 = 1;
+
+pub(crate) struct KeyCache {
+    entries: moka::sync::Cache<KeyHash, Arc<Cached>>,
+    flights: Mutex<HashMap<KeyHash, Arc<Flight>>>,
+    epoch: AtomicU64,
+    health: AtomicU8,
+    degraded_since: Mutex<Option<Instant>>,
+    stale_if_error: Option<Duration>,
+}
+
+struct TtlPolicy {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl Expiry<KeyHash, Arc<Cached>> for TtlPolicy {
+    fn expire_after_create(
+        &self,
+        _: &KeyHash,
+        value: &Arc<Cached>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(if value.key.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+enum FlightState {
+    Pending,
+    Done(Result<Arc<Cached>, StoreError>),
+    Abandoned,
+}
+
+struct Flight {
+    state: watch::Sender<FlightState>,
+}
+
+impl KeyCache {
+    pub(crate) fn new(
+        capacity: u64,
+        ttl: Duration,
+        negative_ttl: Duration,
+        stale_if_error: Option<Duration>,
+    ) -> Self {
+        KeyCache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(TtlPolicy {
+                    positive: ttl,
+                    negative: negative_ttl,
+                })
+                .build(),
+            flights: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            health: AtomicU8::new(HEALTHY),
+            degraded_since: Mutex::new(None),
+            stale_if_error,
+        }
+    }
+
+    /// A cache entry that may be trusted without asking the store.
+    #[inline]
+    pub(crate) fn get(&self, hash: &KeyHash) -> Option<Arc<Cached>> {
+        if self.health.load(Ordering::Acquire) != HEALTHY {
+            return None;
+        }
+        let cached = self.entries.get(hash)?;
+        (cached.epoch == self.epoch.load(Ordering::Acquire)).then_some(cached)
+    }
+
+    /// Looks `hash` up through a flight: one store call however many callers miss at once.
+    pub(crate) async fn load<F, Fut>(
+        &self,
+        hash: KeyHash,
+        lookup: F,
+    ) -> Result<Arc<Cached>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
+    {
+        let mut lookup = Some(lookup);
+        loop {
+            let (flight, mut waiter) = {
+                let mut flights = self.lock_flights();
+                match flights.get(&hash) {
+                    Some(flight) => (Arc::clone(flight), Some(flight.state.subscribe())),
+                    None => {
+                        let flight = Arc::new(Flight {
+                            state: watch::Sender::new(FlightState::Pending),
+                        });
+                        flights.insert(hash, Arc::clone(&flight));
+                        (flight, None)
+                    }
+                }
+            };
+            if let Some(rx) = waiter.as_mut() {
+                let state = rx.wait_for(|s| !matches!(s, FlightState::Pending)).await;
+                match state.as_deref() {
+                    Ok(FlightState::Done(result)) => return result.clone(),
+                    // The leader was cancelled (its request dropped): try again.
+                    _ => continue,
+                }
+            }
+            let lookup = lookup.take().expect("a caller leads at most one flight");
+            return self.lead(hash, flight, lookup).await;
+        }
+    }
+
+    async fn lead<F, Fut>(
+        &self,
+        hash: KeyHash,
+        flight: Arc<Flight>,
+        lookup: F,
+    ) -> Result<Arc<Cached>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
+    {
+        let mut guard = AbandonOnDrop {
+            cache: self,
+            hash,
+            flight: Some(Arc::clone(&flight)),
+        };
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let result = lookup().await.map(|record| {
+            Arc::new(Cached {
+                epoch,
+                key: record.map(ResolvedKey::from_record),
+            })
+        });
+        {
+            let mut flights = self.lock_flights();
+            let still_current = flights.get(&hash).is_some_and(|f| Arc::ptr_eq(f, &flight));
+            if still_current {
+                flights.remove(&hash);
+                // Store errors are never cached; neither is anything an invalidation overtook.
+                if let Ok(cached) = &result {
+                    if epoch == self.epoch.load(Ordering::Acquire) {
+                        self.entries.insert(hash, Arc::clone(cached));
+                    }
+                }
+            }
+        }
+        guard.flight = None;
+        let result = match result {
+            Err(e) => self.stale_fallback(&hash).ok_or(e),
+            ok => ok,
+        };
+        flight.state.send_replace(FlightState::Done(result.clone()));
+        result
+    }
+
+    /// With stale-if-error on and the channel lost less than the window ago, the entry
+    /// cached before the loss, whatever its epoch.
+    fn stale_fallback(&self, hash: &KeyHash) -> Option<Arc<Cached>> {
+        let window = self.stale_if_error?;
+        let since = (*self
+            .degraded_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))?;
+        if since.elapsed() > window {
+            return None;
+        }
+        let cached = self.entries.get(hash)?;
+        cached.key.is_some().then_some(cached)
+    }
+
+    fn lock_flights(&self) -> MutexGuard<'_, HashMap<KeyHash, Arc<Flight>>> {
+        // Every critical section is a few map operations that cannot leave it half-done.
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn invalidate(&self, hash: &KeyHash) {
+        let mut flights = self.lock_flights();
+        // Detach the flight: its waiters (who arrived before this call) still get its
+        // answer, but it will not insert, and later misses start a fresh flight.
+        flights.remove(hash);
+        self.entries.invalidate(hash);
+    }
+
+    pub(crate) fn flush(&self) {
+        let mut flights = self.lock_flights();
+        flights.clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
+    }
+
+    pub(crate) fn channel_lost(&self) {
+        let mut since = self
+            .degraded_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if since.is_none() {
+            *since = Some(Instant::now());
+        }
+        self.health.store(DEGRADED, Ordering::Release);
+        drop(since);
+        if self.stale_if_error.is_none() {
+            self.flush();
+        }
+    }
+
+    pub(crate) fn channel_restored(&self) {
+        let mut since = self
+            .degraded_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if since.take().is_some() {
+            // Anything cached before or during the gap may have missed a revocation.
+            self.flush();
+        }
+        self.health.store(HEALTHY, Ordering::Release);
+    }
+
+    pub(crate) fn health(&self) -> ChannelHealth {
+        match self.health.load(Ordering::Acquire) {
+            HEALTHY => ChannelHealth::Healthy,
+            _ => ChannelHealth::Degraded,
+        }
+    }
+
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+}
+
+impl fmt::Debug for KeyCache {
+    // moka's Debug prints every entry; ours prints counts only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.entries.entry_count())
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+/// A handle that tells the layer a key changed elsewhere: what durable stores' change
+/// feeds (PostgreSQL `LISTEN`, SQLite `data_version` polling) call.
+///
+/// Cheap to clone; every clone acts on the same cache.
+#[derive(Clone)]
+pub struct Invalidator {
+    pub(crate) cache: Arc<KeyCache>,
+}
+
+impl Invalidator {
+    /// Forgets what is cached for `hash`, including the result of a lookup still in flight.
+    /// Once this returns, the next request with that key reads the store.
+    pub fn invalidate(&self, hash: &KeyHash) {
+        self.cache.invalidate(hash);
+    }
+
+    /// Forgets everything cached, including lookups in flight.
+    pub fn invalidate_all(&self) {
+        self.cache.flush();
+    }
+
+    /// The channel that carries invalidations is down or unconfirmed: stop trusting the
+    /// cache (flushing it, unless stale-if-error is configured) until
+    /// [`channel_restored`](Self::channel_restored).
+    pub fn channel_lost(&self) {
+        self.cache.channel_lost();
+    }
+
+    /// The channel is back: flush what may have missed a revocation, then trust the cache again.
+    pub fn channel_restored(&self) {
+        self.cache.channel_restored();
+    }
+
+    /// The channel's health as last reported.
+    pub fn health(&self) -> ChannelHealth {
+        self.cache.health()
+    }
+}
+
+impl fmt::Debug for Invalidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invalidator")
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Marks the flight abandoned if its leader is dropped before it finishes, so waiters retry
+/// instead of hanging.
+struct AbandonOnDrop<'a> {
+    cache: &'a KeyCache,
+    hash: KeyHash,
+    flight: Option<Arc<Flight>>,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        let mut flights = self.cache.lock_flights();
+        if flights
+            .get(&self.hash)
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            flights.remove(&self.hash);
+        }
+        drop(flights);
+        flight.state.send_replace(FlightState::Abandoned);
+    }
+}

@@ -1,0 +1,299 @@
+//! Why a request was not authenticated: [`AuthError`] and its [`AuthErrorKind`].
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::key::{Environment, KeyFormatError};
+use crate::principal::Principal;
+use crate::store::StoreError;
+
+/// The class of an authentication failure: what the rejection table in the README keys on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthErrorKind {
+    /// No `Authorization` header, or a scheme other than `Bearer`. 401 `missing_api_key`.
+    MissingApiKey,
+    /// A malformed `Authorization` header. 400 `invalid_request`.
+    InvalidRequest,
+    /// Wrong prefix, bad format or checksum, or a key the store does not know. 401 `invalid_api_key`.
+    InvalidApiKey,
+    /// The key was revoked. 401 `api_key_revoked`.
+    Revoked,
+    /// The key has expired. 401 `api_key_expired`.
+    Expired,
+    /// A valid key of the wrong environment for this route. 403 `wrong_environment`.
+    WrongEnvironment,
+    /// The key store could not answer and the key was not cached. 503 `auth_unavailable`.
+    Unavailable,
+    /// A guard found no [`Principal`](crate::Principal): `ApiKeyLayer` is not installed
+    /// in front of it. A server misconfiguration, not a client mistake. 500 `auth_layer_missing`.
+    LayerMissing,
+}
+
+impl AuthErrorKind {
+    /// The HTTP status of the rejection.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            AuthErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            AuthErrorKind::WrongEnvironment => StatusCode::FORBIDDEN,
+            AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthErrorKind::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthErrorKind::MissingApiKey
+            | AuthErrorKind::InvalidApiKey
+            | AuthErrorKind::Revoked
+            | AuthErrorKind::Expired => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The machine-readable `error.code` of the JSON body.
+    pub const fn code(self) -> &'static str {
+        match self {
+            AuthErrorKind::MissingApiKey => "missing_api_key",
+            AuthErrorKind::InvalidRequest => "invalid_request",
+            AuthErrorKind::InvalidApiKey => "invalid_api_key",
+            AuthErrorKind::Revoked => "api_key_revoked",
+            AuthErrorKind::Expired => "api_key_expired",
+            AuthErrorKind::WrongEnvironment => "wrong_environment",
+            AuthErrorKind::Unavailable => "auth_unavailable",
+            AuthErrorKind::LayerMissing => "auth_layer_missing",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3), if the status carries one.
+    pub const fn challenge(self) -> Option<&'static str> {
+        match self {
+            AuthErrorKind::MissingApiKey => Some(r#"Bearer realm="hapnd""#),
+            AuthErrorKind::InvalidRequest => {
+                Some(r#"Bearer realm="hapnd", error="invalid_request""#)
+            }
+            AuthErrorKind::InvalidApiKey | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
+                Some(r#"Bearer realm="hapnd", error="invalid_token""#)
+            }
+            AuthErrorKind::WrongEnvironment => {
+                Some(r#"Bearer realm="hapnd", error="insufficient_scope""#)
+            }
+            AuthErrorKind::Unavailable | AuthErrorKind::LayerMissing => None,
+        }
+    }
+}
+
+/// What exactly was wrong with a malformed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    MultipleHeaders,
+    TooLong,
+    InvalidBytes,
+    EmptyToken,
+    Syntax,
+}
+
+#[derive(Clone, Debug)]
+enum Detail {
+    None,
+    Malformed(Malformed),
+    Format(KeyFormatError),
+    WrongEnvironment {
+        key: Environment,
+        required: Environment,
+    },
+    Store(StoreError),
+}
+
+/// Why a request was not authenticated. Carries at most the key's masked hint, never the key.
+///
+/// The layer puts a clone of it into the rejection response's extensions, so outer layers
+/// can see why a request was refused.
+#[derive(Clone, Debug)]
+pub struct AuthError {
+    kind: AuthErrorKind,
+    detail: Detail,
+    hint: Option<String>,
+    principal: Option<Principal>,
+    retry_after: Option<Duration>,
+}
+
+impl AuthError {
+    fn new(kind: AuthErrorKind, detail: Detail) -> Self {
+        AuthError {
+            kind,
+            detail,
+            hint: None,
+            principal: None,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn missing() -> Self {
+        Self::new(AuthErrorKind::MissingApiKey, Detail::None)
+    }
+
+    pub(crate) fn malformed(why: Malformed) -> Self {
+        Self::new(AuthErrorKind::InvalidRequest, Detail::Malformed(why))
+    }
+
+    pub(crate) fn format(why: KeyFormatError) -> Self {
+        Self::new(AuthErrorKind::InvalidApiKey, Detail::Format(why))
+    }
+
+    pub(crate) fn unknown() -> Self {
+        Self::new(AuthErrorKind::InvalidApiKey, Detail::None)
+    }
+
+    pub(crate) fn revoked() -> Self {
+        Self::new(AuthErrorKind::Revoked, Detail::None)
+    }
+
+    pub(crate) fn expired() -> Self {
+        Self::new(AuthErrorKind::Expired, Detail::None)
+    }
+
+    pub(crate) fn wrong_environment(key: Environment, required: Environment) -> Self {
+        Self::new(
+            AuthErrorKind::WrongEnvironment,
+            Detail::WrongEnvironment { key, required },
+        )
+    }
+
+    pub(crate) fn unavailable(error: StoreError, retry_after: Duration) -> Self {
+        let mut e = Self::new(AuthErrorKind::Unavailable, Detail::Store(error));
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    pub(crate) fn layer_missing() -> Self {
+        Self::new(AuthErrorKind::LayerMissing, Detail::None)
+    }
+
+    pub(crate) fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = Some(principal);
+        self
+    }
+
+    pub(crate) fn with_hint(mut self, hint: String) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> AuthErrorKind {
+        self.kind
+    }
+
+    /// The masked hint of the presented key (`sk_live_...a1b2`), when one was well-formed.
+    pub fn key_hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// The key's owner, when the key was known but refused (revoked, expired, wrong environment).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    /// How long a client should wait before retrying, for [`AuthErrorKind::Unavailable`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The store failure behind an [`AuthErrorKind::Unavailable`].
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match &self.detail {
+            Detail::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A one-line, human-readable message for the client: never the key, at most its hint.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.detail) {
+            (_, Detail::Malformed(m)) => f.write_str(match m {
+                Malformed::MultipleHeaders => "send exactly one Authorization header",
+                Malformed::TooLong => "the Authorization header is too long",
+                Malformed::InvalidBytes => {
+                    "the Authorization header may contain only visible ASCII characters"
+                }
+                Malformed::EmptyToken => "the Bearer scheme needs an API key after it",
+                Malformed::Syntax => "expected `Authorization: Bearer <api key>`",
+            }),
+            (_, Detail::Format(e)) => write!(f, "invalid API key: {e}"),
+            (_, Detail::WrongEnvironment { key, required }) => write!(
+                f,
+                "this endpoint needs a {required} key ({}...), not a {key} key",
+                required.prefix()
+            ),
+            (_, Detail::Store(_)) => {
+                f.write_str("authentication is temporarily unavailable; retry shortly")
+            }
+            (AuthErrorKind::LayerMissing, _) => {
+                f.write_str("authentication is misconfigured on this server")
+            }
+            (AuthErrorKind::MissingApiKey, _) => {
+                f.write_str("no API key: send `Authorization: Bearer <api key>`")
+            }
+            (kind, _) => {
+                let what = match kind {
+                    AuthErrorKind::Revoked => "has been revoked",
+                    AuthErrorKind::Expired => "has expired",
+                    _ => "is not valid",
+                };
+                match &self.hint {
+                    Some(hint) => write!(f, "the API key {hint} {what}"),
+                    None => write!(f, "the API key {what}"),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for AuthError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.detail {
+            Detail::Format(e) => Some(e),
+            Detail::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl AuthError {
+    /// Emits the tracing event for this rejection: reason, hint, tenant and key id, never the key.
+    pub(crate) fn trace(&self) {
+        let code = self.kind.code();
+        let hint = self.hint.as_deref().unwrap_or("");
+        let tenant = self.principal.as_ref().map(|p| p.tenant()).unwrap_or("");
+        let key_id = self
+            .principal
+            .as_ref()
+            .map(|p| p.key_id().as_str())
+            .unwrap_or("");
+        match self.kind {
+            AuthErrorKind::Unavailable => tracing::warn!(
+                target: "hapnd_auth",
+                reason = code,
+                key_hint = hint,
+                error = %self.store_error().map(ToString::to_string).unwrap_or_default(),
+                "authentication unavailable: key store failed"
+            ),
+            AuthErrorKind::LayerMissing => tracing::error!(
+                target: "hapnd_auth",
+                reason = code,
+                "environment guard without ApiKeyLayer in front of it"
+            ),
+            _ => tracing::debug!(
+                target: "hapnd_auth",
+                reason = code,
+                key_hint = hint,
+                tenant,
+                key_id,
+                "request rejected"
+            ),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! API-key authentication for [tower], axum and hyper services.
+//!
+//! Every request carries `Authorization: Bearer sk_live_...` (the live environment) or
+//! `sk_test_...` (the sandbox). [`ApiKeyLayer`] parses the header, validates the key's
+//! prefix, length and checksum, hashes it with SHA-256, resolves the hash through a
+//! short-TTL cache in front of a [`KeyStore`], and inserts the [`Principal`] (tenant,
+//! environment, key id and name) into the request extensions. Everything else gets the
+//! rejection the README's table lists, as a response, never an error.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use hapnd_auth::{Authenticator, Environment, MemoryKeyStore, NewKey, Principal};
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let auth = Authenticator::new(MemoryKeyStore::new());
+//! let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+//!
+//! async fn whoami(axum::Extension(principal): axum::Extension<Principal>) -> String {
+//!     format!("{} ({})", principal.tenant(), principal.environment())
+//! }
+//! let app = Router::new().route("/whoami", get(whoami)).layer(auth.layer());
+//!
+//! let request = http::Request::get("/whoami")
+//!     .header("authorization", format!("Bearer {}", created.key.expose_secret()))
+//!     .body(axum::body::Body::empty())
+//!     .unwrap();
+//! let response = app.clone().oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//!
+//! let anonymous = http::Request::get("/whoami").body(axum::body::Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(anonymous).await.unwrap().status(), 401);
+//! # });
+//! ```
+//!
+//! # Revocation
+//! Once [`Authenticator::revoke`] returns, every request with that key is rejected, even
+//! one whose store lookup was in flight when revoke was called. Durable stores' change
+//! feeds call the [`Invalidator`] so revocations made elsewhere reach this process too.
+//!
+//! # Feature flags
+//! - `axum`: [`Principal`] is an axum extractor (and an optional one).
+//!
+//! [tower]: https://docs.rs/tower
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod authenticator;
+mod bearer;
+mod cache;
+mod environment;
+mod error;
+mod future;
+mod key;
+mod layer;
+mod principal;
+mod rejection;
+mod service;
+mod store;
+
+pub use authenticator::{Authenticator, AuthenticatorBuilder};
+pub use bearer::MAX_HEADER_LEN;
+pub use cache::{ChannelHealth, Invalidator};
+pub use environment::{
+    EnvironmentRouter, RequireEnvironment, RequireEnvironmentLayer, RouterFuture,
+};
+pub use error::{AuthError, AuthErrorKind};
+pub use future::ResponseFuture;
+pub use key::{ApiKey, Environment, KEY_LEN, KeyFormatError, KeyHash, UnknownEnvironment};
+pub use layer::ApiKeyLayer;
+#[cfg(feature = "axum")]
+pub use principal::MissingPrincipal;
+pub use principal::Principal;
+pub use rejection::{JsonRejection, RejectionResponse};
+pub use service::ApiKeyService;
+pub use store::{
+    CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
+    StoreErrorKind,
+};

@@ -1,0 +1,154 @@
+//! Key stores: the [`KeyStore`] trait every backend implements, the records it keeps, and
+//! the in-memory store.
+//!
+//! A store keeps hashes, never keys: [`KeyStore::create`] generates the key, stores its
+//! [`KeyRecord`] and hands the plaintext back exactly once.
+//!
+//! ```
+//! use hapnd_auth::{Environment, KeyStore, MemoryKeyStore, NewKey};
+//!
+//! # tokio_test_block_on(async {
+//! let store = MemoryKeyStore::new();
+//! let created = store
+//!     .create(NewKey::new("acme", Environment::Live, "ci-pipeline"))
+//!     .await
+//!     .unwrap();
+//! let found = store.lookup(&created.key.hash()).await.unwrap().unwrap();
+//! assert_eq!(found.tenant, "acme");
+//! assert_eq!(store.list("acme").await.unwrap().len(), 1);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod error;
+mod memory;
+mod record;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+pub use error::{StoreError, StoreErrorKind};
+pub use memory::MemoryKeyStore;
+pub use record::{CreatedKey, KeyId, KeyRecord, LastUsed, NewKey};
+
+use crate::key::{ApiKey, KeyHash};
+
+/// A place where key records live. Implemented by [`MemoryKeyStore`] and the durable stores.
+///
+/// Implementations write `async fn` for each method; the futures must be `Send`. Only
+/// [`lookup`](KeyStore::lookup) is on the request path, and only on a cache miss.
+pub trait KeyStore: Send + Sync + 'static {
+    /// Finds the record whose hash is `hash`, revoked or not.
+    fn lookup(
+        &self,
+        hash: &KeyHash,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+
+    /// Stores a new record. A record whose hash or id is already stored is refused with
+    /// [`StoreErrorKind::Conflict`].
+    fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Finds a record by id.
+    fn get(&self, id: &KeyId)
+    -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+
+    /// Lists a tenant's keys, oldest first. Records hold hashes and hints only.
+    fn list(&self, tenant: &str)
+    -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+
+    /// Marks a key revoked at `at` and returns its record. Revoking a revoked key changes
+    /// nothing and returns it as it is; an unknown id is [`StoreErrorKind::NotFound`].
+    ///
+    /// This changes the store only: to reject the key at once in a running layer, revoke
+    /// through [`Authenticator::revoke`](crate::Authenticator::revoke), or let the store's
+    /// change feed invalidate it.
+    fn revoke(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+
+    /// Records when keys were last used. The layer calls it in batches, off the request
+    /// path; the default keeps nothing.
+    fn record_usage(
+        &self,
+        used: &[LastUsed],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = used;
+        async { Ok(()) }
+    }
+
+    /// Generates a key, stores its record, and returns both: the only time the key is seen.
+    fn create(&self, new: NewKey) -> impl Future<Output = Result<CreatedKey, StoreError>> + Send {
+        async move {
+            new.validate()?;
+            let key = ApiKey::generate(new.environment);
+            let record = KeyRecord::for_key(&key, new, SystemTime::now());
+            self.insert(&record).await?;
+            Ok(CreatedKey { key, record })
+        }
+    }
+
+    /// Creates a replacement for key `id` with the same tenant, environment and name. The
+    /// old key stays active until it is revoked.
+    fn rotate(&self, id: &KeyId) -> impl Future<Output = Result<CreatedKey, StoreError>> + Send {
+        async move {
+            let old = self
+                .get(id)
+                .await?
+                .ok_or_else(|| StoreError::not_found(id))?;
+            self.create(NewKey::new(old.tenant, old.environment, old.name))
+                .await
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe face of a [`KeyStore`], so the layer's type does not name the store.
+pub(crate) trait DynKeyStore: Send + Sync + 'static {
+    fn lookup<'a>(
+        &'a self,
+        hash: &'a KeyHash,
+    ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>>;
+    fn revoke<'a>(
+        &'a self,
+        id: &'a KeyId,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>>;
+    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>>;
+    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<T: KeyStore> DynKeyStore for T {
+    fn lookup<'a>(
+        &'a self,
+        hash: &'a KeyHash,
+    ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>> {
+        Box::pin(KeyStore::lookup(self, hash))
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        id: &'a KeyId,
+        at: SystemTime,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
+        Box::pin(KeyStore::revoke(self, id, at))
+    }
+
+    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>> {
+        Box::pin(KeyStore::create(self, new))
+    }
+
+    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>> {
+        Box::pin(KeyStore::rotate(self, id))
+    }
+
+    fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(KeyStore::record_usage(self, used))
+    }
+}
