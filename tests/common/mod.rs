@@ -1,0 +1,187 @@
+//! Shared test fixtures: an echo service, request builders, and an instrumented store.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use hapnd_auth::{
+    AuthError, AuthErrorKind, KeyHash, KeyId, KeyRecord, KeyStore, MemoryKeyStore, Principal,
+    StoreError, StoreErrorKind,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Semaphore;
+
+pub type Body = Full<Bytes>;
+
+/// The inner service: answers 200, echoing the principal it saw into the response
+/// extensions and whether an `Authorization` header reached it.
+pub async fn echo(req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let mut response = Response::new(Body::from("inner"));
+    if let Some(p) = req.extensions().get::<Principal>() {
+        response.extensions_mut().insert(p.clone());
+    }
+    let saw = req.headers().contains_key(http::header::AUTHORIZATION);
+    response
+        .headers_mut()
+        .insert("x-saw-authorization", HeaderValue::from_static(if saw { "yes" } else { "no" }));
+    Ok(response)
+}
+
+pub fn request(authorization: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get("/v1/events");
+    if let Some(value) = authorization {
+        builder = builder.header("authorization", value);
+    }
+    builder.body(Body::default()).unwrap()
+}
+
+pub fn bearer(key: &str) -> Request<Body> {
+    request(Some(&format!("Bearer {key}")))
+}
+
+/// Status, `WWW-Authenticate`, and `error.code` of a response; `None` code for a 200.
+pub struct Seen {
+    pub status: StatusCode,
+    pub challenge: Option<String>,
+    pub code: Option<String>,
+    pub body: String,
+    pub retry_after: Option<String>,
+    pub principal: Option<Principal>,
+    pub error: Option<AuthError>,
+    pub saw_authorization: Option<String>,
+}
+
+pub async fn seen(response: Response<Body>) -> Seen {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let code = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    Seen {
+        status: parts.status,
+        challenge: header("www-authenticate"),
+        code,
+        retry_after: header("retry-after"),
+        saw_authorization: header("x-saw-authorization"),
+        principal: parts.extensions.get::<Principal>().cloned(),
+        error: parts.extensions.get::<AuthError>().cloned(),
+        body,
+    }
+}
+
+pub fn assert_rejected(seen: &Seen, kind: AuthErrorKind) {
+    assert_eq!(seen.status, kind.status(), "body: {}", seen.body);
+    assert_eq!(seen.code.as_deref(), Some(kind.code()), "body: {}", seen.body);
+    assert_eq!(seen.challenge.as_deref(), kind.challenge());
+    assert_eq!(seen.error.as_ref().map(AuthError::kind), Some(kind));
+    assert!(seen.principal.is_none(), "a rejected request reached the inner service");
+}
+
+/// A memory store that counts lookups, can fail on demand, and can hold lookups at a gate.
+#[derive(Clone, Default)]
+pub struct TestStore {
+    pub inner: MemoryKeyStore,
+    pub lookups: Arc<AtomicUsize>,
+    pub failing: Arc<AtomicBool>,
+    gate: Arc<Mutex<Option<Gate>>>,
+}
+
+#[derive(Clone)]
+struct Gate {
+    entered: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+}
+
+/// The test's side of a gate: see a lookup arrive, then let it go.
+pub struct GateHandle {
+    entered: Arc<Semaphore>,
+    release: Arc<Semaphore>,
+}
+
+impl GateHandle {
+    /// Waits until a lookup has read the store and is held at the gate.
+    pub async fn entered(&self) {
+        self.entered.acquire().await.unwrap().forget();
+    }
+
+    /// Lets one held lookup return.
+    pub fn release(&self) {
+        self.release.add_permits(1);
+    }
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// From now on every lookup reads the store, then waits at the gate before returning.
+    pub fn close_gate(&self) -> GateHandle {
+        let gate = Gate {
+            entered: Arc::new(Semaphore::new(0)),
+            release: Arc::new(Semaphore::new(0)),
+        };
+        let handle = GateHandle {
+            entered: gate.entered.clone(),
+            release: gate.release.clone(),
+        };
+        *self.gate.lock().unwrap() = Some(gate);
+        handle
+    }
+
+    pub fn open_gate(&self) {
+        *self.gate.lock().unwrap() = None;
+    }
+}
+
+impl KeyStore for TestStore {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::new(StoreErrorKind::Unavailable, "test store is down"));
+        }
+        // Read first, then wait: the answer is what the store held when the lookup ran.
+        let result = self.inner.lookup(hash).await;
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.entered.add_permits(1);
+            gate.release.acquire().await.unwrap().forget();
+        }
+        result
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list(tenant).await
+    }
+
+    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+}
