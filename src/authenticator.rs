@@ -2,7 +2,7 @@
 //! layer, the environment router and anything else that needs to resolve a key.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -16,6 +16,7 @@ use crate::principal::Principal;
 use crate::store::{
     CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
 };
+use crate::usage::UsageRecorder;
 
 /// Resolves API keys to [`Principal`]s through a cache in front of a [`KeyStore`], and
 /// revokes them with no grace period.
@@ -47,6 +48,7 @@ struct Inner {
     cache: Arc<KeyCache>,
     lookup_timeout: Duration,
     retry_after: Duration,
+    usage: UsageRecorder,
 }
 
 /// Configures an [`Authenticator`]. Made by [`Authenticator::builder`].
@@ -59,6 +61,7 @@ pub struct AuthenticatorBuilder {
     lookup_timeout: Duration,
     retry_after: Duration,
     stale_if_error: Option<Duration>,
+    usage_interval: Duration,
 }
 
 impl AuthenticatorBuilder {
@@ -103,6 +106,12 @@ impl AuthenticatorBuilder {
         self
     }
 
+    /// How often last-used times are written to the store, in one batch (default 10 s).
+    pub fn usage_flush_interval(mut self, interval: Duration) -> Self {
+        self.usage_interval = interval;
+        self
+    }
+
     /// Builds the authenticator.
     pub fn build(self) -> Authenticator {
         Authenticator {
@@ -116,6 +125,7 @@ impl AuthenticatorBuilder {
                 )),
                 lookup_timeout: self.lookup_timeout,
                 retry_after: self.retry_after,
+                usage: UsageRecorder::new(self.usage_interval, 100_000),
             }),
         }
     }
@@ -150,6 +160,7 @@ impl Authenticator {
             lookup_timeout: Duration::from_secs(2),
             retry_after: Duration::from_secs(1),
             stale_if_error: None,
+            usage_interval: Duration::from_secs(10),
         }
     }
 
@@ -231,22 +242,47 @@ impl Authenticator {
     pub(crate) async fn resolve(&self, miss: Miss) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         let lookup = || async {
-            match tokio::time::timeout(inner.lookup_timeout, inner.store.lookup(&miss.hash)).await {
+            let timeout = inner.lookup_timeout;
+            let result = match tokio::time::timeout(timeout, inner.store.lookup(&miss.hash)).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::new(
                     StoreErrorKind::Timeout,
-                    format!(
-                        "the key store did not answer within {:?}",
-                        inner.lookup_timeout
-                    ),
+                    format!("the key store did not answer within {timeout:?}"),
                 )),
+            };
+            if let Ok(Some(record)) = &result
+                && !record.is_revoked()
+            {
+                self.note_use(&record.id);
             }
+            result
         };
         let result = match inner.cache.load(miss.hash, lookup).await {
             Ok(cached) => verify(&cached, &miss.hash, miss.environment),
             Err(e) => Err(AuthError::unavailable(e, inner.retry_after)),
         };
         result.map_err(|e| e.with_hint(miss.hint))
+    }
+
+    fn note_use(&self, id: &KeyId) {
+        if self.inner.usage.note(id, SystemTime::now()) {
+            // The first use starts the flusher, if there is a runtime to run it on.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(flush_usage_every(Arc::downgrade(&self.inner)));
+            }
+        }
+    }
+
+    /// Writes pending last-used times to the store now (they are otherwise written every
+    /// [`usage_flush_interval`](AuthenticatorBuilder::usage_flush_interval)). Call it at
+    /// shutdown so the last batch is not lost.
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        flush_usage(&self.inner).await
+    }
+
+    /// How many uses were dropped because too many distinct keys were pending at once.
+    pub fn dropped_usage_records(&self) -> u64 {
+        self.inner.usage.dropped()
     }
 
     /// Creates a key and returns it: the only time its plaintext is seen.
@@ -284,6 +320,33 @@ impl fmt::Debug for Authenticator {
             .field("cache", &self.inner.cache)
             .field("lookup_timeout", &self.inner.lookup_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+async fn flush_usage(inner: &Inner) -> Result<(), StoreError> {
+    let batch = inner.usage.take();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match inner.store.record_usage(&batch).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(target: "hapnd_auth", error = %e, keys = batch.len(), "could not record key usage; will retry");
+            inner.usage.restore(batch);
+            Err(e)
+        }
+    }
+}
+
+/// The background flusher: ends when the authenticator is dropped.
+async fn flush_usage_every(inner: Weak<Inner>) {
+    let Some(interval) = inner.upgrade().map(|i| i.usage.interval) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let _ = flush_usage(&inner).await;
     }
 }
 

@@ -207,10 +207,10 @@ impl KeyCache {
             if still_current {
                 flights.remove(&hash);
                 // Store errors are never cached; neither is anything an invalidation overtook.
-                if let Ok(cached) = &result {
-                    if epoch == self.epoch.load(Ordering::Acquire) {
-                        self.entries.insert(hash, Arc::clone(cached));
-                    }
+                if let Ok(cached) = &result
+                    && epoch == self.epoch.load(Ordering::Acquire)
+                {
+                    self.entries.insert(hash, Arc::clone(cached));
                 }
             }
         }

@@ -58,6 +58,7 @@ mod principal;
 mod rejection;
 mod service;
 mod store;
+mod usage;
 
 pub use authenticator::{Authenticator, AuthenticatorBuilder};
 pub use bearer::MAX_HEADER_LEN;
@@ -78,3 +79,8 @@ pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
     StoreErrorKind,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,7 +18,10 @@ async fn call(auth: &Authenticator, key: &str) -> common::Seen {
 async fn a_hundred_concurrent_misses_make_one_store_lookup() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
@@ -59,7 +62,10 @@ async fn a_key_created_after_a_negative_entry_works_at_once() {
     // Negative entries are per hash; creating a key invalidates its hash anyway.
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     assert_eq!(call(&auth, created.key.expose_secret()).await.status, 200);
 }
 
@@ -85,8 +91,14 @@ async fn a_store_failure_is_503_with_retry_after_and_is_not_cached() {
     let auth = Authenticator::builder(store.clone())
         .retry_after(Duration::from_millis(1500))
         .build();
-    let cached = auth.create_key(NewKey::new("acme", Environment::Live, "cached")).await.unwrap();
-    let uncached = auth.create_key(NewKey::new("acme", Environment::Live, "cold")).await.unwrap();
+    let cached = auth
+        .create_key(NewKey::new("acme", Environment::Live, "cached"))
+        .await
+        .unwrap();
+    let uncached = auth
+        .create_key(NewKey::new("acme", Environment::Live, "cold"))
+        .await
+        .unwrap();
     assert_eq!(call(&auth, cached.key.expose_secret()).await.status, 200);
 
     store.set_failing(true);
@@ -95,14 +107,20 @@ async fn a_store_failure_is_503_with_retry_after_and_is_not_cached() {
     assert_eq!(s.retry_after.as_deref(), Some("2"));
     let stranger = ApiKey::generate(Environment::Live);
     // An unknown key during an outage is 503 too: never 401 while the store cannot say.
-    assert_rejected(&call(&auth, stranger.expose_secret()).await, AuthErrorKind::Unavailable);
+    assert_rejected(
+        &call(&auth, stranger.expose_secret()).await,
+        AuthErrorKind::Unavailable,
+    );
     // Cache hits keep working while the invalidation channel is healthy.
     assert_eq!(call(&auth, cached.key.expose_secret()).await.status, 200);
 
     store.set_failing(false);
     let before = store.lookups();
     assert_eq!(call(&auth, uncached.key.expose_secret()).await.status, 200);
-    assert_rejected(&call(&auth, stranger.expose_secret()).await, AuthErrorKind::InvalidApiKey);
+    assert_rejected(
+        &call(&auth, stranger.expose_secret()).await,
+        AuthErrorKind::InvalidApiKey,
+    );
     // Both were read from the store: the failures left no entry behind.
     assert_eq!(store.lookups(), before + 2);
 }
@@ -113,7 +131,10 @@ async fn a_hanging_store_is_answered_within_the_lookup_timeout() {
     let auth = Authenticator::builder(store.clone())
         .lookup_timeout(Duration::from_millis(100))
         .build();
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let _gate = store.close_gate(); // never released
     let started = Instant::now();
     let s = call(&auth, created.key.expose_secret()).await;
@@ -126,7 +147,10 @@ async fn a_hanging_store_is_answered_within_the_lookup_timeout() {
 async fn a_cancelled_lookup_does_not_strand_the_requests_waiting_on_it() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
@@ -150,7 +174,10 @@ async fn a_cancelled_lookup_does_not_strand_the_requests_waiting_on_it() {
 async fn channel_lost_bypasses_the_cache_until_restored() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret();
     call(&auth, key).await;
     let inv = auth.invalidator();
@@ -160,7 +187,11 @@ async fn channel_lost_bypasses_the_cache_until_restored() {
     let before = store.lookups();
     call(&auth, key).await;
     call(&auth, key).await;
-    assert_eq!(store.lookups(), before + 2, "the cache was trusted while degraded");
+    assert_eq!(
+        store.lookups(),
+        before + 2,
+        "the cache was trusted while degraded"
+    );
     // Strict by default: a store outage while degraded is 503 even for a once-cached key.
     store.set_failing(true);
     assert_rejected(&call(&auth, key).await, AuthErrorKind::Unavailable);
@@ -179,13 +210,20 @@ async fn stale_if_error_serves_cached_keys_within_the_window_only() {
     let auth = Authenticator::builder(store.clone())
         .stale_if_error(Duration::from_millis(300))
         .build();
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret();
     assert_eq!(call(&auth, key).await.status, 200);
 
     auth.invalidator().channel_lost();
     store.set_failing(true);
-    assert_eq!(call(&auth, key).await.status, 200, "stale entry within the window");
+    assert_eq!(
+        call(&auth, key).await.status,
+        200,
+        "stale entry within the window"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_rejected(&call(&auth, key).await, AuthErrorKind::Unavailable);
 }

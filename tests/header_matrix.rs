@@ -15,9 +15,16 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let auth = Authenticator::new(MemoryKeyStore::new());
-    let live = auth.create_key(NewKey::new("acme", Environment::Live, "ci-pipeline")).await.unwrap();
+    let live = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci-pipeline"))
+        .await
+        .unwrap();
     let sandbox = auth
-        .create_key(NewKey::new("acme", Environment::Sandbox, "github-actions-test"))
+        .create_key(NewKey::new(
+            "acme",
+            Environment::Sandbox,
+            "github-actions-test",
+        ))
         .await
         .unwrap();
     Fixture {
@@ -34,7 +41,8 @@ async fn send(auth: &Authenticator, req: Request<Body>) -> common::Seen {
 
 async fn send_header(auth: &Authenticator, value: &[u8]) -> common::Seen {
     let mut req = request(None);
-    req.headers_mut().insert("authorization", HeaderValue::from_bytes(value).unwrap());
+    req.headers_mut()
+        .insert("authorization", HeaderValue::from_bytes(value).unwrap());
     send(auth, req).await
 }
 
@@ -42,7 +50,10 @@ async fn send_header(auth: &Authenticator, value: &[u8]) -> common::Seen {
 async fn valid_keys_in_every_scheme_casing_reach_the_inner_service() {
     let f = fixture().await;
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
-        for (key, env) in [(&f.live, Environment::Live), (&f.sandbox, Environment::Sandbox)] {
+        for (key, env) in [
+            (&f.live, Environment::Live),
+            (&f.sandbox, Environment::Sandbox),
+        ] {
             let s = send_header(&f.auth, format!("{scheme} {key}").as_bytes()).await;
             assert_eq!(s.status, 200, "{scheme}: {}", s.body);
             assert_eq!(s.challenge, None);
@@ -63,7 +74,10 @@ async fn several_spaces_are_accepted() {
 #[tokio::test]
 async fn no_credentials_is_401_missing_api_key() {
     let f = fixture().await;
-    assert_rejected(&send(&f.auth, request(None)).await, AuthErrorKind::MissingApiKey);
+    assert_rejected(
+        &send(&f.auth, request(None)).await,
+        AuthErrorKind::MissingApiKey,
+    );
     // Another scheme carries no API key.
     let s = send_header(&f.auth, b"Basic dXNlcjpwYXNzd29yZA==").await;
     assert_rejected(&s, AuthErrorKind::MissingApiKey);
@@ -81,7 +95,10 @@ async fn malformed_headers_are_400_invalid_request() {
         ("scheme and spaces only", b"Bearer    ".to_vec()),
         ("non-UTF-8 bytes", b"Bearer sk_live_\xff\xfe".to_vec()),
         ("10 KB header", huge.into_bytes()),
-        ("space inside the token", format!("Bearer {} x", f.live).into_bytes()),
+        (
+            "space inside the token",
+            format!("Bearer {} x", f.live).into_bytes(),
+        ),
     ];
     for (what, value) in cases {
         let s = send_header(&f.auth, &value).await;
@@ -109,7 +126,11 @@ async fn wrong_prefix_format_or_checksum_is_401_invalid_api_key() {
     let f = fixture().await;
     let body = &f.live["sk_live_".len()..];
     let mut typo = f.live.clone();
-    let swapped = if typo.as_bytes()[20] == b'Q' { "R" } else { "Q" };
+    let swapped = if typo.as_bytes()[20] == b'Q' {
+        "R"
+    } else {
+        "Q"
+    };
     typo.replace_range(20..21, swapped);
     let cases = [
         ("sk_prod_ prefix", format!("sk_prod_{body}")),
@@ -162,7 +183,11 @@ async fn the_inner_service_sees_the_principal_but_not_the_authorization_header()
     assert_eq!(p.key_hint(), format!("sk_live_...{}", &f.live[42..]));
 
     // Keeping the header is opt-in.
-    let svc = f.auth.layer().strip_authorization(false).layer(service_fn(echo));
+    let svc = f
+        .auth
+        .layer()
+        .strip_authorization(false)
+        .layer(service_fn(echo));
     let s = seen(svc.oneshot(common::bearer(&f.live)).await.unwrap()).await;
     assert_eq!(s.saw_authorization.as_deref(), Some("yes"));
 }

@@ -18,7 +18,10 @@ async fn call(auth: &Authenticator, key: &str) -> common::Seen {
 async fn a_revoked_key_is_rejected_on_the_next_request() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret();
 
     assert_eq!(call(&auth, key).await.status, 200);
@@ -39,7 +42,10 @@ async fn a_revoked_key_is_rejected_on_the_next_request() {
 async fn a_revocation_during_an_in_flight_lookup_does_not_bring_the_key_back() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
 
     // Request A misses and reads the store, which still says "active"; then it is held.
@@ -73,7 +79,10 @@ async fn a_revocation_during_an_in_flight_lookup_does_not_bring_the_key_back() {
 async fn invalidate_all_during_an_in_flight_lookup_does_not_bring_the_key_back() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
@@ -96,7 +105,10 @@ async fn invalidate_all_during_an_in_flight_lookup_does_not_bring_the_key_back()
 #[tokio::test]
 async fn rotation_keeps_the_old_key_until_it_is_revoked() {
     let auth = Authenticator::new(TestStore::new());
-    let old = auth.create_key(NewKey::new("acme", Environment::Sandbox, "deploy")).await.unwrap();
+    let old = auth
+        .create_key(NewKey::new("acme", Environment::Sandbox, "deploy"))
+        .await
+        .unwrap();
     let new = auth.rotate(&old.record.id).await.unwrap();
     assert_ne!(new.record.id, old.record.id);
     assert_eq!(new.record.name, "deploy");
@@ -105,7 +117,10 @@ async fn rotation_keeps_the_old_key_until_it_is_revoked() {
     assert_eq!(call(&auth, new.key.expose_secret()).await.status, 200);
 
     auth.revoke(&old.record.id).await.unwrap();
-    assert_rejected(&call(&auth, old.key.expose_secret()).await, AuthErrorKind::Revoked);
+    assert_rejected(
+        &call(&auth, old.key.expose_secret()).await,
+        AuthErrorKind::Revoked,
+    );
     assert_eq!(call(&auth, new.key.expose_secret()).await.status, 200);
 }
 
@@ -127,6 +142,9 @@ async fn an_expired_key_is_rejected() {
 #[tokio::test]
 async fn revoking_an_unknown_id_is_not_found() {
     let auth = Authenticator::new(TestStore::new());
-    let err = auth.revoke(&hapnd_auth::KeyId::new("key_nope")).await.unwrap_err();
+    let err = auth
+        .revoke(&hapnd_auth::KeyId::new("key_nope"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), hapnd_auth::StoreErrorKind::NotFound);
 }

@@ -25,9 +25,10 @@ pub async fn echo(req: Request<Body>) -> Result<Response<Body>, Infallible> {
         response.extensions_mut().insert(p.clone());
     }
     let saw = req.headers().contains_key(http::header::AUTHORIZATION);
-    response
-        .headers_mut()
-        .insert("x-saw-authorization", HeaderValue::from_static(if saw { "yes" } else { "no" }));
+    response.headers_mut().insert(
+        "x-saw-authorization",
+        HeaderValue::from_static(if saw { "yes" } else { "no" }),
+    );
     Ok(response)
 }
 
@@ -82,10 +83,18 @@ pub async fn seen(response: Response<Body>) -> Seen {
 
 pub fn assert_rejected(seen: &Seen, kind: AuthErrorKind) {
     assert_eq!(seen.status, kind.status(), "body: {}", seen.body);
-    assert_eq!(seen.code.as_deref(), Some(kind.code()), "body: {}", seen.body);
+    assert_eq!(
+        seen.code.as_deref(),
+        Some(kind.code()),
+        "body: {}",
+        seen.body
+    );
     assert_eq!(seen.challenge.as_deref(), kind.challenge());
     assert_eq!(seen.error.as_ref().map(AuthError::kind), Some(kind));
-    assert!(seen.principal.is_none(), "a rejected request reached the inner service");
+    assert!(
+        seen.principal.is_none(),
+        "a rejected request reached the inner service"
+    );
 }
 
 /// A memory store that counts lookups, can fail on demand, and can hold lookups at a gate.
@@ -157,7 +166,10 @@ impl KeyStore for TestStore {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::new(StoreErrorKind::Unavailable, "test store is down"));
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "test store is down",
+            ));
         }
         // Read first, then wait: the answer is what the store held when the lookup ran.
         let result = self.inner.lookup(hash).await;
@@ -183,5 +195,15 @@ impl KeyStore for TestStore {
 
     async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
         self.inner.revoke(id, at).await
+    }
+
+    async fn record_usage(&self, used: &[hapnd_auth::LastUsed]) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "test store is down",
+            ));
+        }
+        self.inner.record_usage(used).await
     }
 }

@@ -1,0 +1,140 @@
+//! No key appears in tracing output, `Debug` output, error messages or response bodies.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{TestStore, bearer, echo, request, seen};
+use hapnd_auth::{
+    ApiKey, Authenticator, Environment, EnvironmentRouter, NewKey, RequireEnvironmentLayer,
+};
+use http::HeaderValue;
+use tower::{Layer, ServiceExt, service_fn};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_key_in_logs_debug_errors_or_bodies() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = TestStore::new();
+    let auth = Authenticator::new(store.clone());
+    let live = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let test = auth
+        .create_key(NewKey::new("acme", Environment::Sandbox, "dev"))
+        .await
+        .unwrap();
+    let revoked = auth
+        .create_key(NewKey::new("acme", Environment::Live, "old"))
+        .await
+        .unwrap();
+    let unknown = ApiKey::generate(Environment::Live);
+    let mut secrets: Vec<String> = [&live.key, &test.key, &revoked.key, &unknown]
+        .iter()
+        .map(|k| k.expose_secret().to_owned())
+        .collect();
+    let mut typo = secrets[0].clone();
+    typo.replace_range(12..13, if &typo[12..13] == "x" { "y" } else { "x" });
+    secrets.push(typo.clone());
+    auth.revoke(&revoked.record.id).await.unwrap();
+
+    let mut printed = Vec::new();
+    let layer = auth.layer();
+    let svc = layer.clone().layer(service_fn(echo));
+    printed.push(format!(
+        "{layer:?} {svc:?} {auth:?} {:?} {:?}",
+        auth.invalidator(),
+        store.inner
+    ));
+    printed.push(format!("{:?} {:?} {:?}", live, live.key, live.record));
+
+    let mut requests = vec![
+        bearer(&secrets[0]),
+        bearer(&secrets[1]),
+        bearer(&secrets[2]),
+        bearer(&secrets[3]),
+        bearer(&typo),
+        bearer(&format!("{}{}", secrets[0], secrets[0])),
+        request(Some(&format!("Bearer\t{}", secrets[0]))),
+        request(Some(&format!("Basic {}", secrets[0]))),
+        request(Some(&format!("Bearer {} extra", secrets[0]))),
+    ];
+    let mut two = bearer(&secrets[0]);
+    two.headers_mut().append(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", secrets[1])).unwrap(),
+    );
+    requests.push(two);
+    for req in requests {
+        let s = seen(svc.clone().oneshot(req).await.unwrap()).await;
+        printed.push(format!("{} {:?} {:?}", s.body, s.error, s.principal));
+        if let Some(e) = &s.error {
+            printed.push(e.to_string());
+        }
+    }
+    // Wrong environment, and a store outage.
+    let guarded = auth
+        .layer()
+        .layer(RequireEnvironmentLayer::new(Environment::Live).layer(service_fn(echo)));
+    let s = seen(guarded.oneshot(bearer(&secrets[1])).await.unwrap()).await;
+    printed.push(format!("{} {:?}", s.body, s.error));
+    let routed = auth
+        .layer()
+        .layer(EnvironmentRouter::new(service_fn(echo), service_fn(echo)));
+    printed.push(format!("{routed:?}"));
+    store.set_failing(true);
+    auth.invalidator().invalidate_all();
+    let s = seen(svc.clone().oneshot(bearer(&secrets[0])).await.unwrap()).await;
+    assert_eq!(s.status, 503);
+    printed.push(format!(
+        "{} {:?} {}",
+        s.body,
+        s.error,
+        s.error.as_ref().unwrap()
+    ));
+    for bad in &secrets {
+        if let Err(e) = ApiKey::parse(bad) {
+            printed.push(format!("{e} {e:?}"));
+        }
+        if let Err(e) = auth.authenticate_key(bad).await {
+            printed.push(format!("{e} {e:?}"));
+        }
+    }
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("request rejected"),
+        "rejections are traced: {logs}"
+    );
+    assert!(logs.contains("api_key_revoked") && logs.contains(revoked.record.id.as_str()));
+    assert!(logs.contains("auth_unavailable"));
+    printed.push(logs);
+    for text in &printed {
+        for secret in &secrets {
+            // The random part alone is as secret as the whole key.
+            assert!(!text.contains(&secret[8..40]), "a key leaked into: {text}");
+        }
+    }
+}
