@@ -49,6 +49,7 @@
 mod authenticator;
 mod bearer;
 mod cache;
+pub mod credentials;
 mod environment;
 mod error;
 mod future;

@@ -1,0 +1,237 @@
+//! Where client tools find their API key: `HAPND_API_KEY`, else `~/.hapnd/config.json`.
+//!
+//! The file is written atomically with mode 0600 in a 0700 directory; a file found with
+//! looser permissions is tightened when it is read or written. A key whose prefix is
+//! neither `sk_live_` nor `sk_test_` (or whose checksum is wrong) is refused on save and
+//! on load.
+//!
+//! ```
+//! use hapnd_auth::{ApiKey, Environment, credentials};
+//!
+//! let dir = std::env::temp_dir().join(format!("hapnd-doc-{}", std::process::id()));
+//! let path = dir.join("config.json");
+//! let key = ApiKey::generate(Environment::Sandbox);
+//! credentials::save(&key, &path).unwrap();
+//!
+//! // The environment variable wins over the file.
+//! let other = ApiKey::generate(Environment::Live);
+//! let found = credentials::resolve(Some(other.expose_secret()), &path).unwrap();
+//! assert_eq!(found.source, credentials::Source::Environment);
+//! let found = credentials::resolve(None, &path).unwrap();
+//! assert_eq!(found.key.hash(), key.hash());
+//! # std::fs::remove_dir_all(dir).unwrap();
+//! ```
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::key::{ApiKey, KeyFormatError};
+
+/// The environment variable that overrides the config file.
+pub const ENV_VAR: &str = "HAPND_API_KEY";
+
+/// Where a key was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The `HAPND_API_KEY` environment variable.
+    Environment,
+    /// The config file at this path.
+    File(PathBuf),
+}
+
+/// A key and where it came from.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The key.
+    pub key: ApiKey,
+    /// Where it was found.
+    pub source: Source,
+}
+
+/// Why no usable key was found or saved. Never contains the key.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    /// Neither `HAPND_API_KEY` nor the config file holds a key.
+    NotFound(PathBuf),
+    /// No home directory to keep the config file in.
+    NoHome,
+    /// The key is not a well-formed Hapnd key.
+    InvalidKey {
+        /// Where the key came from.
+        source: Source,
+        /// What is wrong with it.
+        error: KeyFormatError,
+    },
+    /// The config file is not the JSON it should be.
+    Malformed(PathBuf),
+    /// Reading or writing the config file failed.
+    Io(PathBuf, std::io::Error),
+}
+
+impl fmt::Display for CredentialsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialsError::NotFound(path) => write!(
+                f,
+                "no API key: set {ENV_VAR} or run `hapnd-auth login <key>` (looked in {})",
+                path.display()
+            ),
+            CredentialsError::NoHome => {
+                f.write_str("cannot find the home directory (HOME is not set)")
+            }
+            CredentialsError::InvalidKey { source, error } => {
+                let from = match source {
+                    Source::Environment => format!("in {ENV_VAR}"),
+                    Source::File(path) => format!("in {}", path.display()),
+                };
+                write!(f, "refusing the API key {from}: {error}")
+            }
+            CredentialsError::Malformed(path) => write!(
+                f,
+                "{} is not a valid config file (expected {{\"api_key\": \"sk_...\"}})",
+                path.display()
+            ),
+            CredentialsError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CredentialsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CredentialsError::InvalidKey { error, .. } => Some(error),
+            CredentialsError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// `~/.hapnd/config.json`.
+pub fn default_path() -> Result<PathBuf, CredentialsError> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or(CredentialsError::NoHome)?;
+    Ok(PathBuf::from(home).join(".hapnd").join("config.json"))
+}
+
+/// The key to use: `HAPND_API_KEY` if set, else the default config file.
+pub fn load() -> Result<Credentials, CredentialsError> {
+    let from_env = std::env::var(ENV_VAR).ok();
+    let path = default_path();
+    match (from_env.as_deref().filter(|k| !k.is_empty()), path) {
+        (Some(key), path) => resolve(Some(key), &path.unwrap_or_default()),
+        (None, Ok(path)) => resolve(None, &path),
+        (None, Err(e)) => Err(e),
+    }
+}
+
+/// The key to use given the environment variable's value and the config file's path.
+pub fn resolve(from_env: Option<&str>, path: &Path) -> Result<Credentials, CredentialsError> {
+    if let Some(key) = from_env.filter(|k| !k.is_empty()) {
+        let key = ApiKey::parse(key.trim()).map_err(|error| CredentialsError::InvalidKey {
+            source: Source::Environment,
+            error,
+        })?;
+        return Ok(Credentials {
+            key,
+            source: Source::Environment,
+        });
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CredentialsError::NotFound(path.to_owned()));
+        }
+        Err(e) => return Err(CredentialsError::Io(path.to_owned(), e)),
+    };
+    tighten(path)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| CredentialsError::Malformed(path.to_owned()))?;
+    let key = value["api_key"]
+        .as_str()
+        .ok_or_else(|| CredentialsError::Malformed(path.to_owned()))?;
+    let source = Source::File(path.to_owned());
+    let key = ApiKey::parse(key).map_err(|error| CredentialsError::InvalidKey {
+        source: source.clone(),
+        error,
+    })?;
+    Ok(Credentials { key, source })
+}
+
+/// Writes `key` to `path` atomically (a temporary file in the same directory, then a
+/// rename), with mode 0600 in a directory of mode 0700.
+pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
+    let io = |e| CredentialsError::Io(path.to_owned(), e);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    create_private_dir(dir).map_err(io)?;
+    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = open_private(&tmp)?;
+        let body = serde_json::json!({ "api_key": key.expose_secret() });
+        file.write_all(format!("{body:#}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)?;
+    tighten(path)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// Makes the file readable by its owner only, if anyone else could read it.
+#[cfg(unix)]
+fn tighten(path: &Path) -> Result<(), CredentialsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e| CredentialsError::Io(path.to_owned(), e);
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        tracing::warn!(path = %path.display(), "tightened the API key file's permissions to 0600");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn tighten(_: &Path) -> Result<(), CredentialsError> {
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The client-side key file: 0600, atomic, tightened, and overridden by `HAPND_API_KEY`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use hapnd_auth::credentials::{self, CredentialsError, Source};
+use hapnd_auth::{ApiKey, Environment};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hapnd-cred-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn save_writes_0600_in_a_0700_directory_and_loads_back() {
+    let tmp = TempDir::new("save");
+    let path = tmp.0.join(".hapnd").join("config.json");
+    let key = ApiKey::generate(Environment::Live);
+    credentials::save(&key, &path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let found = credentials::resolve(None, &path).unwrap();
+    assert_eq!(found.key.expose_secret(), key.expose_secret());
+    assert_eq!(found.source, Source::File(path.clone()));
+    // No temporary file left behind.
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn a_looser_existing_file_is_tightened() {
+    let tmp = TempDir::new("tighten");
+    let path = tmp.0.join("config.json");
+    credentials::save(&ApiKey::generate(Environment::Sandbox), &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    credentials::resolve(None, &path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    credentials::save(&ApiKey::generate(Environment::Sandbox), &path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn the_environment_variable_wins_and_bad_keys_are_refused() {
+    let tmp = TempDir::new("env");
+    let path = tmp.0.join("config.json");
+    let file_key = ApiKey::generate(Environment::Sandbox);
+    credentials::save(&file_key, &path).unwrap();
+    let env_key = ApiKey::generate(Environment::Live);
+    let found = credentials::resolve(Some(env_key.expose_secret()), &path).unwrap();
+    assert_eq!(found.source, Source::Environment);
+    assert_eq!(found.key.hash(), env_key.hash());
+
+    let bad = format!("pk_live_{}", &env_key.expose_secret()[8..]);
+    let err = credentials::resolve(Some(&bad), &path).unwrap_err();
+    assert!(matches!(
+        err,
+        CredentialsError::InvalidKey {
+            source: Source::Environment,
+            ..
+        }
+    ));
+    assert!(!err.to_string().contains(&bad[8..40]), "{err}");
+
+    std::fs::write(&path, format!("{{\"api_key\": \"{bad}\"}}")).unwrap();
+    assert!(matches!(
+        credentials::resolve(None, &path),
+        Err(CredentialsError::InvalidKey { .. })
+    ));
+    std::fs::write(&path, "not json").unwrap();
+    assert!(matches!(
+        credentials::resolve(None, &path),
+        Err(CredentialsError::Malformed(_))
+    ));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        credentials::resolve(None, &path),
+        Err(CredentialsError::NotFound(_))
+    ));
+}
