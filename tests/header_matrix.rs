@@ -207,3 +207,56 @@ async fn a_custom_rejection_replaces_the_body_and_keeps_the_error_in_extensions(
     assert_eq!(s.body, "custom:missing_api_key");
     assert_eq!(s.error.unwrap().kind(), AuthErrorKind::MissingApiKey);
 }
+
+#[tokio::test]
+async fn random_headers_never_panic_and_always_get_a_client_error() {
+    let f = fixture().await;
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        // xorshift64: deterministic, so a failure reproduces.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let prefixes: [&[u8]; 5] = [
+        b"",
+        b"Bearer ",
+        b"bearer sk_live_",
+        b"Bearer sk_test_",
+        b"Basic ",
+    ];
+    let mut tried = 0;
+    for _ in 0..20_000 {
+        let mut value = prefixes[(next() % 5) as usize].to_vec();
+        let len = (next() % 60) as usize;
+        value.extend((0..len).map(|_| {
+            let r = next();
+            // Mostly key-like characters, sometimes anything.
+            if r % 4 == 0 {
+                (r >> 8) as u8
+            } else {
+                b"0123456789abcXYZ_ \t"[(r >> 8) as usize % 19]
+            }
+        }));
+        let Ok(header) = HeaderValue::from_bytes(&value) else {
+            continue;
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", header);
+        let err = f.auth.authenticate(&headers).await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                AuthErrorKind::MissingApiKey
+                    | AuthErrorKind::InvalidRequest
+                    | AuthErrorKind::InvalidApiKey
+            ),
+            "{:?} for {:?}",
+            err.kind(),
+            String::from_utf8_lossy(&value)
+        );
+        tried += 1;
+    }
+    assert!(tried > 10_000, "only {tried} valid header values generated");
+}
