@@ -40,9 +40,9 @@
 //!
 //! # Feature flags
 //! - `axum`: [`Principal`] is an axum extractor (and an optional one).
-//! - `sqlite` (default): [`SqliteKeyStore`], keys in a SQLite file, with a change feed that
+//! - `sqlite` (default): `SqliteKeyStore`, keys in a SQLite file, with a change feed that
 //!   notices other processes' commits.
-//! - `postgres`: [`PostgresKeyStore`], keys in PostgreSQL, with revocations pushed to every
+//! - `postgres`: `PostgresKeyStore`, keys in PostgreSQL, with revocations pushed to every
 //!   instance through `LISTEN`/`NOTIFY`.
 //!
 //! [tower]: https://docs.rs/tower

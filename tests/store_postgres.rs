@@ -306,7 +306,7 @@ async fn store_outage_fails_fast_and_recovers() {
     assert_eq!(err.kind(), AuthErrorKind::Unavailable);
     assert!(err.store_error().is_some());
     assert!(
-        elapsed < timeout + Duration::from_millis(300),
+        elapsed < timeout + Duration::from_millis(500),
         "failed in {elapsed:?}, timeout {timeout:?}"
     );
     eprintln!("postgres: uncached key during an outage answered Unavailable in {elapsed:?}");
@@ -439,7 +439,7 @@ async fn silent_network_is_bounded_and_detected() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), AuthErrorKind::Unavailable);
-    assert!(started.elapsed() < timeout + Duration::from_millis(300));
+    assert!(started.elapsed() < timeout + Duration::from_millis(500));
     eprintln!(
         "postgres: lookup over a silent network failed in {:?} (query timeout {timeout:?})",
         started.elapsed()

@@ -1,30 +1,6 @@
 //! [`PostgresKeyStore`]: keys in PostgreSQL, with revocations pushed to every instance.
 //!
-//! ```no_run
-//! use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, PostgresKeyStore};
-//!
-//! # async fn run() -> Result<(), hapnd_auth::StoreError> {
-//! let store = PostgresKeyStore::connect("postgres://hapnd@db.internal/hapnd").await?;
-//! let auth = Authenticator::new(store.clone());
-//! // Revocations committed by any instance reach this one's cache within milliseconds.
-//! let _feed = store.listen(auth.invalidator());
-//! let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
-//! # Ok(()) }
-//! ```
-//!
-//! # The change feed
-//! [`KeyStore::revoke`] commits the update and a `NOTIFY hapnd_auth_keys, '<hash hex>'` in
-//! one transaction. [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open and
-//! invalidates each hash it hears about; the payload `flush` empties the whole cache (for
-//! bulk changes made with SQL: `SELECT pg_notify('hapnd_auth_keys', 'flush')`).
-//!
-//! Notifications sent while the listener is disconnected are lost for good, and a
-//! half-open connection is silent. So the listener also sends itself a heartbeat
-//! notification every [`ListenOptions::heartbeat_interval`]; until a heartbeat has come
-//! back within [`ListenOptions::heartbeat_timeout`], the channel is reported lost and the
-//! cache is not trusted: every request reads the store. The same holds from `listen` until
-//! the first heartbeat returns. `LISTEN` needs a direct session on the primary, not
-//! PgBouncer in transaction mode and not a replica.
+//! See [`PostgresKeyStore`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -79,6 +55,32 @@ macro_rules! ts {
 ///
 /// Every call is bounded by [`PostgresKeyStoreBuilder::query_timeout`] (default 2 s) on the
 /// client, pool wait included, and by the same `statement_timeout` on the server.
+///
+/// ```no_run
+/// use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, PostgresKeyStore};
+///
+/// # async fn run() -> Result<(), hapnd_auth::StoreError> {
+/// let store = PostgresKeyStore::connect("postgres://hapnd@db.internal/hapnd").await?;
+/// let auth = Authenticator::new(store.clone());
+/// // Revocations committed by any instance reach this one's cache within milliseconds.
+/// let _feed = store.listen(auth.invalidator());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # The change feed
+/// [`KeyStore::revoke`] commits the update and a `NOTIFY hapnd_auth_keys, '<hash hex>'` in
+/// one transaction. [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open and
+/// invalidates each hash it hears about; the payload `flush` empties the whole cache (for
+/// bulk changes made with SQL: `SELECT pg_notify('hapnd_auth_keys', 'flush')`).
+///
+/// Notifications sent while the listener is disconnected are lost for good, and a
+/// half-open connection is silent. So the listener also sends itself a heartbeat
+/// notification every [`ListenOptions::heartbeat_interval`]; until a heartbeat has come
+/// back within [`ListenOptions::heartbeat_timeout`], the channel is reported lost and the
+/// cache is not trusted: every request reads the store. The same holds from `listen` until
+/// the first heartbeat returns. `LISTEN` needs a direct session on the primary, not
+/// PgBouncer in transaction mode and not a replica.
 #[derive(Clone)]
 pub struct PostgresKeyStore {
     pool: PgPool,
@@ -221,7 +223,7 @@ impl PostgresKeyStore {
     }
 
     /// Starts the change feed with the default [`ListenOptions`]: revocations committed by
-    /// any instance invalidate `invalidator`'s cache. See the [module docs](self).
+    /// any instance invalidate `invalidator`'s cache. See [the change feed](PostgresKeyStore#the-change-feed).
     pub fn listen(&self, invalidator: Invalidator) -> ChangeFeed {
         self.listen_with(invalidator, ListenOptions::default())
     }

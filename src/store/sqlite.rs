@@ -1,17 +1,6 @@
 //! [`SqliteKeyStore`]: keys in a SQLite file, shared by the gateway and the CLI.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, SqliteKeyStore};
-//!
-//! # async fn run() -> Result<(), hapnd_auth::StoreError> {
-//! let store = SqliteKeyStore::connect("/var/lib/hapnd/keys.db").await?;
-//! let auth = Authenticator::new(store.clone());
-//! // Another process (the CLI) revoking a key sends no notification: poll for its commits.
-//! let _feed = store.watch(auth.invalidator(), Duration::from_millis(250));
-//! let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
-//! # Ok(()) }
-//! ```
+//! See [`SqliteKeyStore`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,6 +39,19 @@ macro_rules! select {
 /// The file is put in WAL mode so the gateway's reads do not wait for another process's
 /// write. Every call is bounded by [`SqliteKeyStoreBuilder::query_timeout`] (default 2 s),
 /// pool wait and lock wait included.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, SqliteKeyStore};
+///
+/// # async fn run() -> Result<(), hapnd_auth::StoreError> {
+/// let store = SqliteKeyStore::connect("/var/lib/hapnd/keys.db").await?;
+/// let auth = Authenticator::new(store.clone());
+/// // Another process (the CLI) revoking a key sends no notification: poll for its commits.
+/// let _feed = store.watch(auth.invalidator(), Duration::from_millis(250));
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SqliteKeyStore {
     pool: SqlitePool,
