@@ -40,6 +40,10 @@
 //!
 //! # Feature flags
 //! - `axum`: [`Principal`] is an axum extractor (and an optional one).
+//! - `sqlite` (default): `SqliteKeyStore`, keys in a SQLite file, with a change feed that
+//!   notices other processes' commits.
+//! - `postgres`: `PostgresKeyStore`, keys in PostgreSQL, with revocations pushed to every
+//!   instance through `LISTEN`/`NOTIFY`.
 //!
 //! [tower]: https://docs.rs/tower
 #![deny(unsafe_code)]
@@ -76,10 +80,19 @@ pub use principal::MissingPrincipal;
 pub use principal::Principal;
 pub use rejection::{JsonRejection, RejectionResponse};
 pub use service::ApiKeyService;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use store::ChangeFeed;
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
     StoreErrorKind,
 };
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use store::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use store::{SqliteKeyStore, SqliteKeyStoreBuilder};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

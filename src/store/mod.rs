@@ -24,7 +24,13 @@
 
 mod error;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +38,13 @@ use std::time::SystemTime;
 
 pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryKeyStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
 pub use record::{CreatedKey, KeyId, KeyRecord, LastUsed, NewKey};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::ChangeFeed;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteKeyStore, SqliteKeyStoreBuilder};
 
 use crate::key::{ApiKey, KeyHash};
 

@@ -1,0 +1,269 @@
+//! What the SQL stores share: time and row conversions, error mapping, bounded calls, the
+//! embedded migrations, and the change-feed handle.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use crate::cache::Invalidator;
+use crate::key::{Environment, KeyHash};
+
+use super::{KeyId, KeyRecord, StoreError, StoreErrorKind};
+
+/// The table that records which of *our* migrations ran. Not sqlx's default
+/// `_sqlx_migrations`, so an application that keeps its own sqlx migrations in the same
+/// database does not see ours as unknown versions (and we do not see its).
+const MIGRATIONS_TABLE: &str = "_hapnd_auth_migrations";
+
+/// The migrations embedded in the binary, built from the files under `migrations/`.
+///
+/// Built by hand rather than with `sqlx::migrate!`, which needs sqlx's `macros` feature
+/// and its proc-macro crates; the files keep `migrate!`'s naming so the switch is one line.
+pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// UTC unix milliseconds: what the stores keep. Sub-millisecond precision is dropped.
+pub(crate) fn to_millis(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// A row as read, before its text is checked.
+pub(crate) struct RawRecord {
+    pub(crate) id: String,
+    pub(crate) tenant: String,
+    pub(crate) environment: String,
+    pub(crate) name: String,
+    pub(crate) key_hash: Vec<u8>,
+    pub(crate) hint: String,
+    pub(crate) created_at: i64,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
+}
+
+impl RawRecord {
+    pub(crate) fn into_record(self) -> Result<KeyRecord, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::new(
+                StoreErrorKind::Invalid,
+                format!("the stored row of key {} has an invalid {what}", self.id),
+            )
+        };
+        let environment = match self.environment.as_str() {
+            "live" => Environment::Live,
+            "sandbox" => Environment::Sandbox,
+            _ => return Err(corrupt("environment")),
+        };
+        let hash: [u8; 32] = self
+            .key_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("key hash"))?;
+        Ok(KeyRecord {
+            id: KeyId::new(self.id),
+            tenant: self.tenant,
+            environment,
+            name: self.name,
+            hash: KeyHash::from_bytes(hash),
+            hint: self.hint,
+            created_at: from_millis(self.created_at),
+            revoked_at: self.revoked_at.map(from_millis),
+            expires_at: self.expires_at.map(from_millis),
+            last_used_at: self.last_used_at.map(from_millis),
+        })
+    }
+}
+
+/// Reads the ten record columns, in the order the stores' `SELECT`s name them.
+macro_rules! raw_record {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        // A closure, so `?` leaves it and not the function the macro is used in.
+        (|| -> Result<$crate::store::sql::RawRecord, sqlx::Error> {
+            Ok($crate::store::sql::RawRecord {
+                id: row.try_get(0)?,
+                tenant: row.try_get(1)?,
+                environment: row.try_get(2)?,
+                name: row.try_get(3)?,
+                key_hash: row.try_get(4)?,
+                hint: row.try_get(5)?,
+                created_at: row.try_get(6)?,
+                revoked_at: row.try_get(7)?,
+                expires_at: row.try_get(8)?,
+                last_used_at: row.try_get(9)?,
+            })
+        })()
+    }};
+}
+pub(crate) use raw_record;
+
+/// A driver error as a [`StoreError`]. Messages name no key and no hash: a unique
+/// violation's detail (which quotes the hash) is dropped.
+pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::new(
+            StoreErrorKind::Conflict,
+            "a key with the same id or hash already exists",
+        ),
+        // PostgreSQL's query_canceled: what statement_timeout raises.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => StoreError::new(
+            StoreErrorKind::Timeout,
+            "the database cancelled a slow query",
+        )
+        .with_source(error),
+        sqlx::Error::PoolTimedOut => StoreError::new(
+            StoreErrorKind::Unavailable,
+            "no database connection could be had in time",
+        )
+        .with_source(error),
+        _ => StoreError::unavailable(error),
+    }
+}
+
+/// Runs one store call (pool acquire included) for at most `limit`.
+///
+/// Server-side timeouts cannot fire when the server or the network is gone; this one is
+/// the client's own, so a dead database fails the call instead of hanging the request.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(StoreError::new(
+            StoreErrorKind::Timeout,
+            format!("the database did not answer within {limit:?}"),
+        )),
+    }
+}
+
+/// A running change feed (PostgreSQL `LISTEN`, SQLite `data_version` polling) that feeds an
+/// [`Invalidator`]. Dropping it stops the feed.
+///
+/// A feed that stops, for whatever reason, reports the channel lost: revocations made
+/// elsewhere would no longer reach this process, so the cache must not be trusted.
+#[must_use = "the change feed stops when its handle is dropped; keep it, or call `detach`"]
+pub struct ChangeFeed {
+    task: Option<tokio::task::JoinHandle<()>>,
+    invalidator: Invalidator,
+}
+
+impl ChangeFeed {
+    pub(crate) fn spawn<F>(invalidator: Invalidator, run: impl FnOnce(Invalidator) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        // Unconfirmed until the feed's first success, and from the moment this returns:
+        // reported here, not in the task, which may not have run yet.
+        invalidator.channel_lost();
+        let guard = LostOnDrop(invalidator.clone());
+        let feed = run(invalidator.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            feed.await;
+        });
+        ChangeFeed {
+            task: Some(task),
+            invalidator,
+        }
+    }
+
+    /// Stops the feed. The channel is reported lost before this returns.
+    pub fn abort(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+            // The task's own guard runs only when the runtime next drops it: report now.
+            self.invalidator.channel_lost();
+        }
+    }
+
+    /// Whether the feed has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Lets the feed run for the rest of the runtime's life, without a handle.
+    pub fn detach(mut self) {
+        self.task = None;
+    }
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Reports the channel lost when the feed's task ends or is aborted.
+struct LostOnDrop(Invalidator);
+
+impl Drop for LostOnDrop {
+    fn drop(&mut self) {
+        self.0.channel_lost();
+    }
+}
+
+/// Doubling reconnect delays between `min` and `max`.
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+}

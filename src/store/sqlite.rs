@@ -1,0 +1,322 @@
+//! [`SqliteKeyStore`]: keys in a SQLite file, shared by the gateway and the CLI.
+//!
+//! See [`SqliteKeyStore`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use sqlx::ConnectOptions as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow,
+};
+
+use crate::cache::Invalidator;
+use crate::key::KeyHash;
+
+use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "api keys",
+    include_str!("../../migrations/sqlite/0001_api_keys.sql"),
+)];
+
+macro_rules! select {
+    ($where:literal) => {
+        concat!(
+            "SELECT id, tenant, environment, name, key_hash, hint, created_at, revoked_at, \
+             expires_at, last_used_at FROM hapnd_api_keys ",
+            $where
+        )
+    };
+}
+
+/// Keys in a SQLite database file. Cheap to clone: clones share one connection pool.
+///
+/// The file is put in WAL mode so the gateway's reads do not wait for another process's
+/// write. Every call is bounded by [`SqliteKeyStoreBuilder::query_timeout`] (default 2 s),
+/// pool wait and lock wait included.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, SqliteKeyStore};
+///
+/// # async fn run() -> Result<(), hapnd_auth::StoreError> {
+/// let store = SqliteKeyStore::connect("/var/lib/hapnd/keys.db").await?;
+/// let auth = Authenticator::new(store.clone());
+/// // Another process (the CLI) revoking a key sends no notification: poll for its commits.
+/// let _feed = store.watch(auth.invalidator(), Duration::from_millis(250));
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteKeyStore {
+    pool: SqlitePool,
+    options: SqliteConnectOptions,
+    query_timeout: Duration,
+}
+
+/// Configures a [`SqliteKeyStore`]. Made by [`SqliteKeyStore::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SqliteKeyStoreBuilder {
+    max_connections: u32,
+    query_timeout: Duration,
+}
+
+impl SqliteKeyStoreBuilder {
+    /// The most pooled connections (default 4).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The longest one store call may take, waiting for a pooled connection or a lock
+    /// included (default 2 s). Past it the call fails with
+    /// [`StoreErrorKind::Timeout`](crate::StoreErrorKind::Timeout).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Opens (creating it if missing) the database at `url_or_path`, a `sqlite:` URL or a
+    /// file path, and brings its schema up to date.
+    pub async fn connect(self, url_or_path: &str) -> Result<SqliteKeyStore, StoreError> {
+        let options = if url_or_path.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url_or_path).map_err(sql::map_error)?
+        } else {
+            SqliteConnectOptions::new().filename(url_or_path)
+        };
+        self.connect_with(options.create_if_missing(true)).await
+    }
+
+    /// Opens the database `options` describe and brings its schema up to date. WAL mode and
+    /// a busy timeout equal to the query timeout are set on top of `options`.
+    pub async fn connect_with(
+        self,
+        options: SqliteConnectOptions,
+    ) -> Result<SqliteKeyStore, StoreError> {
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(self.query_timeout);
+        let pool = bounded(
+            self.query_timeout,
+            SqlitePoolOptions::new()
+                .max_connections(self.max_connections)
+                .acquire_timeout(self.query_timeout)
+                .connect_with(options.clone()),
+        )
+        .await?;
+        // Migrations may wait for another process's lock: give them a few query timeouts.
+        bounded(self.query_timeout * 5, async {
+            sql::migrator(MIGRATIONS)
+                .run(&pool)
+                .await
+                .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+        })
+        .await?;
+        Ok(SqliteKeyStore {
+            pool,
+            options,
+            query_timeout: self.query_timeout,
+        })
+    }
+}
+
+impl SqliteKeyStore {
+    /// Opens (creating it if missing) the database at `url_or_path` with the default
+    /// settings. See [`SqliteKeyStoreBuilder::connect`].
+    pub async fn connect(url_or_path: &str) -> Result<Self, StoreError> {
+        Self::builder().connect(url_or_path).await
+    }
+
+    /// Starts configuring a store.
+    pub fn builder() -> SqliteKeyStoreBuilder {
+        SqliteKeyStoreBuilder {
+            max_connections: 4,
+            query_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The connection pool, for health checks and administration.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Polls the database every `interval` on one dedicated connection and flushes
+    /// `invalidator`'s cache when another connection has committed (SQLite's
+    /// `PRAGMA data_version`): how a revocation made by another process, the CLI say,
+    /// reaches this one within about one interval.
+    ///
+    /// This process's own writes count as another connection's too, so they flush the
+    /// cache as well; that is harmless. While polling fails the channel is reported lost
+    /// (every request reads the store) and restored once a poll succeeds. The feed stops
+    /// when the returned handle is dropped. Must be called within a tokio runtime.
+    pub fn watch(&self, invalidator: Invalidator, interval: Duration) -> ChangeFeed {
+        let options = self.options.clone();
+        let timeout = self.query_timeout;
+        ChangeFeed::spawn(invalidator, move |invalidator| {
+            watch(options, invalidator, interval, timeout)
+        })
+    }
+
+    async fn fetch_optional(
+        &self,
+        query: sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let row = bounded(self.query_timeout, query.fetch_optional(&self.pool)).await?;
+        row.map(|row| decode(&row)).transpose()
+    }
+}
+
+fn decode(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
+    let raw: RawRecord = raw_record!(row).map_err(sql::map_error)?;
+    raw.into_record()
+}
+
+impl fmt::Debug for SqliteKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteKeyStore")
+            .field("file", &self.options.get_filename())
+            .field("connections", &self.pool.size())
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+impl KeyStore for SqliteKeyStore {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.fetch_optional(
+            sqlx::query(select!("WHERE key_hash = ?1")).bind(hash.as_bytes().to_vec()),
+        )
+        .await
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let query = sqlx::query(
+            "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, \
+             created_at, revoked_at, expires_at, last_used_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(record.id.as_str().to_owned())
+        .bind(record.tenant.clone())
+        .bind(record.environment.as_str())
+        .bind(record.name.clone())
+        .bind(record.hash.as_bytes().to_vec())
+        .bind(record.hint.clone())
+        .bind(to_millis(record.created_at))
+        .bind(record.revoked_at.map(to_millis))
+        .bind(record.expires_at.map(to_millis))
+        .bind(record.last_used_at.map(to_millis));
+        bounded(self.query_timeout, query.execute(&self.pool)).await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.fetch_optional(sqlx::query(select!("WHERE id = ?1")).bind(id.as_str().to_owned()))
+            .await
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let query = sqlx::query(select!("WHERE tenant = ?1 ORDER BY created_at, id"))
+            .bind(tenant.to_owned());
+        let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
+        // COALESCE keeps the first revocation time: revoking twice changes nothing.
+        let query = sqlx::query(concat!(
+            "UPDATE hapnd_api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 ",
+            "RETURNING id, tenant, environment, name, key_hash, hint, created_at, revoked_at, ",
+            "expires_at, last_used_at"
+        ))
+        .bind(id.as_str().to_owned())
+        .bind(to_millis(at));
+        self.fetch_optional(query)
+            .await?
+            .ok_or_else(|| StoreError::not_found(id))
+    }
+
+    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        // One transaction: one fsync and one write lock for the whole batch.
+        bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            for u in used {
+                sqlx::query(
+                    "UPDATE hapnd_api_keys \
+                     SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) WHERE id = ?1",
+                )
+                .bind(u.id.as_str().to_owned())
+                .bind(to_millis(u.at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+/// The `data_version` poll loop.
+async fn watch(
+    options: SqliteConnectOptions,
+    invalidator: Invalidator,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let mut healthy = false;
+    let mut connection: Option<SqliteConnection> = None;
+    let mut last_version: Option<i64> = None;
+    let mut backoff = Backoff::new(interval, Duration::from_secs(5).max(interval));
+    loop {
+        match poll(&mut connection, &options, timeout).await {
+            Ok(version) => {
+                backoff.reset();
+                if !healthy {
+                    // Restoring flushes: whatever was cached during the gap is re-read.
+                    invalidator.channel_restored();
+                    healthy = true;
+                } else if last_version.is_some_and(|last| last != version) {
+                    invalidator.invalidate_all();
+                }
+                last_version = Some(version);
+                tokio::time::sleep(interval).await;
+            }
+            Err(error) => {
+                if healthy {
+                    tracing::warn!(target: "hapnd_auth", %error, "SQLite change feed lost; reading the store on every request");
+                    invalidator.channel_lost();
+                    healthy = false;
+                }
+                // A fresh connection next time: this one may be what broke.
+                connection = None;
+                last_version = None;
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+async fn poll(
+    connection: &mut Option<SqliteConnection>,
+    options: &SqliteConnectOptions,
+    timeout: Duration,
+) -> Result<i64, StoreError> {
+    bounded(timeout, async {
+        if connection.is_none() {
+            *connection = Some(options.connect().await?);
+        }
+        let conn = connection.as_mut().expect("connected above");
+        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(conn)
+            .await
+    })
+    .await
+}

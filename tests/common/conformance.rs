@@ -1,0 +1,353 @@
+//! The behaviour every [`KeyStore`] must share, as generic async functions, and
+//! [`conformance_suite!`], which turns them into one `#[tokio::test]` each for a store.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use hapnd_auth::{
+    ApiKey, AuthErrorKind, Authenticator, Environment, KeyId, KeyRecord, KeyStore, LastUsed,
+    NewKey, StoreErrorKind,
+};
+
+use super::{ms, normalized, unique};
+
+/// A store under test, and a way to see everything it keeps as text.
+pub trait Fixture {
+    /// The store.
+    type Store: KeyStore + Clone;
+    /// The store under test.
+    fn store(&self) -> &Self::Store;
+    /// Everything the store holds, rendered as text (`SELECT *` of the whole table for SQL
+    /// stores; `tenant`'s records for a store that cannot list every tenant).
+    fn dump(&self, tenant: &str) -> impl std::future::Future<Output = String>;
+}
+
+/// One `#[tokio::test]` per conformance case. `$fixture` is an expression of type
+/// `impl Future<Output = Option<impl Fixture>>`; `None` skips (no database configured).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:expr) => {
+        mod conformance {
+            use super::*;
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let Some(fixture) = $fixture.await else {
+                            return;
+                        };
+                        $crate::common::conformance::$name(&fixture).await;
+                    }
+                };
+            }
+            case!(create_then_lookup_and_get);
+            case!(list_is_per_tenant_ordered_and_secret_free);
+            case!(revoke_is_idempotent_and_returns_the_record);
+            case!(rotate_keeps_tenant_environment_name_and_old_key);
+            case!(expiry_round_trips);
+            case!(duplicate_hash_or_id_is_a_conflict);
+            case!(unknown_id);
+            case!(concurrent_creates_all_succeed);
+            case!(record_usage_keeps_the_latest);
+            case!(dump_holds_no_plaintext_key);
+            case!(authenticator_over_the_store);
+            case!(invalid_new_key_is_refused);
+        }
+    };
+}
+
+pub async fn create_then_lookup_and_get<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("acme");
+    let created = store
+        .create(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap();
+    assert_eq!(created.key.environment(), Environment::Live);
+    assert_eq!(created.record.hash, created.key.hash());
+
+    let found = store.lookup(&created.key.hash()).await.unwrap().unwrap();
+    assert_eq!(
+        normalized(found.clone()),
+        normalized(created.record.clone())
+    );
+    assert_eq!(found.tenant, tenant);
+    assert!(!found.is_revoked());
+
+    let by_id = store.get(&created.record.id).await.unwrap().unwrap();
+    assert_eq!(by_id, found);
+
+    let sandbox = store
+        .create(NewKey::new(&tenant, Environment::Sandbox, "dev"))
+        .await
+        .unwrap();
+    let found = store.lookup(&sandbox.key.hash()).await.unwrap().unwrap();
+    assert_eq!(found.environment, Environment::Sandbox);
+
+    let never_stored = ApiKey::generate(Environment::Live);
+    assert!(store.lookup(&never_stored.hash()).await.unwrap().is_none());
+}
+
+pub async fn list_is_per_tenant_ordered_and_secret_free<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("list");
+    let mut created = Vec::new();
+    for name in ["first", "second", "third"] {
+        created.push(
+            store
+                .create(NewKey::new(&tenant, Environment::Live, name))
+                .await
+                .unwrap(),
+        );
+        // Distinct creation milliseconds, so the order is the creation order.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    store
+        .create(NewKey::new(unique("other"), Environment::Live, "x"))
+        .await
+        .unwrap();
+
+    let listed = store.list(&tenant).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["first", "second", "third"]);
+    let expected: Vec<KeyRecord> = created
+        .iter()
+        .map(|c| normalized(c.record.clone()))
+        .collect();
+    let shown = format!("{listed:?}");
+    assert_eq!(
+        listed.into_iter().map(normalized).collect::<Vec<_>>(),
+        expected
+    );
+    for c in &created {
+        assert!(!shown.contains(c.key.expose_secret()));
+        assert!(c.record.hint.len() < 20, "a hint, not the key");
+    }
+    assert!(store.list(&unique("nobody")).await.unwrap().is_empty());
+}
+
+pub async fn revoke_is_idempotent_and_returns_the_record<F: Fixture>(f: &F) {
+    let store = f.store();
+    let created = store
+        .create(NewKey::new(unique("rev"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let first_at = SystemTime::now();
+    let revoked = store.revoke(&created.record.id, first_at).await.unwrap();
+    assert_eq!(revoked.id, created.record.id);
+    assert_eq!(revoked.hash, created.record.hash);
+    assert_eq!(revoked.revoked_at.map(ms), Some(ms(first_at)));
+
+    let again = store
+        .revoke(&created.record.id, first_at + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.revoked_at.map(ms),
+        Some(ms(first_at)),
+        "the first revocation stands"
+    );
+
+    let found = store.lookup(&created.key.hash()).await.unwrap().unwrap();
+    assert!(found.is_revoked());
+    assert_eq!(found, again);
+}
+
+pub async fn rotate_keeps_tenant_environment_name_and_old_key<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("rot");
+    let old = store
+        .create(NewKey::new(&tenant, Environment::Sandbox, "deploy"))
+        .await
+        .unwrap();
+    let new = store.rotate(&old.record.id).await.unwrap();
+    assert_ne!(new.record.id, old.record.id);
+    assert_ne!(new.key.expose_secret(), old.key.expose_secret());
+    assert_eq!(new.record.tenant, tenant);
+    assert_eq!(new.record.environment, Environment::Sandbox);
+    assert_eq!(new.record.name, "deploy");
+    let old_now = store.get(&old.record.id).await.unwrap().unwrap();
+    assert!(
+        !old_now.is_revoked(),
+        "the old key stays active until revoked"
+    );
+    assert_eq!(store.list(&tenant).await.unwrap().len(), 2);
+}
+
+pub async fn expiry_round_trips<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("exp");
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let created = store
+        .create(NewKey::new(&tenant, Environment::Live, "temp").expires_at(later))
+        .await
+        .unwrap();
+    let found = store.lookup(&created.key.hash()).await.unwrap().unwrap();
+    assert_eq!(found.expires_at.map(ms), Some(ms(later)));
+    assert!(!found.is_expired_at(SystemTime::now()));
+    assert!(found.is_expired_at(later + Duration::from_millis(1)));
+
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let expired = store
+        .create(NewKey::new(&tenant, Environment::Live, "old").expires_at(past))
+        .await
+        .unwrap();
+    let found = store.lookup(&expired.key.hash()).await.unwrap().unwrap();
+    assert!(found.is_expired_at(SystemTime::now()));
+}
+
+pub async fn duplicate_hash_or_id_is_a_conflict<F: Fixture>(f: &F) {
+    let store = f.store();
+    let created = store
+        .create(NewKey::new(unique("dup"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let same = store.insert(&created.record).await.unwrap_err();
+    assert_eq!(same.kind(), StoreErrorKind::Conflict);
+
+    let mut same_hash = created.record.clone();
+    same_hash.id = KeyId::generate();
+    let err = store.insert(&same_hash).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Conflict);
+    assert!(!err.to_string().contains(&created.record.hash.to_hex()));
+
+    let mut same_id = created.record.clone();
+    same_id.hash = ApiKey::generate(Environment::Live).hash();
+    let err = store.insert(&same_id).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Conflict);
+}
+
+pub async fn unknown_id<F: Fixture>(f: &F) {
+    let store = f.store();
+    let id = KeyId::generate();
+    assert!(store.get(&id).await.unwrap().is_none());
+    let err = store.revoke(&id, SystemTime::now()).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    let err = store.rotate(&id).await.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+}
+
+pub async fn concurrent_creates_all_succeed<F: Fixture>(f: &F) {
+    let tenant = unique("many");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = f.store().clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .create(NewKey::new(tenant, Environment::Live, format!("k{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let created = task
+            .await
+            .unwrap()
+            .expect("every concurrent create succeeds");
+        ids.insert(created.record.id);
+    }
+    assert_eq!(ids.len(), 50);
+    let listed = f.store().list(&tenant).await.unwrap();
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|r| ids.contains(&r.id)));
+}
+
+pub async fn record_usage_keeps_the_latest<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("used");
+    let a = store
+        .create(NewKey::new(&tenant, Environment::Live, "a"))
+        .await
+        .unwrap();
+    let b = store
+        .create(NewKey::new(&tenant, Environment::Live, "b"))
+        .await
+        .unwrap();
+    let untouched = store
+        .create(NewKey::new(&tenant, Environment::Live, "c"))
+        .await
+        .unwrap();
+    let t0 = SystemTime::now();
+    let t1 = t0 + Duration::from_secs(5);
+    let t2 = t0 + Duration::from_secs(9);
+    let used = |id: &KeyId, at| LastUsed { id: id.clone(), at };
+    store
+        .record_usage(&[
+            used(&a.record.id, t1),
+            used(&a.record.id, t0),
+            used(&b.record.id, t2),
+            used(&KeyId::generate(), t2),
+        ])
+        .await
+        .unwrap();
+    let last =
+        |id: KeyId| async move { store.get(&id).await.unwrap().unwrap().last_used_at.map(ms) };
+    assert_eq!(last(a.record.id.clone()).await, Some(ms(t1)));
+    assert_eq!(last(b.record.id.clone()).await, Some(ms(t2)));
+    assert_eq!(last(untouched.record.id.clone()).await, None);
+
+    // An older report, arriving late, does not move the time back.
+    store.record_usage(&[used(&a.record.id, t0)]).await.unwrap();
+    assert_eq!(last(a.record.id.clone()).await, Some(ms(t1)));
+    store.record_usage(&[]).await.unwrap();
+}
+
+pub async fn dump_holds_no_plaintext_key<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("dump");
+    let mut keys = Vec::new();
+    for env in [Environment::Live, Environment::Sandbox] {
+        keys.push(
+            store
+                .create(NewKey::new(&tenant, env, "secret-holder"))
+                .await
+                .unwrap(),
+        );
+    }
+    let dump = f.dump(&tenant).await;
+    for created in &keys {
+        // The dump is real: it shows the row...
+        assert!(dump.contains(created.record.id.as_str()), "{dump}");
+        assert!(dump.contains(&created.record.hint));
+        // ...and nothing of the secret: not the key, not its random body.
+        let secret = created.key.expose_secret();
+        assert!(!dump.contains(secret));
+        assert!(!dump.contains(&secret[8..40]));
+    }
+}
+
+pub async fn authenticator_over_the_store<F: Fixture>(f: &F) {
+    let auth = Authenticator::new(f.store().clone());
+    let created = auth
+        .create_key(NewKey::new(unique("auth"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let principal = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(principal.key_id(), &created.record.id);
+    auth.revoke(&created.record.id).await.unwrap();
+    let err = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Revoked);
+    let unknown = ApiKey::generate(Environment::Live);
+    let err = auth
+        .authenticate_key(unknown.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::InvalidApiKey);
+}
+
+pub async fn invalid_new_key_is_refused<F: Fixture>(f: &F) {
+    let err = f
+        .store()
+        .create(NewKey::new("", Environment::Live, "ci"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Invalid);
+}

@@ -1,0 +1,198 @@
+//! The conformance suite and the change feed against [`SqliteKeyStore`], on temporary files.
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::conformance::Fixture;
+use common::{eventually, unique};
+use hapnd_auth::{
+    AuthErrorKind, Authenticator, ChannelHealth, Environment, KeyStore, NewKey, SqliteKeyStore,
+    StoreErrorKind,
+};
+use sqlx::Row;
+
+struct Sqlite {
+    store: SqliteKeyStore,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture for Sqlite {
+    type Store = SqliteKeyStore;
+
+    fn store(&self) -> &SqliteKeyStore {
+        &self.store
+    }
+
+    async fn dump(&self, _tenant: &str) -> String {
+        // Every column of every row as text; blobs as hex, the way a curious operator sees them.
+        let rows = sqlx::query(
+            "SELECT id || '|' || tenant || '|' || environment || '|' || name || '|' || \
+             hex(key_hash) || '|' || hint || '|' || created_at || '|' || \
+             COALESCE(revoked_at, '') || '|' || COALESCE(expires_at, '') || '|' || \
+             COALESCE(last_used_at, '') FROM hapnd_api_keys",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .unwrap();
+        let mut out: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        // The raw file too: nothing of a key may reach the disk, WAL included.
+        for entry in std::fs::read_dir(self._dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            out.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        out.join("\n")
+    }
+}
+
+async fn sqlite() -> Option<Sqlite> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let store = SqliteKeyStore::connect(path.to_str().unwrap())
+        .await
+        .unwrap();
+    Some(Sqlite { store, _dir: dir })
+}
+
+conformance_suite!(sqlite());
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Two stores on one file are two processes as far as SQLite's `data_version` can tell:
+/// a revocation through A's store alone (no invalidation call, no notification) reaches B's
+/// cache within about one poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_another_connection_reaches_the_cache_within_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let path = path.to_str().unwrap();
+    let store_a = SqliteKeyStore::connect(path).await.unwrap();
+    let store_b = SqliteKeyStore::connect(path).await.unwrap();
+    let gateway_b = Authenticator::builder(store_b.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store_b.watch(gateway_b.invalidator(), POLL);
+    eventually(Duration::from_secs(2), || async {
+        gateway_b.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("the feed confirms itself");
+
+    let created = store_a
+        .create(NewKey::new(unique("sq"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret();
+    gateway_b.authenticate_key(key).await.unwrap();
+    // Let the feed see the create's commit first: from here on B answers from its cache.
+    tokio::time::sleep(POLL * 3).await;
+    gateway_b.authenticate_key(key).await.unwrap();
+    assert_eq!(gateway_b.cached_entries(), 1);
+
+    store_a
+        .revoke(&created.record.id, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let took = eventually(POLL + Duration::from_millis(400), || async {
+        matches!(gateway_b.authenticate_key(key).await, Err(e) if e.kind() == AuthErrorKind::Revoked)
+    })
+    .await
+    .expect("B rejects the key within one poll interval (+ margin)");
+    eprintln!("sqlite: revocation reached the other instance's cache in {took:?} (poll {POLL:?})");
+}
+
+/// Without the feed, the same revocation is not seen until the TTL: the test above is
+/// measuring the feed, not a cache that never held the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_feed_the_cached_key_survives_a_revocation_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let path = path.to_str().unwrap();
+    let store_a = SqliteKeyStore::connect(path).await.unwrap();
+    let store_b = SqliteKeyStore::connect(path).await.unwrap();
+    let gateway_b = Authenticator::builder(store_b)
+        .ttl(Duration::from_secs(60))
+        .build();
+    let created = store_a
+        .create(NewKey::new(unique("sq"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret();
+    gateway_b.authenticate_key(key).await.unwrap();
+    store_a
+        .revoke(&created.record.id, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    tokio::time::sleep(POLL * 3).await;
+    gateway_b.authenticate_key(key).await.unwrap();
+}
+
+/// A feed that cannot poll reports the channel lost (the cache is bypassed) and is
+/// restored once polling works; a stopped feed is a lost channel too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_poll_degrades_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let path = sub.join("keys.db");
+    let store = SqliteKeyStore::connect(path.to_str().unwrap())
+        .await
+        .unwrap();
+    let auth = Authenticator::new(store.clone());
+    let created = auth
+        .create_key(NewKey::new(unique("sq"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+
+    let feed = store.watch(auth.invalidator(), POLL);
+    eventually(Duration::from_secs(2), || async {
+        auth.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("healthy once the first poll succeeds");
+    drop(feed);
+    assert_eq!(
+        auth.channel_health(),
+        ChannelHealth::Degraded,
+        "a stopped feed is a lost channel"
+    );
+
+    // The feed's connection opens the file by path: with its directory moved away, it cannot.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&sub, &moved).unwrap();
+    let _feed = store.watch(auth.invalidator(), POLL);
+    tokio::time::sleep(POLL * 4).await;
+    assert_eq!(auth.channel_health(), ChannelHealth::Degraded);
+    // Degraded means every request reads the store, which still works through the pool.
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(auth.channel_health(), ChannelHealth::Degraded);
+
+    std::fs::rename(&moved, &sub).unwrap();
+    let took = eventually(Duration::from_secs(6), || async {
+        auth.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("restored once polling works");
+    eprintln!("sqlite: feed restored {took:?} after the file came back");
+}
+
+/// A database that cannot be opened fails fast with a store error, not a hang.
+#[tokio::test]
+async fn unopenable_database_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-dir").join("keys.db");
+    let started = Instant::now();
+    let err = SqliteKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect(path.to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
