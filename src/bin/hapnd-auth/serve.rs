@@ -1,0 +1,185 @@
+//! `hapnd-auth serve`: an authenticated HTTP API on an embedded or shared database.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Extension, Json, Router};
+use hapnd_auth::{
+    Authenticator, ChannelHealth, Environment, EnvironmentRouter, KeyHash, KeyStore, NewKey,
+    Principal,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::Database;
+use crate::keys::store_error;
+use crate::store::AnyStore;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: Database,
+    /// How often to check a SQLite database for revocations by other processes, in ms.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=250))]
+    poll_interval_ms: u64,
+    /// How long a key stays cached, in seconds (revocation does not wait for it).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    cache_ttl_secs: u64,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
+    let store = AnyStore::open(&args.db.url).await?;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(args.cache_ttl_secs))
+        .build();
+    let feed = store.watch(
+        auth.invalidator(),
+        Duration::from_millis(args.poll_interval_ms),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    bootstrap(&auth, &store, addr).await?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, database = store.kind(), "hapnd-auth gateway started");
+
+    axum::serve(listener, app(auth.clone(), store))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    drop(feed);
+    if let Err(e) = auth.flush_usage().await {
+        tracing::warn!(error = %e, "last-used times of the final batch were not saved");
+    }
+    tracing::info!("hapnd-auth gateway stopped");
+    Ok(())
+}
+
+/// On first start with no demo key, create one and show it once.
+async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> Result<(), String> {
+    if !store.list("demo").await.map_err(store_error)?.is_empty() {
+        return Ok(());
+    }
+    let created = auth
+        .create_key(NewKey::new("demo", Environment::Sandbox, "demo"))
+        .await
+        .map_err(store_error)?;
+    let key = created.key.expose_secret();
+    println!(
+        "First start: created a sandbox key for tenant \"demo\" (shown once, store it now):\n"
+    );
+    println!("    {key}\n");
+    println!("Try it:\n    curl -H \"Authorization: Bearer {key}\" http://{addr}/v1/whoami\n");
+    Ok(())
+}
+
+fn app(auth: Authenticator, store: AnyStore) -> Router {
+    let live = Router::new().route(
+        "/v1/events",
+        get(|| async { Json(events(Environment::Live)) }),
+    );
+    let sandbox = Router::new().route(
+        "/v1/events",
+        get(|| async { Json(events(Environment::Sandbox)) }),
+    );
+    let protected = Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/auth/verify", any(verify))
+        .route_service("/v1/events", EnvironmentRouter::new(live, sandbox))
+        .layer(auth.layer());
+    Router::new()
+        .merge(protected)
+        .route("/healthz", get(healthz).with_state((auth, store)))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+}
+
+fn events(environment: Environment) -> serde_json::Value {
+    serde_json::json!({ "environment": environment.as_str(), "events": [] })
+}
+
+fn principal_json(p: &Principal) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": p.tenant(),
+        "environment": p.environment().as_str(),
+        "key_id": p.key_id().as_str(),
+        "key_name": p.key_name(),
+    })
+}
+
+async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
+    Json(principal_json(&principal))
+}
+
+/// Forward auth (nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`): 200 with
+/// the identity in headers, or the layer's rejection.
+async fn verify(Extension(p): Extension<Principal>) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-hapnd-tenant", p.tenant()),
+        ("x-hapnd-environment", p.environment().as_str()),
+        ("x-hapnd-key-id", p.key_id().as_str()),
+    ] {
+        // Tenants are validated on creation, but a header must never fail the request.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+async fn healthz(State((auth, store)): State<(Authenticator, AnyStore)>) -> Response {
+    let probe = KeyHash::from_bytes([0; 32]);
+    let store_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), store.lookup(&probe)).await,
+        Ok(Ok(_))
+    );
+    let channel = auth.channel_health();
+    let healthy = store_ok && channel == ChannelHealth::Healthy;
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "store": if store_ok { "ok" } else { "unavailable" },
+        "invalidation_channel": if channel == ChannelHealth::Healthy { "healthy" } else { "degraded" },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

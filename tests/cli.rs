@@ -1,0 +1,427 @@
+//! End to end: the real `hapnd-auth` binary on an ephemeral loopback port, with a
+//! temporary database and home directory.
+#![cfg(feature = "cli")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hapnd-auth");
+
+struct Sandbox {
+    dir: PathBuf,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("hapnd-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        Sandbox { dir }
+    }
+
+    fn db(&self) -> String {
+        self.dir.join("keys.db").display().to_string()
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("HOME", self.home())
+            .env("HAPND_AUTH_DATABASE", self.db())
+            .env_remove("HAPND_API_KEY")
+            .env_remove("HAPND_URL")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    demo_key: String,
+}
+
+impl Server {
+    fn start(sandbox: &Sandbox, extra: &[&str]) -> Server {
+        let mut child = sandbox
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut demo_key = String::new();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(key) = line.trim().strip_prefix("sk_test_") {
+                demo_key = format!("sk_test_{key}");
+            }
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr,
+            demo_key,
+        }
+    }
+
+    fn get(&self, path: &str, key: Option<&str>) -> Response {
+        http_get(self.addr, path, key)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not shut down");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str, key: Option<&str>) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Response {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn create_key(sandbox: &Sandbox, env: &str, name: &str) -> (String, String) {
+    let out = sandbox.run(&[
+        "keys", "create", "--tenant", "acme", "--env", env, "--name", name,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let key = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk_"))
+        .expect("the key is printed")
+        .to_owned();
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_owned();
+    (key, id)
+}
+
+#[test]
+fn the_first_start_key_works_against_whoami_and_verify() {
+    let sandbox = Sandbox::new("first");
+    let server = Server::start(&sandbox, &[]);
+    assert!(
+        server.demo_key.starts_with("sk_test_"),
+        "no demo key printed"
+    );
+
+    let r = server.get("/v1/whoami", Some(&server.demo_key));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let who = r.json();
+    assert_eq!(who["tenant"], "demo");
+    assert_eq!(who["environment"], "sandbox");
+    assert!(who["key_id"].as_str().unwrap().starts_with("key_"));
+
+    let r = server.get("/auth/verify", Some(&server.demo_key));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-hapnd-tenant").as_deref(), Some("demo"));
+    assert_eq!(r.header("x-hapnd-environment").as_deref(), Some("sandbox"));
+    assert_eq!(
+        r.header("x-hapnd-key-id"),
+        who["key_id"].as_str().map(str::to_owned)
+    );
+    let r = server.get("/auth/verify", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some(r#"Bearer realm="hapnd""#)
+    );
+
+    let r = server.get("/healthz", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["invalidation_channel"], "healthy");
+
+    // A restart on the same database does not mint another demo key.
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "graceful shutdown exits 0"
+    );
+    let again = Server::start(&sandbox, &[]);
+    assert!(again.demo_key.is_empty());
+    assert_eq!(
+        again.get("/v1/whoami", Some(&server_key(&sandbox))).status,
+        401
+    );
+}
+
+/// A well-formed key nobody created.
+fn server_key(_: &Sandbox) -> String {
+    hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Live)
+        .expose_secret()
+        .to_owned()
+}
+
+#[test]
+fn sandbox_keys_never_reach_the_live_router() {
+    let sandbox = Sandbox::new("envs");
+    let server = Server::start(&sandbox, &[]);
+    let (live, _) = create_key(&sandbox, "live", "prod");
+    let r = server.get("/v1/events", Some(&live));
+    assert_eq!(r.json()["environment"], "live");
+    let r = server.get("/v1/events", Some(&server.demo_key));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["environment"], "sandbox");
+}
+
+#[test]
+fn keys_revoke_from_another_process_takes_effect_within_a_poll_interval() {
+    let sandbox = Sandbox::new("revoke");
+    let server = Server::start(&sandbox, &["--poll-interval-ms", "100"]);
+    let (key, id) = create_key(&sandbox, "live", "ci-pipeline");
+    assert_eq!(server.get("/v1/whoami", Some(&key)).status, 200); // now cached
+
+    let list = sandbox.run(&["keys", "list", "--tenant", "acme", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert!(!stdout(&list).contains(&key), "list shows the secret");
+
+    let out = sandbox.run(&["keys", "revoke", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked = Instant::now();
+    loop {
+        let r = server.get("/v1/whoami", Some(&key));
+        if r.status == 401 {
+            assert_eq!(r.json()["error"]["code"], "api_key_revoked");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "revocation seen by the gateway after {:?}",
+        revoked.elapsed()
+    );
+
+    let table = stdout(&sandbox.run(&["keys", "list", "--tenant", "acme"]));
+    assert!(table.contains("REVOKED") && table.contains(&id));
+}
+
+#[test]
+fn rotate_prints_a_replacement_and_keeps_the_old_key() {
+    let sandbox = Sandbox::new("rotate");
+    let (old, id) = create_key(&sandbox, "test", "deploy");
+    let out = sandbox.run(&["keys", "rotate", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let new = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk_test_"))
+        .unwrap();
+    assert_ne!(new, old);
+    let server = Server::start(&sandbox, &[]);
+    assert_eq!(server.get("/v1/whoami", Some(&old)).status, 200);
+    assert_eq!(
+        server.get("/v1/whoami", Some(new)).json()["key_name"],
+        "deploy"
+    );
+}
+
+#[test]
+fn login_refuses_bad_keys_writes_0600_and_the_environment_wins() {
+    let sandbox = Sandbox::new("login");
+    let server = Server::start(&sandbox, &[]);
+    let url = format!("http://{}", server.addr);
+
+    for bad in ["pk_live_abc", "sk_prod_0123456789", "hello"] {
+        let out = sandbox.run(&["login", bad]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).starts_with("error: refusing this key"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1);
+    }
+    let mut typo = server.demo_key.clone();
+    typo.pop();
+    typo.push(if server.demo_key.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    assert!(!sandbox.run(&["login", &typo]).status.success());
+
+    let out = sandbox.run(&["login", &server.demo_key]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = sandbox.home().join(".hapnd/config.json");
+    assert_eq!(mode(&config), 0o600);
+    let out = sandbox.run(&["whoami", "--url", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"sandbox\""));
+
+    let (live, _) = create_key(&sandbox, "live", "laptop");
+    let out = sandbox
+        .command()
+        .args(["whoami", "--url", &url])
+        .env("HAPND_API_KEY", &live)
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("\"live\""), "{}", stdout(&out));
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failing_exit() {
+    let sandbox = Sandbox::new("bad");
+    let out = sandbox.run(&[
+        "keys", "create", "--tenant", "acme", "--env", "prod", "--name", "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown environment"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sandbox.run(&[
+        "keys", "create", "--tenant", "", "--env", "live", "--name", "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("tenant"), "{}", stderr(&out));
+
+    let out = sandbox.run(&["keys", "revoke", "key_doesnotexist"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("key_doesnotexist"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sandbox.run(&[
+        "keys",
+        "list",
+        "--tenant",
+        "acme",
+        "--db",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    let server = Server::start(&sandbox, &[]);
+    let out = sandbox.run(&["serve", "--listen", &server.addr.to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot listen on"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sandbox
+        .command()
+        .args(["whoami"])
+        .env("HOME", sandbox.dir.join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("hapnd-auth login"),
+        "{}",
+        stderr(&out)
+    );
+}
