@@ -425,3 +425,54 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         stderr(&out)
     );
 }
+
+#[test]
+fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
+    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED: HAPND_TEST_DATABASE_URL not set; the PostgreSQL CLI test did not run");
+        return;
+    };
+    let sandbox = Sandbox::new("pg");
+    let a = Server::start(&sandbox, &["--db", &url]);
+    let b = Server::start(&sandbox, &["--db", &url]);
+    let tenant = format!("cli_{}", std::process::id());
+    let out = sandbox.run(&[
+        "keys", "create", "--db", &url, "--tenant", &tenant, "--env", "live", "--name", "shared",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let key = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sk_live_"))
+        .unwrap()
+        .to_owned();
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(a.get("/v1/whoami", Some(&key)).status, 200);
+    assert_eq!(b.get("/v1/whoami", Some(&key)).status, 200);
+
+    let out = sandbox.run(&["keys", "revoke", "--db", &url, &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked = Instant::now();
+    for server in [&a, &b] {
+        while server.get("/v1/whoami", Some(&key)).status != 401 {
+            assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "still accepted after 1 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    eprintln!(
+        "both gateways rejected the key {:?} after the CLI's revoke returned",
+        revoked.elapsed()
+    );
+    assert_eq!(
+        a.get("/healthz", None).json()["invalidation_channel"],
+        "healthy"
+    );
+}
