@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::conformance::Fixture;
 use common::{eventually, unique};
 use hapnd_auth::{
-    ApiKey, AuthErrorKind, Authenticator, ChannelHealth, Environment, KeyStore, ListenOptions,
-    NewKey, PostgresKeyStore, StoreErrorKind,
+    ApiKey, AuthErrorKind, Authenticator, ChannelHealth, Environment, ListenOptions, NewKey,
+    PostgresKeyStore, StoreErrorKind,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, Row};
@@ -55,6 +55,14 @@ async fn schema(url: &str, admin: &PgPool) -> (String, PgConnectOptions) {
         .options([("search_path", schema.as_str())])
         .application_name(&schema);
     (schema, options)
+}
+
+async fn store_on(options: PgConnectOptions) -> PostgresKeyStore {
+    PostgresKeyStore::builder()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap()
 }
 
 struct Pg {
@@ -117,8 +125,8 @@ async fn revocation_on_one_instance_reaches_the_other() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (_, options) = schema(&url, &admin).await;
-    let store_a = PostgresKeyStore::connect_with_defaults(options.clone()).await;
-    let store_b = PostgresKeyStore::connect_with_defaults(options).await;
+    let store_a = store_on(options.clone()).await;
+    let store_b = store_on(options).await;
     let a = Authenticator::builder(store_a.clone())
         .ttl(Duration::from_secs(60))
         .build();
@@ -166,8 +174,8 @@ async fn without_a_listener_the_cached_key_survives() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (_, options) = schema(&url, &admin).await;
-    let store_a = PostgresKeyStore::connect_with_defaults(options.clone()).await;
-    let store_b = PostgresKeyStore::connect_with_defaults(options).await;
+    let store_a = store_on(options.clone()).await;
+    let store_b = store_on(options).await;
     let a = Authenticator::new(store_a);
     let b = Authenticator::builder(store_b)
         .ttl(Duration::from_secs(60))
@@ -194,8 +202,8 @@ async fn killed_listener_reconnects_and_misses_nothing() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (schema, options) = schema(&url, &admin).await;
-    let store_a = PostgresKeyStore::connect_with_defaults(options.clone()).await;
-    let store_b = PostgresKeyStore::connect_with_defaults(options).await;
+    let store_a = store_on(options.clone()).await;
+    let store_b = store_on(options).await;
     let a = Authenticator::new(store_a.clone());
     let b = Authenticator::builder(store_b.clone())
         .ttl(Duration::from_secs(60))
@@ -470,22 +478,4 @@ async fn silent_network_is_bounded_and_detected() {
     })
     .await
     .expect("lookups work again");
-    let _ = SystemTime::now();
 }
-
-trait ConnectWithDefaults {
-    async fn connect_with_defaults(options: PgConnectOptions) -> PostgresKeyStore;
-}
-
-impl ConnectWithDefaults for PostgresKeyStore {
-    async fn connect_with_defaults(options: PgConnectOptions) -> PostgresKeyStore {
-        PostgresKeyStore::builder()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .unwrap()
-    }
-}
-
-#[allow(dead_code)]
-fn assert_store<S: KeyStore>() {}

@@ -15,7 +15,7 @@ use sqlx::Row;
 
 struct Sqlite {
     store: SqliteKeyStore,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture for Sqlite {
@@ -38,7 +38,7 @@ impl Fixture for Sqlite {
         .unwrap();
         let mut out: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
         // The raw file too: nothing of a key may reach the disk, WAL included.
-        for entry in std::fs::read_dir(self._dir.path()).unwrap() {
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
             out.push(String::from_utf8_lossy(&bytes).into_owned());
         }
@@ -52,7 +52,7 @@ async fn sqlite() -> Option<Sqlite> {
     let store = SqliteKeyStore::connect(path.to_str().unwrap())
         .await
         .unwrap();
-    Some(Sqlite { store, _dir: dir })
+    Some(Sqlite { store, dir })
 }
 
 conformance_suite!(sqlite());

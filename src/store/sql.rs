@@ -142,6 +142,13 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
             "the database cancelled a slow query",
         )
         .with_source(error),
+        // A malformed URL or option: retrying will not help. sqlx's message names the
+        // problem, not the URL, so no password is echoed.
+        sqlx::Error::Configuration(_) => StoreError::new(
+            StoreErrorKind::Invalid,
+            "the database connection settings are invalid",
+        )
+        .with_source(error),
         sqlx::Error::PoolTimedOut => StoreError::new(
             StoreErrorKind::Unavailable,
             "no database connection could be had in time",
