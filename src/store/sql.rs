@@ -285,7 +285,11 @@ mod tests {
             assert_eq!(to_millis(from_millis(ms)), ms);
         }
         let at = UNIX_EPOCH + Duration::new(1_795_765_155, 914_865_432);
-        assert_eq!(to_millis(at), 1_795_765_155_914, "sub-millisecond part dropped");
+        assert_eq!(
+            to_millis(at),
+            1_795_765_155_914,
+            "sub-millisecond part dropped"
+        );
     }
 
     #[test]
