@@ -15,7 +15,7 @@ use sqlx::Row;
 
 struct Sqlite {
     store: SqliteKeyStore,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Fixture for Sqlite {
@@ -38,7 +38,7 @@ impl Fixture for Sqlite {
         .unwrap();
         let mut out: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
         // The raw file too: nothing of a key may reach the disk, WAL included.
-        for entry in std::fs::read_dir(self._dir.path()).unwrap() {
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
             let bytes = std::fs::read(entry.unwrap().path()).unwrap();
             out.push(String::from_utf8_lossy(&bytes).into_owned());
         }
@@ -52,7 +52,7 @@ async fn sqlite() -> Option<Sqlite> {
     let store = SqliteKeyStore::connect(path.to_str().unwrap())
         .await
         .unwrap();
-    Some(Sqlite { store, _dir: dir })
+    Some(Sqlite { store, dir })
 }
 
 conformance_suite!(sqlite());
@@ -195,4 +195,66 @@ async fn unopenable_database_fails_fast() {
         StoreErrorKind::Unavailable | StoreErrorKind::Timeout
     ));
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A real second process (this test binary, re-run as the helper below) revokes a key
+/// through its own `SqliteKeyStore`, as the CLI would: the gateway's cache hears of it
+/// through `data_version` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_another_process_reaches_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let store = SqliteKeyStore::connect(path.to_str().unwrap())
+        .await
+        .unwrap();
+    let gateway = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store.watch(gateway.invalidator(), POLL);
+    let created = gateway
+        .create_key(NewKey::new(unique("proc"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret();
+    eventually(Duration::from_secs(2), || async {
+        gateway.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("the feed confirms itself");
+    tokio::time::sleep(POLL * 3).await;
+    gateway.authenticate_key(key).await.unwrap();
+
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "revoke_in_child_process", "--quiet"])
+        .env("HAPND_CHILD_DB", &path)
+        .env("HAPND_CHILD_KEY_ID", created.record.id.as_str())
+        // Its own "1 passed" line would read as this run's result.
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child process revoked the key");
+    let revoked_at = Instant::now();
+    let took = eventually(POLL + Duration::from_millis(400), || async {
+        matches!(gateway.authenticate_key(key).await, Err(e) if e.kind() == AuthErrorKind::Revoked)
+    })
+    .await
+    .expect("the gateway rejects the key within one poll interval (+ margin)");
+    eprintln!(
+        "sqlite: revocation by another process rejected {took:?} after it exited ({:?}, poll {POLL:?})",
+        revoked_at.elapsed()
+    );
+}
+
+/// Not a test on its own: the second process of the test above.
+#[tokio::test]
+#[ignore = "run by revocation_by_another_process_reaches_the_cache as a child process"]
+async fn revoke_in_child_process() {
+    let db = std::env::var("HAPND_CHILD_DB").expect("HAPND_CHILD_DB");
+    let id = std::env::var("HAPND_CHILD_KEY_ID").expect("HAPND_CHILD_KEY_ID");
+    let store = SqliteKeyStore::connect(&db).await.unwrap();
+    let record = store
+        .revoke(&hapnd_auth::KeyId::new(id), std::time::SystemTime::now())
+        .await
+        .unwrap();
+    assert!(record.is_revoked());
 }

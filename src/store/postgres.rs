@@ -435,7 +435,10 @@ impl Feed {
     async fn session(&self, mut listener: PgListener, invalidator: &Invalidator) -> Ended {
         let token = heartbeat_token();
         let started = Instant::now();
-        let mut last_echo: Option<Instant> = None;
+        // When the newest heartbeat that came back was sent. NOTIFYs arrive in commit order,
+        // so everything committed before then has reached this listener. The send time, not
+        // the arrival time: a heartbeat delayed on its way proves only what it carried.
+        let mut confirmed: Option<Instant> = None;
         let mut healthy = false;
         let mut ticks = tokio::time::interval(self.options.heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -444,8 +447,9 @@ impl Feed {
                 // try_recv is cancel-safe: sqlx consumes a message only once it is complete.
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
-                        if is_own_heartbeat(&notification, &token) {
-                            last_echo = Some(Instant::now());
+                        if let Some(sent_ms) = own_heartbeat(&notification, &token) {
+                            let sent = started + Duration::from_millis(sent_ms);
+                            confirmed = confirmed.max(Some(sent));
                             if !healthy {
                                 invalidator.channel_restored();
                                 healthy = true;
@@ -459,11 +463,11 @@ impl Feed {
                     Err(error) => return Ended::Disconnected(error.to_string()),
                 },
                 _ = ticks.tick() => {
-                    let silent_since = last_echo.unwrap_or(started);
+                    let silent_since = confirmed.unwrap_or(started);
                     if silent_since.elapsed() > self.options.heartbeat_timeout {
                         return Ended::HeartbeatOverdue;
                     }
-                    self.send_heartbeat(&token);
+                    self.send_heartbeat(&token, started.elapsed());
                 }
             }
         }
@@ -471,9 +475,9 @@ impl Feed {
 
     /// Sent over the store's pool, not the listener's connection: the round trip proves
     /// that a commit elsewhere reaches this listener.
-    fn send_heartbeat(&self, token: &str) {
+    fn send_heartbeat(&self, token: &str, since_start: Duration) {
         let pool = self.pool.clone();
-        let payload = format!("heartbeat:{token}");
+        let payload = format!("heartbeat:{token}:{}", since_start.as_millis());
         let timeout = self.query_timeout;
         // A task of its own, so a slow send never delays receiving.
         tokio::spawn(async move {
@@ -494,11 +498,15 @@ fn heartbeat_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn is_own_heartbeat(notification: &PgNotification, token: &str) -> bool {
-    notification
-        .payload()
-        .strip_prefix("heartbeat:")
-        .is_some_and(|t| t == token)
+/// For this session's heartbeat (`heartbeat:<token>:<ms since the session started>`), when it
+/// was sent.
+fn own_heartbeat(notification: &PgNotification, token: &str) -> Option<u64> {
+    let rest = notification.payload().strip_prefix("heartbeat:")?;
+    let (from, sent_ms) = rest.split_once(':')?;
+    if from != token {
+        return None;
+    }
+    sent_ms.parse().ok()
 }
 
 fn apply(notification: &PgNotification, invalidator: &Invalidator) {

@@ -142,6 +142,13 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
             "the database cancelled a slow query",
         )
         .with_source(error),
+        // A malformed URL or option: retrying will not help. sqlx's message names the
+        // problem, not the URL, so no password is echoed.
+        sqlx::Error::Configuration(_) => StoreError::new(
+            StoreErrorKind::Invalid,
+            "the database connection settings are invalid",
+        )
+        .with_source(error),
         sqlx::Error::PoolTimedOut => StoreError::new(
             StoreErrorKind::Unavailable,
             "no database connection could be had in time",
@@ -265,5 +272,45 @@ impl Backoff {
     pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next).await;
         self.next = (self.next * 2).min(self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_round_trip_both_sides_of_the_epoch() {
+        for ms in [0_i64, 1, 1_795_765_155_914, -1, -86_400_000] {
+            assert_eq!(to_millis(from_millis(ms)), ms);
+        }
+        let at = UNIX_EPOCH + Duration::new(1_795_765_155, 914_865_432);
+        assert_eq!(
+            to_millis(at),
+            1_795_765_155_914,
+            "sub-millisecond part dropped"
+        );
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors_that_name_the_id_only() {
+        let raw = |environment: &str, key_hash: Vec<u8>| RawRecord {
+            id: "key_x".to_owned(),
+            tenant: "t".to_owned(),
+            environment: environment.to_owned(),
+            name: "n".to_owned(),
+            key_hash,
+            hint: "h".to_owned(),
+            created_at: 0,
+            revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(raw("live", vec![7; 32]).into_record().is_ok());
+        let err = raw("prod", vec![7; 32]).into_record().unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid);
+        assert!(err.to_string().contains("key_x"));
+        let err = raw("sandbox", vec![7; 31]).into_record().unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid);
     }
 }

@@ -41,14 +41,13 @@ macro_rules! select {
 /// pool wait and lock wait included.
 ///
 /// ```no_run
-/// use std::time::Duration;
 /// use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey, SqliteKeyStore};
 ///
 /// # async fn run() -> Result<(), hapnd_auth::StoreError> {
 /// let store = SqliteKeyStore::connect("/var/lib/hapnd/keys.db").await?;
 /// let auth = Authenticator::new(store.clone());
 /// // Another process (the CLI) revoking a key sends no notification: poll for its commits.
-/// let _feed = store.watch(auth.invalidator(), Duration::from_millis(250));
+/// let _feed = store.watch(auth.invalidator(), SqliteKeyStore::DEFAULT_WATCH_INTERVAL);
 /// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await?;
 /// # Ok(()) }
 /// ```
@@ -84,6 +83,9 @@ impl SqliteKeyStoreBuilder {
 
     /// Opens (creating it if missing) the database at `url_or_path`, a `sqlite:` URL or a
     /// file path, and brings its schema up to date.
+    ///
+    /// Use a file: with `sqlite::memory:` every pooled connection would see a database of
+    /// its own. For keys in memory there is [`MemoryKeyStore`](crate::MemoryKeyStore).
     pub async fn connect(self, url_or_path: &str) -> Result<SqliteKeyStore, StoreError> {
         let options = if url_or_path.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url_or_path).map_err(sql::map_error)?
@@ -127,6 +129,10 @@ impl SqliteKeyStoreBuilder {
 }
 
 impl SqliteKeyStore {
+    /// A polling interval for [`watch`](Self::watch): a revocation made by another process
+    /// reaches this one's cache within about this long.
+    pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
     /// Opens (creating it if missing) the database at `url_or_path` with the default
     /// settings. See [`SqliteKeyStoreBuilder::connect`].
     pub async fn connect(url_or_path: &str) -> Result<Self, StoreError> {
