@@ -310,7 +310,9 @@ impl Authenticator {
     /// Creates a replacement for key `id` (same tenant, environment and name). The old key
     /// keeps working until it is revoked.
     pub async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
-        self.inner.store.rotate(id).await
+        let created = self.inner.store.rotate(id).await?;
+        self.inner.cache.invalidate(&created.record.hash);
+        Ok(created)
     }
 }
 
