@@ -258,3 +258,149 @@ async fn revoke_in_child_process() {
         .unwrap();
     assert!(record.is_revoked());
 }
+
+/// A store that counts lookups, to see whether a cache was flushed.
+#[derive(Clone)]
+struct Counting(
+    SqliteKeyStore,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+);
+
+impl Counting {
+    fn lookups(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl KeyStore for Counting {
+    async fn lookup(
+        &self,
+        hash: &hapnd_auth::KeyHash,
+    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.lookup(hash).await
+    }
+    async fn insert(&self, r: &hapnd_auth::KeyRecord) -> Result<(), hapnd_auth::StoreError> {
+        self.0.insert(r).await
+    }
+    async fn get(
+        &self,
+        id: &hapnd_auth::KeyId,
+    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.0.get(id).await
+    }
+    async fn list(&self, t: &str) -> Result<Vec<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.0.list(t).await
+    }
+    async fn revoke(
+        &self,
+        id: &hapnd_auth::KeyId,
+        at: std::time::SystemTime,
+    ) -> Result<hapnd_auth::KeyRecord, hapnd_auth::StoreError> {
+        self.0.revoke(id, at).await
+    }
+}
+
+/// Commits that change no cached answer (last-used writes, other keys' creation) leave the
+/// cache alone: the feed invalidates only the keys the change log names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrelated_commits_do_not_flush_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let path = path.to_str().unwrap();
+    let other = SqliteKeyStore::connect(path).await.unwrap();
+    let mine = SqliteKeyStore::connect(path).await.unwrap();
+    let counting = Counting(mine.clone(), Default::default());
+    let gateway = Authenticator::builder(counting.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = mine.watch(gateway.invalidator(), POLL);
+    eventually(Duration::from_secs(2), || async {
+        gateway.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("the feed confirms itself");
+
+    let tenant = unique("quiet");
+    let kept = other
+        .create(NewKey::new(&tenant, Environment::Live, "kept"))
+        .await
+        .unwrap();
+    let doomed = other
+        .create(NewKey::new(&tenant, Environment::Live, "doomed"))
+        .await
+        .unwrap();
+    // Let the feed replay the two creations first (each invalidates its own hash).
+    tokio::time::sleep(POLL * 3).await;
+    gateway
+        .authenticate_key(kept.key.expose_secret())
+        .await
+        .unwrap();
+    gateway
+        .authenticate_key(doomed.key.expose_secret())
+        .await
+        .unwrap();
+    let before = counting.lookups();
+
+    // Writes that must not cost a reload: usage, from both processes, and a new key.
+    let used = [hapnd_auth::LastUsed {
+        id: kept.record.id.clone(),
+        at: std::time::SystemTime::now(),
+    }];
+    other.record_usage(&used).await.unwrap();
+    mine.record_usage(&used).await.unwrap();
+    other
+        .create(NewKey::new(&tenant, Environment::Live, "new"))
+        .await
+        .unwrap();
+    tokio::time::sleep(POLL * 3).await;
+    gateway
+        .authenticate_key(kept.key.expose_secret())
+        .await
+        .unwrap();
+    gateway
+        .authenticate_key(doomed.key.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(
+        counting.lookups(),
+        before,
+        "an unrelated commit flushed the cache"
+    );
+
+    // A revocation invalidates exactly the revoked key.
+    other
+        .revoke(&doomed.record.id, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    eventually(POLL + Duration::from_millis(400), || async {
+        matches!(gateway.authenticate_key(doomed.key.expose_secret()).await,
+            Err(e) if e.kind() == AuthErrorKind::Revoked)
+    })
+    .await
+    .expect("the revoked key is rejected within a poll");
+    gateway
+        .authenticate_key(kept.key.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(
+        counting.lookups(),
+        before + 1,
+        "only the revoked key was reloaded"
+    );
+
+    // A hand-written UPDATE is logged by the trigger too.
+    sqlx::query("UPDATE hapnd_api_keys SET revoked_at = 1 WHERE id = ?1")
+        .bind(kept.record.id.as_str())
+        .execute(other.pool())
+        .await
+        .unwrap();
+    eventually(POLL + Duration::from_millis(400), || async {
+        gateway
+            .authenticate_key(kept.key.expose_secret())
+            .await
+            .is_err()
+    })
+    .await
+    .expect("a revocation by raw SQL is seen");
+}

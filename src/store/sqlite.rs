@@ -18,11 +18,18 @@ use crate::key::KeyHash;
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "api keys",
-    include_str!("../../migrations/sqlite/0001_api_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "api keys",
+        include_str!("../../migrations/sqlite/0001_api_keys.sql"),
+    ),
+    (
+        2,
+        "key changes",
+        include_str!("../../migrations/sqlite/0002_key_changes.sql"),
+    ),
+];
 
 macro_rules! select {
     ($where:literal) => {
@@ -152,15 +159,17 @@ impl SqliteKeyStore {
         &self.pool
     }
 
-    /// Polls the database every `interval` on one dedicated connection and flushes
-    /// `invalidator`'s cache when another connection has committed (SQLite's
-    /// `PRAGMA data_version`): how a revocation made by another process, the CLI say,
-    /// reaches this one within about one interval.
+    /// Polls the database every `interval` on one dedicated connection: when another
+    /// connection has committed (SQLite's `PRAGMA data_version`), reads the new rows of the
+    /// `hapnd_key_changes` log (filled by triggers on every insert, delete and update of a
+    /// key's identity, revocation or expiry) and invalidates just those hashes. This is how
+    /// a revocation made by another process, the CLI say, reaches this one within about one
+    /// interval, without flushing the cache on commits that change no answer (last-used
+    /// writes).
     ///
-    /// This process's own writes count as another connection's too, so they flush the
-    /// cache as well; that is harmless. While polling fails the channel is reported lost
-    /// (every request reads the store) and restored once a poll succeeds. The feed stops
-    /// when the returned handle is dropped. Must be called within a tokio runtime.
+    /// While polling fails the channel is reported lost (every request reads the store) and
+    /// restored, with a flush, once a poll succeeds. The feed stops when the returned handle
+    /// is dropped. Must be called within a tokio runtime.
     pub fn watch(&self, invalidator: Invalidator, interval: Duration) -> ChangeFeed {
         let options = self.options.clone();
         let timeout = self.query_timeout;
@@ -277,52 +286,102 @@ async fn watch(
     interval: Duration,
     timeout: Duration,
 ) {
-    let mut healthy = false;
     let mut connection: Option<SqliteConnection> = None;
-    let mut last_version: Option<i64> = None;
+    // (data_version, last change seq) as of the last poll; None while the channel is lost.
+    let mut seen: Option<(i64, i64)> = None;
     let mut backoff = Backoff::new(interval, Duration::from_secs(5).max(interval));
     loop {
-        match poll(&mut connection, &options, timeout).await {
-            Ok(version) => {
+        match poll(&mut connection, &options, timeout, seen).await {
+            Ok(Poll {
+                version,
+                seq,
+                changed,
+            }) => {
                 backoff.reset();
-                if !healthy {
+                if seen.is_none() {
                     // Restoring flushes: whatever was cached during the gap is re-read.
                     invalidator.channel_restored();
-                    healthy = true;
-                } else if last_version.is_some_and(|last| last != version) {
-                    invalidator.invalidate_all();
                 }
-                last_version = Some(version);
+                for hash in &changed {
+                    invalidator.invalidate(hash);
+                }
+                seen = Some((version, seq));
                 tokio::time::sleep(interval).await;
             }
             Err(error) => {
-                if healthy {
+                if seen.is_some() {
                     tracing::warn!(target: "hapnd_auth", %error, "SQLite change feed lost; reading the store on every request");
                     invalidator.channel_lost();
-                    healthy = false;
+                    seen = None;
                 }
                 // A fresh connection next time: this one may be what broke.
                 connection = None;
-                last_version = None;
                 backoff.wait().await;
             }
         }
     }
 }
 
+struct Poll {
+    version: i64,
+    seq: i64,
+    changed: Vec<KeyHash>,
+}
+
+/// One poll: `data_version`, and when it moved, the keys changed since `seen`'s seq.
 async fn poll(
     connection: &mut Option<SqliteConnection>,
     options: &SqliteConnectOptions,
     timeout: Duration,
-) -> Result<i64, StoreError> {
+    seen: Option<(i64, i64)>,
+) -> Result<Poll, StoreError> {
     bounded(timeout, async {
         if connection.is_none() {
             *connection = Some(options.connect().await?);
         }
         let conn = connection.as_mut().expect("connected above");
-        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(conn)
-            .await
+        let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        let since = match seen {
+            Some((last_version, seq)) if last_version == version => {
+                return Ok(Poll {
+                    version,
+                    seq,
+                    changed: Vec::new(),
+                });
+            }
+            Some((_, seq)) => seq,
+            // First poll (or after a loss, which flushes): start from the newest change.
+            None => {
+                let seq = sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(MAX(seq), 0) FROM hapnd_key_changes",
+                )
+                .fetch_one(&mut *conn)
+                .await?;
+                return Ok(Poll {
+                    version,
+                    seq,
+                    changed: Vec::new(),
+                });
+            }
+        };
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, key_hash FROM hapnd_key_changes WHERE seq > ?1 ORDER BY seq",
+        )
+        .bind(since)
+        .fetch_all(&mut *conn)
+        .await?;
+        let seq = rows.last().map_or(since, |(seq, _)| *seq);
+        let changed = rows
+            .into_iter()
+            .filter_map(|(_, hash)| <[u8; 32]>::try_from(hash).ok().map(KeyHash::from_bytes))
+            .collect();
+        Ok(Poll {
+            version,
+            seq,
+            changed,
+        })
     })
     .await
 }
