@@ -5,23 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestStore, assert_rejected, bearer, echo, seen};
+use common::{TestStore, assert_rejected, call, live_key, spawn_call};
 use hapnd_auth::{ApiKey, AuthErrorKind, Authenticator, Environment, NewKey};
-use tower::{Layer, ServiceExt, service_fn};
-
-async fn call(auth: &Authenticator, key: &str) -> common::Seen {
-    let svc = auth.layer().layer(service_fn(echo));
-    seen(svc.oneshot(bearer(key)).await.unwrap()).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_misses_make_one_store_lookup() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
@@ -62,10 +53,7 @@ async fn a_key_created_after_a_negative_entry_works_at_once() {
     // Negative entries are per hash; creating a key invalidates its hash anyway.
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     assert_eq!(call(&auth, created.key.expose_secret()).await.status, 200);
 }
 
@@ -131,10 +119,7 @@ async fn a_hanging_store_is_answered_within_the_lookup_timeout() {
     let auth = Authenticator::builder(store.clone())
         .lookup_timeout(Duration::from_millis(100))
         .build();
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let _gate = store.close_gate(); // never released
     let started = Instant::now();
     let s = call(&auth, created.key.expose_secret()).await;
@@ -147,22 +132,13 @@ async fn a_hanging_store_is_answered_within_the_lookup_timeout() {
 async fn a_cancelled_lookup_does_not_strand_the_requests_waiting_on_it() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
-    let leader = tokio::spawn({
-        let (auth, key) = (auth.clone(), key.clone());
-        async move { call(&auth, &key).await.status }
-    });
+    let leader = spawn_call(&auth, &key);
     gate.entered().await;
-    let follower = tokio::spawn({
-        let (auth, key) = (auth.clone(), key.clone());
-        async move { call(&auth, &key).await.status }
-    });
+    let follower = spawn_call(&auth, &key);
     tokio::time::sleep(Duration::from_millis(50)).await;
     store.open_gate();
     leader.abort(); // the client went away mid-lookup
@@ -174,10 +150,7 @@ async fn a_cancelled_lookup_does_not_strand_the_requests_waiting_on_it() {
 async fn channel_lost_bypasses_the_cache_until_restored() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret();
     call(&auth, key).await;
     let inv = auth.invalidator();
@@ -210,10 +183,7 @@ async fn stale_if_error_serves_cached_keys_within_the_window_only() {
     let auth = Authenticator::builder(store.clone())
         .stale_if_error(Duration::from_millis(300))
         .build();
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret();
     assert_eq!(call(&auth, key).await.status, 200);
 

@@ -5,23 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestStore, assert_rejected, bearer, echo, seen};
+use common::{TestStore, assert_rejected, call, live_key, spawn_call};
 use hapnd_auth::{AuthErrorKind, Authenticator, Environment, NewKey};
-use tower::{Layer, ServiceExt, service_fn};
-
-async fn call(auth: &Authenticator, key: &str) -> common::Seen {
-    let svc = auth.layer().layer(service_fn(echo));
-    seen(svc.oneshot(bearer(key)).await.unwrap()).await
-}
 
 #[tokio::test]
 async fn a_revoked_key_is_rejected_on_the_next_request() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret();
 
     assert_eq!(call(&auth, key).await.status, 200);
@@ -42,18 +33,12 @@ async fn a_revoked_key_is_rejected_on_the_next_request() {
 async fn a_revocation_during_an_in_flight_lookup_does_not_bring_the_key_back() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret().to_owned();
 
     // Request A misses and reads the store, which still says "active"; then it is held.
     let gate = store.close_gate();
-    let a = tokio::spawn({
-        let (auth, key) = (auth.clone(), key.clone());
-        async move { call(&auth, &key).await.status }
-    });
+    let a = spawn_call(&auth, &key);
     gate.entered().await;
 
     // The key is revoked while A's stale answer is in the air.
@@ -79,17 +64,11 @@ async fn a_revocation_during_an_in_flight_lookup_does_not_bring_the_key_back() {
 async fn invalidate_all_during_an_in_flight_lookup_does_not_bring_the_key_back() {
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
-    let created = auth
-        .create_key(NewKey::new("acme", Environment::Live, "ci"))
-        .await
-        .unwrap();
+    let created = live_key(&auth).await;
     let key = created.key.expose_secret().to_owned();
 
     let gate = store.close_gate();
-    let a = tokio::spawn({
-        let (auth, key) = (auth.clone(), key.clone());
-        async move { call(&auth, &key).await.status }
-    });
+    let a = spawn_call(&auth, &key);
     gate.entered().await;
     // Revoked elsewhere (straight in the store), then a change feed flushes everything.
     hapnd_auth::KeyStore::revoke(&store, &created.record.id, std::time::SystemTime::now())

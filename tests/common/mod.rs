@@ -84,6 +84,28 @@ pub async fn seen(response: Response<Body>) -> Seen {
     }
 }
 
+/// One request with `key` through `auth`'s layer around [`echo`].
+pub async fn call(auth: &hapnd_auth::Authenticator, key: &str) -> Seen {
+    use tower::{Layer, ServiceExt};
+    let svc = auth.layer().layer(tower::service_fn(echo));
+    seen(svc.oneshot(bearer(key)).await.unwrap()).await
+}
+
+/// [`call`] on a task of its own; resolves to the status.
+pub fn spawn_call(
+    auth: &hapnd_auth::Authenticator,
+    key: &str,
+) -> tokio::task::JoinHandle<StatusCode> {
+    let (auth, key) = (auth.clone(), key.to_owned());
+    tokio::spawn(async move { call(&auth, &key).await.status })
+}
+
+/// A live key for tenant `acme`, named `ci`, created through `auth`.
+pub async fn live_key(auth: &hapnd_auth::Authenticator) -> hapnd_auth::CreatedKey {
+    let new = hapnd_auth::NewKey::new("acme", hapnd_auth::Environment::Live, "ci");
+    auth.create_key(new).await.unwrap()
+}
+
 pub fn assert_rejected(seen: &Seen, kind: AuthErrorKind) {
     assert_eq!(seen.status, kind.status(), "body: {}", seen.body);
     assert_eq!(
