@@ -1,0 +1,140 @@
+//! Shared by the benchmarks: a store that counts its lookups, key fixtures and services.
+// Each bench target compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hapnd_auth::{
+    Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed, NewKey, StoreError,
+};
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+
+/// The request body every benchmark sends, and the response body the inner service returns.
+pub type Body = Full<Bytes>;
+
+/// Wraps a store and counts calls to `lookup`: proves hits touch no store and misses do.
+#[derive(Clone)]
+pub struct Counting<S> {
+    inner: S,
+    lookups: Arc<AtomicU64>,
+}
+
+impl<S> Counting<S> {
+    pub fn new(inner: S) -> (Self, Arc<AtomicU64>) {
+        let lookups = Arc::new(AtomicU64::new(0));
+        (
+            Counting {
+                inner,
+                lookups: Arc::clone(&lookups),
+            },
+            lookups,
+        )
+    }
+}
+
+impl<S: KeyStore> KeyStore for Counting<S> {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.inner.lookup(hash).await
+    }
+
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list(tenant).await
+    }
+
+    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+
+    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
+        self.inner.record_usage(used).await
+    }
+}
+
+/// TTLs far longer than any benchmark, so a "hit" row never turns into misses mid-run.
+pub const LONG_TTL: Duration = Duration::from_secs(3600);
+
+/// One key the benchmarks present: its pre-built header value, hash and id.
+#[derive(Clone)]
+pub struct Fixture {
+    pub header: HeaderValue,
+    pub hash: KeyHash,
+    pub id: KeyId,
+}
+
+/// Creates `n` live keys through `auth` (10 keys per tenant, realistic name lengths).
+pub async fn create_keys(auth: &Authenticator, n: usize) -> Vec<Fixture> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let new = NewKey::new(
+            format!("tenant-{:06}", i / 10),
+            Environment::Live,
+            format!("ci-pipeline-{i}"),
+        );
+        let created = auth.create_key(new).await.expect("memory store create");
+        out.push(Fixture {
+            header: bearer(created.key.expose_secret()),
+            hash: created.record.hash,
+            id: created.record.id,
+        });
+    }
+    out
+}
+
+/// Authenticates every key once, so each is cached.
+pub async fn prefill(auth: &Authenticator, keys: &[Fixture]) {
+    for key in keys {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, key.header.clone());
+        auth.authenticate(&headers)
+            .await
+            .expect("a fresh key authenticates");
+    }
+}
+
+pub fn bearer(key: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {key}")).expect("keys are visible ASCII")
+}
+
+/// A GET with `Authorization: <header>`.
+pub fn request(header: &HeaderValue) -> Request<Body> {
+    let mut req = Request::new(Body::default());
+    req.headers_mut()
+        .insert(http::header::AUTHORIZATION, header.clone());
+    req
+}
+
+/// The inner service every row wraps: answers 200 with an empty body.
+pub async fn ok(_: Request<Body>) -> Result<Response<Body>, Infallible> {
+    Ok(Response::new(Body::default()))
+}
+
+/// A tiny xorshift generator: uniform choice of keys without a `rand` dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        // Multiply-shift: unbiased enough for picking among at most a few million keys.
+        ((u128::from(self.0) * n as u128) >> 64) as usize
+    }
+}
