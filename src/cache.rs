@@ -158,6 +158,13 @@ impl KeyCache {
                 match flights.get(&hash) {
                     Some(flight) => (Arc::clone(flight), Some(flight.state.subscribe())),
                     None => {
+                        // The caller missed the cache before taking this lock; a flight
+                        // may have landed since. Flights insert under this lock, so its
+                        // entry is visible here: without this check a request that lost
+                        // that race asks the store a second time.
+                        if let Some(cached) = self.get(&hash) {
+                            return Ok(cached);
+                        }
                         let flight = Arc::new(Flight {
                             state: watch::Sender::new(FlightState::Pending),
                         });
@@ -377,5 +384,61 @@ impl Drop for AbandonOnDrop<'_> {
         }
         drop(flights);
         flight.state.send_replace(FlightState::Abandoned);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::ApiKey;
+    use crate::store::NewKey;
+
+    fn record() -> KeyRecord {
+        let key = ApiKey::generate(Environment::Live);
+        KeyRecord::for_key(
+            &key,
+            NewKey::new("acme", Environment::Live, "ci"),
+            SystemTime::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_miss_that_arrives_after_a_flight_landed_does_not_ask_the_store_again() {
+        let cache = KeyCache::new(100, Duration::from_secs(60), Duration::from_secs(5), None);
+        let record = record();
+        let hash = record.hash;
+        // Request A misses the cache and leads a flight that lands.
+        let first = cache.load(hash, || async { Ok(Some(record)) }).await;
+        assert!(first.unwrap().key.is_some());
+        // Request B missed the cache before A's insert and only now reaches `load`.
+        let second = cache
+            .load(hash, || async { panic!("the store was asked twice") })
+            .await;
+        assert!(second.unwrap().key.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_invalidated_entry_is_loaded_again() {
+        let cache = KeyCache::new(100, Duration::from_secs(60), Duration::from_secs(5), None);
+        let record = record();
+        let hash = record.hash;
+        let again = record.clone();
+        cache
+            .load(hash, || async { Ok(Some(record)) })
+            .await
+            .unwrap();
+        cache.invalidate(&hash);
+        let mut asked = false;
+        cache
+            .load(hash, || {
+                asked = true;
+                async { Ok(Some(again)) }
+            })
+            .await
+            .unwrap();
+        assert!(
+            asked,
+            "an invalidation must send the next miss to the store"
+        );
     }
 }
