@@ -364,14 +364,14 @@ fn verify(
     };
     // The entry was found by this hash; comparing again, in constant time, guards against
     // a store that matched loosely.
-    if !key.hash.ct_eq(hash) || key.environment() != environment {
+    if !key.stored_hash().ct_eq(hash) || key.environment() != environment {
         return Err(AuthError::unknown());
     }
-    if key.revoked {
-        return Err(AuthError::revoked().with_principal(key.principal.clone()));
+    if key.is_revoked() {
+        return Err(AuthError::revoked().with_principal(key.clone()));
     }
-    if key.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-        return Err(AuthError::expired().with_principal(key.principal.clone()));
+    if key.expires_at().is_some_and(|at| at <= SystemTime::now()) {
+        return Err(AuthError::expired().with_principal(key.clone()));
     }
-    Ok(key.principal.clone())
+    Ok(key.clone())
 }

@@ -18,42 +18,23 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use tokio::sync::watch;
 
-use crate::key::{Environment, KeyHash};
+use crate::key::KeyHash;
 use crate::principal::Principal;
 use crate::store::{KeyRecord, StoreError};
 
-/// What the cache holds for one hash: a known key, or a negative entry.
+/// What the cache holds for one hash: a known key, or a negative entry. 16 bytes, stored
+/// inline in moka's entry; cloning it (moka's `get` clones) is one reference-count increment.
+#[derive(Clone)]
 pub(crate) struct Cached {
     epoch: u64,
-    pub(crate) key: Option<ResolvedKey>,
-}
-
-/// The part of a [`KeyRecord`] the request path needs.
-pub(crate) struct ResolvedKey {
-    pub(crate) principal: Principal,
-    pub(crate) hash: KeyHash,
-    pub(crate) revoked: bool,
-    pub(crate) expires_at: Option<SystemTime>,
-}
-
-impl ResolvedKey {
-    fn from_record(record: KeyRecord) -> Self {
-        ResolvedKey {
-            hash: record.hash,
-            revoked: record.revoked_at.is_some(),
-            expires_at: record.expires_at,
-            principal: Principal::from_record(record),
-        }
-    }
-
-    pub(crate) fn environment(&self) -> Environment {
-        self.principal.environment()
-    }
+    /// The key's principal, which also carries what the request path checks (stored
+    /// hash, revoked, expiry), or `None` for a key the store does not know.
+    pub(crate) key: Option<Principal>,
 }
 
 /// Health of the channel that tells this process about revocations made elsewhere.
@@ -70,7 +51,7 @@ const HEALTHY: u8 = 0;
 const DEGRADED: u8 = 1;
 
 pub(crate) struct KeyCache {
-    entries: moka::sync::Cache<KeyHash, Arc<Cached>>,
+    entries: moka::sync::Cache<KeyHash, Cached>,
     flights: Mutex<HashMap<KeyHash, Arc<Flight>>>,
     epoch: AtomicU64,
     health: AtomicU8,
@@ -83,11 +64,11 @@ struct TtlPolicy {
     negative: Duration,
 }
 
-impl Expiry<KeyHash, Arc<Cached>> for TtlPolicy {
+impl Expiry<KeyHash, Cached> for TtlPolicy {
     fn expire_after_create(
         &self,
         _: &KeyHash,
-        value: &Arc<Cached>,
+        value: &Cached,
         _: Instant,
     ) -> Option<Duration> {
         Some(if value.key.is_some() {
@@ -100,7 +81,7 @@ impl Expiry<KeyHash, Arc<Cached>> for TtlPolicy {
 
 enum FlightState {
     Pending,
-    Done(Result<Arc<Cached>, StoreError>),
+    Done(Result<Cached, StoreError>),
     Abandoned,
 }
 
@@ -133,7 +114,7 @@ impl KeyCache {
 
     /// A cache entry that may be trusted without asking the store.
     #[inline]
-    pub(crate) fn get(&self, hash: &KeyHash) -> Option<Arc<Cached>> {
+    pub(crate) fn get(&self, hash: &KeyHash) -> Option<Cached> {
         if self.health.load(Ordering::Acquire) != HEALTHY {
             return None;
         }
@@ -146,7 +127,7 @@ impl KeyCache {
         &self,
         hash: KeyHash,
         lookup: F,
-    ) -> Result<Arc<Cached>, StoreError>
+    ) -> Result<Cached, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
@@ -191,7 +172,7 @@ impl KeyCache {
         hash: KeyHash,
         flight: Arc<Flight>,
         lookup: F,
-    ) -> Result<Arc<Cached>, StoreError>
+    ) -> Result<Cached, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
@@ -203,10 +184,10 @@ impl KeyCache {
         };
         let epoch = self.epoch.load(Ordering::Acquire);
         let result = lookup().await.map(|record| {
-            Arc::new(Cached {
+            Cached {
                 epoch,
-                key: record.map(ResolvedKey::from_record),
-            })
+                key: record.map(Principal::from_record),
+            }
         });
         {
             let mut flights = self.lock_flights();
@@ -217,7 +198,7 @@ impl KeyCache {
                 if let Ok(cached) = &result
                     && epoch == self.epoch.load(Ordering::Acquire)
                 {
-                    self.entries.insert(hash, Arc::clone(cached));
+                    self.entries.insert(hash, cached.clone());
                 }
             }
         }
@@ -232,7 +213,7 @@ impl KeyCache {
 
     /// With stale-if-error on and the channel lost less than the window ago, the entry
     /// cached before the loss, whatever its epoch.
-    fn stale_fallback(&self, hash: &KeyHash) -> Option<Arc<Cached>> {
+    fn stale_fallback(&self, hash: &KeyHash) -> Option<Cached> {
         let window = self.stale_if_error?;
         let since = (*self
             .degraded_since
@@ -390,6 +371,8 @@ impl Drop for AbandonOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Environment;
+    use std::time::SystemTime;
     use crate::key::ApiKey;
     use crate::store::NewKey;
 

@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::key::Environment;
+use crate::key::{Environment, KeyHash};
 use crate::store::{KeyId, KeyRecord};
 
 /// The tenant, environment and key a request authenticated with.
@@ -13,29 +14,47 @@ use crate::store::{KeyId, KeyRecord};
 #[derive(Clone)]
 pub struct Principal(Arc<Inner>);
 
+/// One allocation per cached key, plus the id's and the text's: this is most of what the
+/// cache holds per key, so it is packed.
 struct Inner {
-    tenant: String,
-    environment: Environment,
     key_id: KeyId,
-    key_name: String,
-    key_hint: String,
+    /// Tenant, key name and hint, back to back.
+    text: Box<str>,
+    tenant_len: u32,
+    name_len: u32,
+    environment: Environment,
+    /// What the request path checks on every hit (see `authenticator::verify`).
+    hash: KeyHash,
+    revoked: bool,
+    expires_at: Option<SystemTime>,
 }
 
 impl Principal {
     /// A principal for `record`'s key.
     pub fn from_record(record: KeyRecord) -> Self {
+        let mut text =
+            String::with_capacity(record.tenant.len() + record.name.len() + record.hint.len());
+        text.push_str(&record.tenant);
+        text.push_str(&record.name);
+        text.push_str(&record.hint);
+        // NewKey::validate bounds tenant and name to 128 characters; a store that allows
+        // more still cannot reach 4 GiB in one record.
+        let len = |s: &str| u32::try_from(s.len()).expect("a tenant or name under 4 GiB");
         Principal(Arc::new(Inner {
-            tenant: record.tenant,
+            tenant_len: len(&record.tenant),
+            name_len: len(&record.name),
+            text: text.into_boxed_str(),
             environment: record.environment,
             key_id: record.id,
-            key_name: record.name,
-            key_hint: record.hint,
+            hash: record.hash,
+            revoked: record.revoked_at.is_some(),
+            expires_at: record.expires_at,
         }))
     }
 
     /// The tenant the key belongs to.
     pub fn tenant(&self) -> &str {
-        &self.0.tenant
+        &self.0.text[..self.0.tenant_len as usize]
     }
 
     /// The environment the key opens.
@@ -50,23 +69,39 @@ impl Principal {
 
     /// The key's human name.
     pub fn key_name(&self) -> &str {
-        &self.0.key_name
+        let start = self.0.tenant_len as usize;
+        &self.0.text[start..start + self.0.name_len as usize]
     }
 
     /// The key's masked hint: `sk_live_...a1b2`.
     pub fn key_hint(&self) -> &str {
-        &self.0.key_hint
+        &self.0.text[(self.0.tenant_len + self.0.name_len) as usize..]
+    }
+
+    /// The stored hash of the key, as the store returned it.
+    pub(crate) fn stored_hash(&self) -> &KeyHash {
+        &self.0.hash
+    }
+
+    /// Whether the record was revoked when it was loaded.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.0.revoked
+    }
+
+    /// When the key stops working, if ever.
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
+        self.0.expires_at
     }
 }
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Principal")
-            .field("tenant", &self.0.tenant)
+            .field("tenant", &self.tenant())
             .field("environment", &self.0.environment)
             .field("key_id", &self.0.key_id)
-            .field("key_name", &self.0.key_name)
-            .field("key_hint", &self.0.key_hint)
+            .field("key_name", &self.key_name())
+            .field("key_hint", &self.key_hint())
             .finish()
     }
 }
@@ -75,7 +110,7 @@ impl PartialEq for Principal {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
             || (self.0.key_id == other.0.key_id
-                && self.0.tenant == other.0.tenant
+                && self.tenant() == other.tenant()
                 && self.0.environment == other.0.environment)
     }
 }
