@@ -65,12 +65,7 @@ struct TtlPolicy {
 }
 
 impl Expiry<KeyHash, Cached> for TtlPolicy {
-    fn expire_after_create(
-        &self,
-        _: &KeyHash,
-        value: &Cached,
-        _: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &KeyHash, value: &Cached, _: Instant) -> Option<Duration> {
         Some(if value.key.is_some() {
             self.positive
         } else {
@@ -123,11 +118,7 @@ impl KeyCache {
     }
 
     /// Looks `hash` up through a flight: one store call however many callers miss at once.
-    pub(crate) async fn load<F, Fut>(
-        &self,
-        hash: KeyHash,
-        lookup: F,
-    ) -> Result<Cached, StoreError>
+    pub(crate) async fn load<F, Fut>(&self, hash: KeyHash, lookup: F) -> Result<Cached, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
@@ -183,11 +174,9 @@ impl KeyCache {
             flight: Some(Arc::clone(&flight)),
         };
         let epoch = self.epoch.load(Ordering::Acquire);
-        let result = lookup().await.map(|record| {
-            Cached {
-                epoch,
-                key: record.map(Principal::from_record),
-            }
+        let result = lookup().await.map(|record| Cached {
+            epoch,
+            key: record.map(Principal::from_record),
         });
         {
             let mut flights = self.lock_flights();
@@ -371,10 +360,10 @@ impl Drop for AbandonOnDrop<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Environment;
-    use std::time::SystemTime;
     use crate::key::ApiKey;
+    use crate::key::Environment;
     use crate::store::NewKey;
+    use std::time::SystemTime;
 
     fn record() -> KeyRecord {
         let key = ApiKey::generate(Environment::Live);

@@ -100,7 +100,7 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             Some(p) => {
-                let error = AuthError::wrong_environment(p.environment(), self.environment)
+                let error = AuthError::wrong_environment(self.environment)
                     .with_hint(p.key_hint().to_owned())
                     .with_principal(p.clone());
                 ResponseFuture::rejected(reject(&self.rejection, error))

@@ -94,10 +94,7 @@ enum Detail {
     None,
     Malformed(Malformed),
     Format(KeyFormatError),
-    WrongEnvironment {
-        key: Environment,
-        required: Environment,
-    },
+    WrongEnvironment { required: Environment },
     Store(StoreError),
 }
 
@@ -149,10 +146,10 @@ impl AuthError {
         Self::new(AuthErrorKind::Expired, Detail::None)
     }
 
-    pub(crate) fn wrong_environment(key: Environment, required: Environment) -> Self {
+    pub(crate) fn wrong_environment(required: Environment) -> Self {
         Self::new(
             AuthErrorKind::WrongEnvironment,
-            Detail::WrongEnvironment { key, required },
+            Detail::WrongEnvironment { required },
         )
     }
 
@@ -210,10 +207,18 @@ impl AuthError {
     }
 }
 
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// A rejection message: fixed text, or the key's hint inside fixed text.
+pub(crate) enum Message<'a> {
+    Static(&'static str),
+    Hinted { hint: &'a str, what: &'static str },
+}
+
+impl AuthError {
+    /// The message in parts, so the rejection body can be written without formatting.
+    pub(crate) fn message_parts(&self) -> Message<'_> {
+        use Message::Static;
         match (&self.kind, &self.detail) {
-            (_, Detail::Malformed(m)) => f.write_str(match m {
+            (_, Detail::Malformed(m)) => Static(match m {
                 Malformed::MultipleHeaders => "send exactly one Authorization header",
                 Malformed::TooLong => "the Authorization header is too long",
                 Malformed::InvalidBytes => {
@@ -222,20 +227,34 @@ impl fmt::Display for AuthError {
                 Malformed::EmptyToken => "the Bearer scheme needs an API key after it",
                 Malformed::Syntax => "expected `Authorization: Bearer <api key>`",
             }),
-            (_, Detail::Format(e)) => write!(f, "invalid API key: {e}"),
-            (_, Detail::WrongEnvironment { key, required }) => write!(
-                f,
-                "this endpoint needs a {required} key ({}...), not a {key} key",
-                required.prefix()
-            ),
+            (_, Detail::Format(e)) => Static(match e {
+                KeyFormatError::UnknownPrefix => {
+                    "invalid API key: API keys start with `sk_live_` (live) or `sk_test_` (sandbox)"
+                }
+                KeyFormatError::WrongLength => "invalid API key: API keys are 46 characters long",
+                KeyFormatError::InvalidCharacter => {
+                    "invalid API key: API keys contain only letters and digits after the prefix"
+                }
+                KeyFormatError::BadChecksum => {
+                    "invalid API key: checksum mismatch: the key is mistyped or truncated"
+                }
+            }),
+            (_, Detail::WrongEnvironment { required, .. }) => Static(match required {
+                Environment::Live => {
+                    "this endpoint needs a live key (sk_live_...), not a sandbox key"
+                }
+                Environment::Sandbox => {
+                    "this endpoint needs a sandbox key (sk_test_...), not a live key"
+                }
+            }),
             (_, Detail::Store(_)) => {
-                f.write_str("authentication is temporarily unavailable; retry shortly")
+                Static("authentication is temporarily unavailable; retry shortly")
             }
             (AuthErrorKind::LayerMissing, _) => {
-                f.write_str("authentication is misconfigured on this server")
+                Static("authentication is misconfigured on this server")
             }
             (AuthErrorKind::MissingApiKey, _) => {
-                f.write_str("no API key: send `Authorization: Bearer <api key>`")
+                Static("no API key: send `Authorization: Bearer <api key>`")
             }
             (kind, _) => {
                 let what = match kind {
@@ -244,10 +263,23 @@ impl fmt::Display for AuthError {
                     _ => "is not valid",
                 };
                 match &self.hint {
-                    Some(hint) => write!(f, "the API key {hint} {what}"),
-                    None => write!(f, "the API key {what}"),
+                    Some(hint) => Message::Hinted { hint, what },
+                    None => Static(match kind {
+                        AuthErrorKind::Revoked => "the API key has been revoked",
+                        AuthErrorKind::Expired => "the API key has expired",
+                        _ => "the API key is not valid",
+                    }),
                 }
             }
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.message_parts() {
+            Message::Static(text) => f.write_str(text),
+            Message::Hinted { hint, what } => write!(f, "the API key {hint} {what}"),
         }
     }
 }

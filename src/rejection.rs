@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response};
 
-use crate::error::AuthError;
+use crate::error::{AuthError, Message};
 
 /// Builds the response for a rejected request. Implemented by [`JsonRejection`] and by
 /// any `Fn(&AuthError) -> Response<B>` closure.
@@ -36,14 +36,7 @@ pub struct JsonRejection;
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<B> {
         let kind = error.kind();
-        let body = serde_json::json!({
-            "error": {
-                "type": "authentication_error",
-                "code": kind.code(),
-                "message": error.message(),
-            }
-        });
-        let mut response = Response::new(B::from(Bytes::from(body.to_string())));
+        let mut response = Response::new(B::from(json_body(error)));
         *response.status_mut() = kind.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -56,5 +49,39 @@ impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
+    }
+}
+
+/// `{"error":{"type":"authentication_error","code":...,"message":...}}` in one allocation,
+/// with serde_json escaping the message. Runs on every rejection, so no JSON tree.
+fn json_body(error: &AuthError) -> Bytes {
+    let mut body = Vec::with_capacity(160);
+    body.extend_from_slice(br#"{"error":{"type":"authentication_error","code":""#);
+    body.extend_from_slice(error.kind().code().as_bytes());
+    body.extend_from_slice(br#"","message":"#);
+    let written = match error.message_parts() {
+        Message::Static(text) => serde_json::to_writer(&mut body, text),
+        Message::Hinted { .. } => serde_json::to_writer(&mut body, &error.to_string()),
+    };
+    // Writing a string into a Vec cannot fail.
+    debug_assert!(written.is_ok());
+    body.extend_from_slice(b"}}");
+    Bytes::from(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_valid_json_with_the_message() {
+        let error = AuthError::missing();
+        let body: serde_json::Value = serde_json::from_slice(&json_body(&error)).unwrap();
+        assert_eq!(body["error"]["code"], "missing_api_key");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        assert_eq!(body["error"]["message"], error.to_string());
+        let hinted = AuthError::revoked().with_hint("sk_live_...\"a1\"".to_owned());
+        let body: serde_json::Value = serde_json::from_slice(&json_body(&hinted)).unwrap();
+        assert_eq!(body["error"]["message"], hinted.to_string());
     }
 }
