@@ -20,7 +20,8 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use hapnd_auth::{
-    ApiKey, Authenticator, AuthenticatorBuilder, Environment, KeyStore, MemoryKeyStore, Principal,
+    ApiKey, Authenticator, Environment, KeyStore, MemoryKeyStore, PostgresKeyStore, Principal,
+    SqliteKeyStore,
 };
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -35,13 +36,54 @@ const BATCH: u64 = 256;
 /// Keys the miss row cycles through; each is invalidated (untimed) just before its request.
 const MISS_POOL: usize = 1024;
 
-/// Store rows. EXTEND HERE when the durable stores land: one entry per store, e.g.
-/// `("sqlite", Authenticator::builder(Counting::new(SqliteKeyStore::open(..)).0))`,
-/// keeping the `Counting` wrapper so the audit proves each miss reached the store.
-/// Each store gets a `miss/<name>` row (the full miss path, store lookup included).
-fn stores() -> Vec<(&'static str, AuthenticatorBuilder, Arc<AtomicU64>)> {
-    let (memory, lookups) = Counting::new(MemoryKeyStore::new());
-    vec![("memory", Authenticator::builder(memory), lookups)]
+/// The `miss/<store>` and `no_cache_lookup/<store>` rows for one store: the full miss
+/// path (store lookup, flight, insert), and what a `from_fn` middleware that asks the store
+/// on every request costs: what the cache buys. `Counting` proves each miss reached the store.
+fn store_rows<S: KeyStore + Clone>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    store_name: &str,
+    store: S,
+) {
+    // One counter per row: the audit reads them all after the group.
+    let (miss_store, miss_lookups) = Counting::new(store.clone());
+    let name = format!("miss/{store_name}");
+    row(group, rt, &name, StatusCode::OK, |rt| {
+        let auth = Authenticator::builder(miss_store).ttl(LONG_TTL).build();
+        let fixtures: Vec<Fixture> = rt.block_on(create_keys(&auth, MISS_POOL));
+        let requests = audit(&name, &miss_lookups);
+        let invalidator = auth.invalidator();
+        let svc = auth.layer().layer(service_fn(ok));
+        let mut next = 0;
+        (svc, move || {
+            // Untimed: forget the key so the timed request is a real miss, not a hit on
+            // an entry a TTL has not yet removed.
+            let f = &fixtures[next % fixtures.len()];
+            next += 1;
+            invalidator.invalidate(&f.hash);
+            requests.fetch_add(1, Ordering::Relaxed);
+            request(&f.header)
+        })
+    });
+
+    let (store, lookups) = Counting::new(store);
+    let name = format!("no_cache_lookup/{store_name}");
+    row(group, rt, &name, StatusCode::OK, |rt| {
+        // Clones share the keys: the authenticator only creates them here.
+        let auth = Authenticator::new(store.clone());
+        let fixtures = rt.block_on(create_keys(&auth, 1_000));
+        let requests = audit(&name, &lookups);
+        let svc = service_fn(move |req| {
+            let store = store.clone();
+            async move { lookup_every_request(&store, req).await }
+        });
+        let headers: Vec<HeaderValue> = fixtures.into_iter().map(|f| f.header).collect();
+        let mut rng = Rng::new(13);
+        (svc, move || {
+            requests.fetch_add(1, Ordering::Relaxed);
+            request(&headers[rng.below(headers.len())])
+        })
+    });
 }
 
 /// After the group: store lookups per request for each row that has a store.
@@ -292,53 +334,29 @@ fn latency(c: &mut Criterion) {
         },
     );
 
-    for (store_name, builder, lookups) in stores() {
-        let name = format!("miss/{store_name}");
-        let row_name = name.clone();
-        row(&mut group, &rt, &name, StatusCode::OK, move |rt| {
-            let auth = builder.ttl(LONG_TTL).build();
-            let fixtures: Vec<Fixture> = rt.block_on(create_keys(&auth, MISS_POOL));
-            let requests = audit(&row_name, &lookups);
-            let invalidator = auth.invalidator();
-            let svc = auth.layer().layer(service_fn(ok));
-            let mut next = 0;
-            (svc, move || {
-                // Untimed: forget the key so the timed request is a real miss (store
-                // lookup, flight, insert), not a hit on an entry a TTL has not yet removed.
-                let f = &fixtures[next % fixtures.len()];
-                next += 1;
-                invalidator.invalidate(&f.hash);
-                requests.fetch_add(1, Ordering::Relaxed);
-                request(&f.header)
-            })
-        });
+    store_rows(&mut group, &rt, "memory", MemoryKeyStore::new());
+    let dir = std::env::temp_dir().join(format!("hapnd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("keys.db");
+    let sqlite = rt
+        .block_on(SqliteKeyStore::connect(path.to_str().expect("utf-8 path")))
+        .expect("open SQLite");
+    store_rows(&mut group, &rt, "sqlite", sqlite);
+    match std::env::var("HAPND_TEST_DATABASE_URL") {
+        Ok(url) => {
+            let pg = rt
+                .block_on(PostgresKeyStore::connect(&url))
+                .expect("connect PostgreSQL");
+            store_rows(&mut group, &rt, "postgres", pg);
+        }
+        Err(_) => eprintln!(
+            "SKIPPED: miss/postgres and no_cache_lookup/postgres: HAPND_TEST_DATABASE_URL not set \
+             (bash scripts/pg-start.sh prints one)"
+        ),
     }
 
-    row(
-        &mut group,
-        &rt,
-        "no_cache_lookup/memory",
-        StatusCode::OK,
-        |rt| {
-            let (store, lookups) = Counting::new(MemoryKeyStore::new());
-            // Clones share the keys: the authenticator only creates them here.
-            let auth = Authenticator::new(store.clone());
-            let fixtures = rt.block_on(create_keys(&auth, 1_000));
-            let requests = audit("no_cache_lookup/memory", &lookups);
-            let svc = service_fn(move |req| {
-                let store = store.clone();
-                async move { lookup_every_request(&store, req).await }
-            });
-            let headers: Vec<HeaderValue> = fixtures.into_iter().map(|f| f.header).collect();
-            let mut rng = Rng::new(13);
-            (svc, move || {
-                requests.fetch_add(1, Ordering::Relaxed);
-                request(&headers[rng.below(headers.len())])
-            })
-        },
-    );
-
     group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 
     for a in AUDITS.lock().unwrap().iter() {
         let lookups = a.lookups.load(Ordering::Relaxed) - a.lookups_before;
