@@ -60,12 +60,17 @@ struct Server {
 
 impl Server {
     fn start(sandbox: &Sandbox, extra: &[&str]) -> Server {
+        Self::start_logging(sandbox, extra, Stdio::null())
+    }
+
+    fn start_logging(sandbox: &Sandbox, extra: &[&str], logs: impl Into<Stdio>) -> Server {
         let mut child = sandbox
             .command()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .env("HAPND_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(logs)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

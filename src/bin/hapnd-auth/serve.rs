@@ -35,9 +35,16 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
+    let level = match std::env::var("HAPND_LOG") {
+        Ok(level) => level.parse::<tracing::Level>().map_err(|_| {
+            format!("HAPND_LOG={level:?}: expected error, warn, info, debug or trace")
+        })?,
+        Err(_) => tracing::Level::INFO,
+    };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(level)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
     let store = AnyStore::open(&args.db.url).await?;
     let auth = Authenticator::builder(store.clone())
