@@ -5,6 +5,7 @@
 #
 # Run from the crate root:   bash benches/e2e.sh
 # Knobs (environment):       RUNS=5 DURATION=3s CONNECTIONS=32 THREADS=1 PORT=18080
+#                            (ports PORT .. PORT+2*RUNS+1 are used, one per server)
 # Bounds: every wrk run lasts DURATION (and is killed by `timeout` after DURATION+10 s);
 # servers bind 127.0.0.1 only and are killed on exit (trap), whatever happens.
 set -euo pipefail
@@ -22,20 +23,23 @@ SERVER=target/release/examples/bench_server
 
 server_pid=""
 out=$(mktemp)
+log=$(mktemp)
 cleanup() {
     if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -f "$out"
+    rm -f "$out" "$log"
 }
 trap cleanup EXIT INT TERM
 
-start_server() { # $1 = on|off; sets server_pid and key
-    "$SERVER" --auth "$1" --port "$PORT" >"$out" &
+# No function below runs in a subshell: the EXIT trap must see the server's pid.
+start_server() { # $1 = on|off, $2 = port; sets server_pid and key
+    : >"$out" # no READY from the previous server
+    "$SERVER" --auth "$1" --port "$2" >"$out" 2>"$log" &
     server_pid=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 200); do
         grep -q '^READY' "$out" 2>/dev/null && break
         sleep 0.05
     done
-    grep -q '^READY' "$out" || { echo "server did not start" >&2; exit 1; }
+    grep -q '^READY' "$out" || { echo "server did not start:" >&2; cat "$log" >&2; exit 1; }
     key=$(awk '/^KEY /{print $2}' "$out")
 }
 
@@ -43,26 +47,25 @@ stop_server() {
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 }
 
-run() { # $1 = on|off; prints requests/s
-    start_server "$1"
+run() { # $1 = on|off, $2 = port; sets rps
+    start_server "$1" "$2"
     local secs=${DURATION%s}
     # Both modes send the same request bytes; only the server differs.
-    local rps
     rps=$(timeout $((secs + 10)) "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
-        -H "Authorization: Bearer $key" "http://127.0.0.1:$PORT/" |
+        -H "Authorization: Bearer $key" "http://127.0.0.1:$2/" |
         awk '/^Requests\/sec:/{print $2}')
     # A rejected request would be fast and wrong: check the layer lets the key through.
-    [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$PORT/") == 200 ]] ||
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "http://127.0.0.1:$2/") == 200 ]] ||
         { echo "server answered non-200 to the key" >&2; exit 1; }
     stop_server
-    echo "$rps"
 }
 
 ratios=()
 printf '%-4s %14s %14s %8s\n' run bare_rps auth_rps ratio
 for i in $(seq "$RUNS"); do
-    bare=$(run off)
-    auth=$(run on)
+    # A fresh port per server: no waiting on the previous one's sockets.
+    run off $((PORT + 2 * i)); bare=$rps
+    run on $((PORT + 2 * i + 1)); auth=$rps
     ratio=$(awk -v a="$auth" -v b="$bare" 'BEGIN{printf "%.4f", a/b}')
     ratios+=("$ratio")
     printf '%-4s %14s %14s %8s\n' "$i" "$bare" "$auth" "$ratio"
