@@ -98,6 +98,10 @@ fn hits(c: &mut Criterion) {
     group.bench_function("layer_1k_keys_1_thread", |b| {
         b.iter_custom(|iters| hammer(&layered, &headers, 1, iters));
     });
+    // One hot key: both threads share one shard lock and one principal's refcount.
+    group.bench_function("layer_1_hot_key_2_threads", |b| {
+        b.iter_custom(|iters| hammer(&layered, &headers[..1], 2, iters));
+    });
     group.finish();
     assert_eq!(
         lookups.load(Ordering::Relaxed),

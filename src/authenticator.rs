@@ -43,6 +43,9 @@ pub struct Authenticator {
     inner: Arc<Inner>,
 }
 
+// Aligned so that its fields do not share a cache line with the Arc's reference counts,
+// which every clone of the service (one per request under axum) writes from every thread.
+#[repr(align(64))]
 struct Inner {
     store: Box<dyn DynKeyStore>,
     cache: Arc<KeyCache>,
@@ -200,7 +203,7 @@ impl Authenticator {
         let hash = KeyHash::of(presented);
         match self.inner.cache.get(&hash) {
             Some(cached) => {
-                verify(&cached, &hash, environment).map_err(|e| e.with_hint(key::hint(presented)))
+                verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(presented)))
             }
             None => {
                 self.resolve(Miss {
@@ -228,7 +231,7 @@ impl Authenticator {
         let hash = KeyHash::of(token);
         match self.inner.cache.get(&hash) {
             Some(cached) => Fast::Done(
-                verify(&cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
+                verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
             ),
             None => Fast::Miss(Miss {
                 hash,
@@ -258,7 +261,7 @@ impl Authenticator {
             result
         };
         let result = match inner.cache.load(miss.hash, lookup).await {
-            Ok(cached) => verify(&cached, &miss.hash, miss.environment),
+            Ok(cached) => verify(cached, &miss.hash, miss.environment),
             Err(e) => Err(AuthError::unavailable(e, inner.retry_after)),
         };
         result.map_err(|e| e.with_hint(miss.hint))
@@ -352,14 +355,16 @@ async fn flush_usage_every(inner: Weak<Inner>) {
     }
 }
 
-/// The checks on a cached or freshly loaded entry.
+/// The checks on a cached or freshly loaded entry. Takes the entry by value: the
+/// principal moves into the result instead of being cloned, one shared reference-count
+/// write fewer per request on a hot key.
 #[inline]
 fn verify(
-    cached: &Cached,
+    cached: Cached,
     hash: &KeyHash,
     environment: Environment,
 ) -> Result<Principal, AuthError> {
-    let Some(key) = &cached.key else {
+    let Some(key) = cached.key else {
         return Err(AuthError::unknown());
     };
     // The entry was found by this hash; comparing again, in constant time, guards against
@@ -368,10 +373,10 @@ fn verify(
         return Err(AuthError::unknown());
     }
     if key.is_revoked() {
-        return Err(AuthError::revoked().with_principal(key.clone()));
+        return Err(AuthError::revoked().with_principal(key));
     }
     if key.expires_at().is_some_and(|at| at <= SystemTime::now()) {
-        return Err(AuthError::expired().with_principal(key.clone()));
+        return Err(AuthError::expired().with_principal(key));
     }
-    Ok(key.clone())
+    Ok(key)
 }
