@@ -526,3 +526,62 @@ async fn silent_network_is_bounded_and_detected() {
     .await
     .expect("lookups work again");
 }
+
+/// Any role that can connect may NOTIFY. A forged heartbeat (another session's token, a
+/// send time far in the future, as the payload once carried) must not keep a silent
+/// listener looking healthy: send times are kept by the listener, never read from the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_heartbeats_do_not_hide_a_silent_listener() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let upstream: SocketAddr = format!("{}:{}", options.get_host(), options.get_port())
+        .parse()
+        .unwrap();
+    let relay = relay(upstream).await;
+    let store = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+        .await
+        .unwrap();
+    let auth = Authenticator::new(store.clone());
+    let heartbeat = ListenOptions::new()
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(400))
+        .max_backoff(Duration::from_millis(200));
+    let _feed = store.listen_with(auth.invalidator(), heartbeat);
+    healthy(&auth, Duration::from_secs(3)).await;
+
+    // The attacker listens like any instance, and learns the sessions' tokens.
+    let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
+    let mut tokens = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
+            if let Some(rest) = n.payload().strip_prefix("heartbeat:") {
+                tokens.insert(rest.split(':').next().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(!tokens.is_empty(), "no heartbeat seen");
+    for token in &tokens {
+        for forged in [format!("{}", 3_600_000_000u64), u64::MAX.to_string()] {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(hapnd_auth::NOTIFY_CHANNEL)
+                .bind(format!("heartbeat:{token}:{forged}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    relay.frozen.store(true, Ordering::Release);
+    eventually(Duration::from_secs(2), || async {
+        auth.channel_health() == ChannelHealth::Degraded
+    })
+    .await
+    .expect("a silent listener is detected despite forged heartbeats");
+    relay.frozen.store(false, Ordering::Release);
+}

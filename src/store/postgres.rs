@@ -2,6 +2,7 @@
 //!
 //! See [`PostgresKeyStore`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
@@ -439,6 +440,10 @@ impl Feed {
         // so everything committed before then has reached this listener. The send time, not
         // the arrival time: a heartbeat delayed on its way proves only what it carried.
         let mut confirmed: Option<Instant> = None;
+        // Send times are kept here, never read from the wire: any role that can connect may
+        // NOTIFY, and a forged "sent in the future" would silence the half-open check. A
+        // nonce we did not send confirms nothing; a replayed one at most its real send time.
+        let mut in_flight: HashMap<u64, Instant> = HashMap::new();
         let mut healthy = false;
         let mut ticks = tokio::time::interval(self.options.heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -447,9 +452,10 @@ impl Feed {
                 // try_recv is cancel-safe: sqlx consumes a message only once it is complete.
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
-                        if let Some(sent_ms) = own_heartbeat(&notification, &token) {
-                            let sent = started + Duration::from_millis(sent_ms);
-                            confirmed = confirmed.max(Some(sent));
+                        if let Some(nonce) = own_heartbeat(&notification, &token) {
+                            if let Some(&sent) = in_flight.get(&nonce) {
+                                confirmed = confirmed.max(Some(sent));
+                            }
                             if !healthy {
                                 invalidator.channel_restored();
                                 healthy = true;
@@ -467,7 +473,11 @@ impl Feed {
                     if silent_since.elapsed() > self.options.heartbeat_timeout {
                         return Ended::HeartbeatOverdue;
                     }
-                    self.send_heartbeat(&token, started.elapsed());
+                    // Older than the timeout, a heartbeat can no longer keep the channel up.
+                    in_flight.retain(|_, sent| sent.elapsed() <= self.options.heartbeat_timeout);
+                    let nonce = heartbeat_nonce();
+                    in_flight.insert(nonce, Instant::now());
+                    self.send_heartbeat(&token, nonce);
                 }
             }
         }
@@ -475,9 +485,9 @@ impl Feed {
 
     /// Sent over the store's pool, not the listener's connection: the round trip proves
     /// that a commit elsewhere reaches this listener.
-    fn send_heartbeat(&self, token: &str, since_start: Duration) {
+    fn send_heartbeat(&self, token: &str, nonce: u64) {
         let pool = self.pool.clone();
-        let payload = format!("heartbeat:{token}:{}", since_start.as_millis());
+        let payload = format!("heartbeat:{token}:{nonce}");
         let timeout = self.query_timeout;
         // A task of its own, so a slow send never delays receiving.
         tokio::spawn(async move {
@@ -492,14 +502,19 @@ impl Feed {
     }
 }
 
+fn heartbeat_nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random generator is unavailable");
+    u64::from_ne_bytes(bytes)
+}
+
 fn heartbeat_token() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random generator is unavailable");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// For this session's heartbeat (`heartbeat:<token>:<ms since the session started>`), when it
-/// was sent.
+/// For this session's heartbeat (`heartbeat:<token>:<nonce>`), its nonce.
 fn own_heartbeat(notification: &PgNotification, token: &str) -> Option<u64> {
     let rest = notification.payload().strip_prefix("heartbeat:")?;
     let (from, sent_ms) = rest.split_once(':')?;
