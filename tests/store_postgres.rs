@@ -558,10 +558,10 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
     let mut tokens = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
-            if let Some(rest) = n.payload().strip_prefix("heartbeat:") {
-                tokens.insert(rest.split(':').next().unwrap().to_owned());
-            }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await
+            && let Some(rest) = n.payload().strip_prefix("heartbeat:")
+        {
+            tokens.insert(rest.split(':').next().unwrap().to_owned());
         }
     }
     assert!(!tokens.is_empty(), "no heartbeat seen");
