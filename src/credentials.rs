@@ -169,9 +169,14 @@ pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     create_private_dir(dir).map_err(io)?;
-    let tmp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
+    // A fresh, unguessable name, created exclusively: in a shared directory nobody can
+    // have planted a file or a symlink there for us to write the key through.
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".config.json.{suffix}.tmp"));
+    let mut file = open_private(&tmp).map_err(io)?;
     let result = (|| {
-        let mut file = open_private(&tmp)?;
         let body = serde_json::json!({ "api_key": key.expose_secret() });
         file.write_all(format!("{body:#}\n").as_bytes())?;
         file.sync_all()?;
@@ -203,8 +208,7 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }

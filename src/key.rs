@@ -322,6 +322,37 @@ fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
+/// `text` with every `sk_live_...` / `sk_test_...` run replaced by its masked hint: for
+/// messages that may quote user input (a command-line parser's errors, say).
+///
+/// ```
+/// let key = hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Live);
+/// let text = format!("unexpected argument '{}' found", key.expose_secret());
+/// let redacted = hapnd_auth::redact_keys(&text);
+/// assert!(!redacted.contains(key.expose_secret()));
+/// assert!(redacted.contains(&key.hint()));
+/// ```
+pub fn redact_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = [LIVE_PREFIX, TEST_PREFIX]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let run = rest[at + PREFIX_LEN..]
+            .bytes()
+            .take_while(u8::is_ascii_alphanumeric)
+            .count();
+        let end = at + PREFIX_LEN + run;
+        out.push_str(&hint(&rest[at..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `sk_live_...a1b2` for a well-formed key; a fixed mask for anything else.
 pub(crate) fn hint(key: &str) -> String {
     let prefix = if key.starts_with(LIVE_PREFIX) {

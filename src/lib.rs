@@ -73,7 +73,9 @@ pub use environment::{
 };
 pub use error::{AuthError, AuthErrorKind};
 pub use future::ResponseFuture;
-pub use key::{ApiKey, Environment, KEY_LEN, KeyFormatError, KeyHash, UnknownEnvironment};
+pub use key::{
+    ApiKey, Environment, KEY_LEN, KeyFormatError, KeyHash, UnknownEnvironment, redact_keys,
+};
 pub use layer::ApiKeyLayer;
 #[cfg(feature = "axum")]
 pub use principal::MissingPrincipal;

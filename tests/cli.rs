@@ -371,6 +371,85 @@ fn mode(p: &Path) -> u32 {
 }
 
 #[test]
+fn no_key_or_password_is_echoed_by_argument_errors() {
+    let sandbox = Sandbox::new("echo");
+    let key = server_key(&sandbox);
+    let secret = &key[8..40];
+    let runs = [
+        sandbox.run(&["whoami", &key]),
+        sandbox.run(&["login", &key, &key]),
+        sandbox.run(&["keys", "revoke", &key]),
+        sandbox.run(&["keys", "rotate", &key]),
+        sandbox.run(&["keys", "list", "--tenant", "acme", "--bogus", &key]),
+    ];
+    for out in &runs {
+        assert!(!out.status.success());
+        let text = format!("{}{}", stdout(out), stderr(out));
+        assert!(!text.contains(secret), "a key was echoed: {text}");
+    }
+    assert!(
+        stderr(&runs[2]).contains("not a key id"),
+        "{}",
+        stderr(&runs[2])
+    );
+
+    let url = "postgress://hapnd:s3cretpw@127.0.0.1:1/hapnd";
+    let out = sandbox.run(&["keys", "list", "--tenant", "acme", "--db", url]);
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("s3cretpw"), "{}", stderr(&out));
+    let out = sandbox
+        .command()
+        .args(["keys", "list", "--help"])
+        .env(
+            "HAPND_AUTH_DATABASE",
+            "postgres://hapnd:s3cretpw@127.0.0.1:1/hapnd",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!stdout(&out).contains("s3cretpw"), "{}", stdout(&out));
+
+    let out = sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "a",
+        "--env",
+        "live",
+        "--name",
+        "n",
+        "--expires",
+        "150000000000000d",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("at most 100 years"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn login_reads_the_key_from_standard_input() {
+    let sandbox = Sandbox::new("stdin");
+    let key = hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Sandbox);
+    let mut child = sandbox
+        .command()
+        .args(["login", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", key.expose_secret()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(&key.expose_secret()[8..40]));
+    let saved = std::fs::read_to_string(sandbox.home().join(".hapnd/config.json")).unwrap();
+    assert!(saved.contains(key.expose_secret()));
+}
+
+#[test]
 fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     let sandbox = Sandbox::new("bad");
     let out = sandbox.run(&[

@@ -30,6 +30,13 @@ fn mode(path: &std::path::Path) -> u32 {
 fn save_writes_0600_in_a_0700_directory_and_loads_back() {
     let tmp = TempDir::new("save");
     let path = tmp.0.join(".hapnd").join("config.json");
+    // An existing, too open ~/.hapnd is tightened too.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::set_permissions(
+        path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let key = ApiKey::generate(Environment::Live);
     credentials::save(&key, &path).unwrap();
     assert_eq!(mode(&path), 0o600);

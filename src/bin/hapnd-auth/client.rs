@@ -1,5 +1,6 @@
 //! `hapnd-auth login` and `hapnd-auth whoami`: the client side.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -8,7 +9,20 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub(crate) fn login(key: &str, config: Option<PathBuf>) -> Result<(), String> {
+pub(crate) fn login(key: Option<String>, config: Option<PathBuf>) -> Result<(), String> {
+    let key = match key.filter(|k| k != "-") {
+        Some(key) => key,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("API key (sk_live_... or sk_test_...): ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+            line
+        }
+    };
     let key = ApiKey::parse(key.trim()).map_err(|e| format!("refusing this key: {e}"))?;
     let path = match config {
         Some(path) => path,

@@ -93,7 +93,7 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
         Command::Revoke { id, db } => {
             let store = AnyStore::open(&db.url).await?;
             let record = store
-                .revoke(&KeyId::new(id), SystemTime::now())
+                .revoke(&key_id(&id)?, SystemTime::now())
                 .await
                 .map_err(store_error)?;
             println!(
@@ -108,10 +108,7 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
         }
         Command::Rotate { id, db } => {
             let store = AnyStore::open(&db.url).await?;
-            let created = store
-                .rotate(&KeyId::new(id.clone()))
-                .await
-                .map_err(store_error)?;
+            let created = store.rotate(&key_id(&id)?).await.map_err(store_error)?;
             print_created(
                 "created replacement",
                 &created.record,
@@ -123,6 +120,19 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The id argument, refusing an API key given in its place: the store's "no key has id"
+/// error would print it back.
+fn key_id(arg: &str) -> Result<KeyId, String> {
+    if arg.starts_with("sk_") || hapnd_auth::ApiKey::parse(arg).is_ok() {
+        return Err(
+            "that is an API key, not a key id (ids start with key_): find the id with \
+             `hapnd-auth keys list --tenant <tenant>`"
+                .to_owned(),
+        );
+    }
+    Ok(KeyId::new(arg))
 }
 
 pub(crate) fn store_error(e: StoreError) -> String {

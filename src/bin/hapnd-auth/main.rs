@@ -26,6 +26,7 @@ struct Database {
     #[arg(
         long = "db",
         env = "HAPND_AUTH_DATABASE",
+        hide_env_values = true,
         default_value = "./hapnd-auth.db"
     )]
     url: String,
@@ -40,8 +41,9 @@ enum Command {
     Keys(keys::Command),
     /// Save a key to ~/.hapnd/config.json (mode 0600) for client tools.
     Login {
-        /// The API key (sk_live_... or sk_test_...).
-        key: String,
+        /// The API key (sk_live_... or sk_test_...). Omit it, or pass `-`, to read it from
+        /// standard input, which keeps it out of shell history and `ps`.
+        key: Option<String>,
         /// Where to save it (default ~/.hapnd/config.json).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -49,13 +51,31 @@ enum Command {
     /// Ask a gateway who the saved key (or HAPND_API_KEY) belongs to.
     Whoami {
         /// The gateway's base URL.
-        #[arg(long, env = "HAPND_URL", default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            env = "HAPND_URL",
+            hide_env_values = true,
+            default_value = "http://127.0.0.1:8080"
+        )]
         url: String,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap echoes stray or invalid arguments: a key pasted in the wrong place
+            // must not be printed back.
+            let text = hapnd_auth::redact_keys(&e.render().to_string());
+            if e.use_stderr() {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,7 +87,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Keys(command) => keys::run(command).await,
-            Command::Login { key, config } => client::login(&key, config),
+            Command::Login { key, config } => client::login(key, config),
             Command::Whoami { url } => client::whoami(&url).await,
         }
     });

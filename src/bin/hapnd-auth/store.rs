@@ -16,6 +16,15 @@ pub(crate) enum AnyStore {
 
 impl AnyStore {
     pub(crate) async fn open(url: &str) -> Result<Self, String> {
+        if let Some((scheme, _)) = url.split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql" | "sqlite")
+        {
+            // Not the URL itself: it may hold a password.
+            return Err(format!(
+                "unsupported database URL scheme {scheme:?}: use a SQLite file path, \
+                 sqlite://..., or postgres://..."
+            ));
+        }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             PostgresKeyStore::connect(url)
                 .await

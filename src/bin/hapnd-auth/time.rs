@@ -44,7 +44,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if n == 0 {
         return Err(err());
     }
-    n.checked_mul(unit).map(Duration::from_secs).ok_or_else(err)
+    // A hundred years is "never" for a key, and keeps every date printable and storable.
+    match n.checked_mul(unit) {
+        Some(secs) if secs <= 100 * 365 * 86_400 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "invalid duration {text:?}: at most 100 years (36500d)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +68,7 @@ mod tests {
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("36501d").is_err());
+        assert!(parse_duration("150000000000000d").is_err());
     }
 }
