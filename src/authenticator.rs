@@ -125,6 +125,8 @@ impl AuthenticatorBuilder {
                     self.ttl,
                     self.negative_ttl,
                     self.stale_if_error,
+                    // Past the leader's own bounded lookup, with room for its insert.
+                    self.lookup_timeout * 2,
                 )),
                 lookup_timeout: self.lookup_timeout,
                 retry_after: self.retry_after,
@@ -299,15 +301,20 @@ impl Authenticator {
     /// Revokes key `id`. Once this returns, every request with that key is rejected by
     /// this authenticator, including requests whose store lookup was already in flight.
     pub async fn revoke(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
-        let record = self.inner.store.revoke(id, SystemTime::now()).await?;
-        self.inner.cache.invalidate(&record.hash);
-        tracing::info!(
-            tenant = %record.tenant,
-            key_id = %record.id,
-            key_hint = %record.hint,
-            "API key revoked"
-        );
-        Ok(record)
+        // On a task of its own: if the caller's future is dropped (an admin client that
+        // disconnects) after the store committed, the local invalidation still happens.
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        let revocation = async move { revoke(&inner, &id).await };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(revocation).await.map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("the revocation task failed: {e}"),
+                )
+            })?,
+            Err(_) => revocation.await,
+        }
     }
 
     /// Creates a replacement for key `id` (same tenant, environment and name). The old key
@@ -326,6 +333,31 @@ impl fmt::Debug for Authenticator {
             .field("lookup_timeout", &self.inner.lookup_timeout)
             .finish_non_exhaustive()
     }
+}
+
+async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
+    let record = match inner.store.revoke(id, SystemTime::now()).await {
+        Ok(record) => record,
+        Err(e) => {
+            if matches!(
+                e.kind(),
+                StoreErrorKind::Timeout | StoreErrorKind::Unavailable
+            ) {
+                // The revocation may have committed before the answer was lost: forget
+                // everything rather than keep serving a key that may now be revoked.
+                inner.cache.flush();
+            }
+            return Err(e);
+        }
+    };
+    inner.cache.invalidate(&record.hash);
+    tracing::info!(
+        tenant = %record.tenant,
+        key_id = %record.id,
+        key_hint = %record.hint,
+        "API key revoked"
+    );
+    Ok(record)
 }
 
 async fn flush_usage(inner: &Inner) -> Result<(), StoreError> {

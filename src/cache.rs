@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::key::KeyHash;
 use crate::principal::Principal;
-use crate::store::{KeyRecord, StoreError};
+use crate::store::{KeyRecord, StoreError, StoreErrorKind};
 
 /// What the cache holds for one hash: a known key, or a negative entry. 16 bytes, stored
 /// inline in moka's entry; cloning it (moka's `get` clones) is one reference-count increment.
@@ -57,6 +57,9 @@ pub(crate) struct KeyCache {
     health: AtomicU8,
     degraded_since: Mutex<Option<Instant>>,
     stale_if_error: Option<Duration>,
+    /// How long a caller waits on another's flight. The leader's own lookup is bounded;
+    /// this bounds the wait even if the leader's future is kept but no longer polled.
+    wait_limit: Duration,
 }
 
 struct TtlPolicy {
@@ -90,8 +93,10 @@ impl KeyCache {
         ttl: Duration,
         negative_ttl: Duration,
         stale_if_error: Option<Duration>,
+        wait_limit: Duration,
     ) -> Self {
         KeyCache {
+            wait_limit,
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(TtlPolicy {
@@ -146,11 +151,20 @@ impl KeyCache {
                 }
             };
             if let Some(rx) = waiter.as_mut() {
-                let state = rx.wait_for(|s| !matches!(s, FlightState::Pending)).await;
-                match state.as_deref() {
-                    Ok(FlightState::Done(result)) => return result.clone(),
-                    // The leader was cancelled (its request dropped): try again.
-                    _ => continue,
+                let done = rx.wait_for(|s| !matches!(s, FlightState::Pending));
+                match tokio::time::timeout(self.wait_limit, done).await {
+                    Ok(Ok(state)) => match &*state {
+                        FlightState::Done(result) => return result.clone(),
+                        // The leader was cancelled (its request dropped): try again.
+                        _ => continue,
+                    },
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        return Err(StoreError::new(
+                            StoreErrorKind::Timeout,
+                            "the key store lookup this request waited on did not finish",
+                        ));
+                    }
                 }
             }
             let lookup = lookup.take().expect("a caller leads at most one flight");
@@ -376,7 +390,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_miss_that_arrives_after_a_flight_landed_does_not_ask_the_store_again() {
-        let cache = KeyCache::new(100, Duration::from_secs(60), Duration::from_secs(5), None);
+        let cache = KeyCache::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            Duration::from_secs(5),
+        );
         let record = record();
         let hash = record.hash;
         // Request A misses the cache and leads a flight that lands.
@@ -391,7 +411,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalidated_entry_is_loaded_again() {
-        let cache = KeyCache::new(100, Duration::from_secs(60), Duration::from_secs(5), None);
+        let cache = KeyCache::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            Duration::from_secs(5),
+        );
         let record = record();
         let hash = record.hash;
         let again = record.clone();
@@ -412,5 +438,32 @@ mod tests {
             asked,
             "an invalidation must send the next miss to the store"
         );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gives_up_when_the_leader_is_kept_but_never_polled() {
+        let cache = KeyCache::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            Duration::from_millis(100),
+        );
+        let hash = record().hash;
+        let leader = cache.load(hash, std::future::pending);
+        tokio::pin!(leader);
+        // Polled long enough to start its flight, then kept alive and ignored.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), &mut leader)
+                .await
+                .is_err()
+        );
+        let started = Instant::now();
+        let waiter = cache
+            .load(hash, || async { panic!("the waiter must not lead") })
+            .await;
+        let error = waiter.err().expect("the waiter times out");
+        assert_eq!(error.kind(), StoreErrorKind::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

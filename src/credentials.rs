@@ -191,11 +191,20 @@ pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
 
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(dir)?;
+    // Only the directory we own for this purpose is tightened, never a shared one that a
+    // --config path points into.
+    if dir.file_name() == Some(std::ffi::OsStr::new(".hapnd")) {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(not(unix))]
