@@ -211,10 +211,18 @@ async fn flush_notification_empties_the_cache() {
         .create_key(NewKey::new(unique("flush"), Environment::Live, "ci"))
         .await
         .unwrap();
+    // The creation's own notification (it clears any negative entry) comes and goes first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
-    // Revoked behind the store's back: the cache still answers with the old record...
+    // Revoked behind the store's back (the notify trigger off, as a bulk load might have
+    // it): the cache still answers with the old record...
+    exec(
+        &admin,
+        format!("ALTER TABLE {schema}.hapnd_api_keys DISABLE TRIGGER hapnd_api_keys_changed"),
+    )
+    .await;
     exec(
         &admin,
         format!(
@@ -584,4 +592,60 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
     .await
     .expect("a silent listener is detected despite forged heartbeats");
     relay.frozen.store(false, Ordering::Release);
+}
+
+/// A revocation made with hand-written SQL (a DBA, another tool) reaches every instance
+/// too: a trigger notifies on any change that can make a cached answer stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_raw_sql_reaches_the_cache() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema_name, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store.listen(auth.invalidator());
+    healthy(&auth, Duration::from_secs(3)).await;
+    let tenant = unique("rawsql");
+    let created = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "raw"))
+        .await
+        .unwrap();
+    // Cached, after the creation's own notification has come and gone.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+
+    exec(
+        &admin,
+        format!(
+            "UPDATE {schema_name}.hapnd_api_keys SET revoked_at = now() WHERE id = '{}'",
+            created.record.id
+        ),
+    )
+    .await;
+    eventually(Duration::from_secs(1), || is_revoked(&auth, &created.key))
+        .await
+        .expect("a raw-SQL revocation is rejected within 1 s");
+
+    // Last-used writes notify nothing: they change no answer.
+    let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
+    exec(
+        &admin,
+        format!(
+            "UPDATE {schema_name}.hapnd_api_keys SET last_used_at = now() WHERE id = '{}'",
+            created.record.id
+        ),
+    )
+    .await;
+    let hash = created.record.hash.to_hex();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
+            assert_ne!(n.payload(), hash, "a last-used write notified");
+        }
+    }
 }

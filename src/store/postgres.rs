@@ -18,11 +18,18 @@ use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
 /// The `LISTEN`/`NOTIFY` channel revocations travel on.
 pub const NOTIFY_CHANNEL: &str = "hapnd_auth_keys";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "api keys",
-    include_str!("../../migrations/postgres/0001_api_keys.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "api keys",
+        include_str!("../../migrations/postgres/0001_api_keys.sql"),
+    ),
+    (
+        2,
+        "notify trigger",
+        include_str!("../../migrations/postgres/0002_notify_trigger.sql"),
+    ),
+];
 
 /// Times travel as integer milliseconds both ways: exact, and no date-time crate needed.
 macro_rules! columns {
