@@ -34,7 +34,7 @@ fn main() {
                 run(
                     "postgres (LISTEN/NOTIFY)",
                     rounds,
-                    Duration::from_millis(5),
+                    Duration::from_millis(20),
                     a,
                     b,
                     feed,
