@@ -246,7 +246,17 @@ impl PostgresKeyStore {
                 .options
                 .clone()
                 .application_name(&format!("{app}:listener")),
-            pool: self.pool.clone(),
+            // Heartbeats get a connection of their own: queued behind request lookups in
+            // the store's pool, a slow database would make them late, the channel "lost",
+            // the cache bypassed, and the database slower still.
+            heartbeats: PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(self.query_timeout)
+                .connect_lazy_with(
+                    self.options
+                        .clone()
+                        .application_name(&format!("{app}:heartbeat")),
+                ),
             query_timeout: self.query_timeout,
             options,
         };
@@ -384,7 +394,7 @@ impl KeyStore for PostgresKeyStore {
 /// What the listener task owns.
 struct Feed {
     listener_options: PgConnectOptions,
-    pool: PgPool,
+    heartbeats: PgPool,
     query_timeout: Duration,
     options: ListenOptions,
 }
@@ -490,10 +500,10 @@ impl Feed {
         }
     }
 
-    /// Sent over the store's pool, not the listener's connection: the round trip proves
-    /// that a commit elsewhere reaches this listener.
+    /// Sent over a connection of its own, not the listener's: the round trip proves that a
+    /// commit elsewhere reaches this listener.
     fn send_heartbeat(&self, token: &str, nonce: u64) {
-        let pool = self.pool.clone();
+        let pool = self.heartbeats.clone();
         let payload = format!("heartbeat:{token}:{nonce}");
         let timeout = self.query_timeout;
         // A task of its own, so a slow send never delays receiving.
