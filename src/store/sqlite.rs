@@ -302,8 +302,13 @@ async fn watch(
                     // Restoring flushes: whatever was cached during the gap is re-read.
                     invalidator.channel_restored();
                 }
-                for hash in &changed {
-                    invalidator.invalidate(hash);
+                if changed.iter().any(Option::is_none) {
+                    invalidator.invalidate_all();
+                } else {
+                    changed
+                        .iter()
+                        .flatten()
+                        .for_each(|hash| invalidator.invalidate(hash));
                 }
                 seen = Some((version, seq));
                 tokio::time::sleep(interval).await;
@@ -325,7 +330,8 @@ async fn watch(
 struct Poll {
     version: i64,
     seq: i64,
-    changed: Vec<KeyHash>,
+    /// The keys changed since the last poll; `None` for a log row that names no key.
+    changed: Vec<Option<KeyHash>>,
 }
 
 /// One poll: `data_version`, and when it moved, the keys changed since `seen`'s seq.
@@ -373,9 +379,11 @@ async fn poll(
         .fetch_all(&mut *conn)
         .await?;
         let seq = rows.last().map_or(since, |(seq, _)| *seq);
+        // A row that is not a hash (hand-written, corrupt) could hide any change: forget
+        // everything rather than skip it.
         let changed = rows
             .into_iter()
-            .filter_map(|(_, hash)| <[u8; 32]>::try_from(hash).ok().map(KeyHash::from_bytes))
+            .map(|(_, hash)| <[u8; 32]>::try_from(hash).ok().map(KeyHash::from_bytes))
             .collect();
         Ok(Poll {
             version,
