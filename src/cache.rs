@@ -379,6 +379,16 @@ mod tests {
     use crate::store::NewKey;
     use std::time::SystemTime;
 
+    fn cache(wait_limit: Duration) -> KeyCache {
+        KeyCache::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            None,
+            wait_limit,
+        )
+    }
+
     fn record() -> KeyRecord {
         let key = ApiKey::generate(Environment::Live);
         KeyRecord::for_key(
@@ -390,13 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_miss_that_arrives_after_a_flight_landed_does_not_ask_the_store_again() {
-        let cache = KeyCache::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-            None,
-            Duration::from_secs(5),
-        );
+        let cache = cache(Duration::from_secs(5));
         let record = record();
         let hash = record.hash;
         // Request A misses the cache and leads a flight that lands.
@@ -411,13 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalidated_entry_is_loaded_again() {
-        let cache = KeyCache::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-            None,
-            Duration::from_secs(5),
-        );
+        let cache = cache(Duration::from_secs(5));
         let record = record();
         let hash = record.hash;
         let again = record.clone();
@@ -442,13 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gives_up_when_the_leader_is_kept_but_never_polled() {
-        let cache = KeyCache::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-            None,
-            Duration::from_millis(100),
-        );
+        let cache = cache(Duration::from_millis(100));
         let hash = record().hash;
         let leader = cache.load(hash, std::future::pending);
         tokio::pin!(leader);

@@ -259,48 +259,6 @@ async fn revoke_in_child_process() {
     assert!(record.is_revoked());
 }
 
-/// A store that counts lookups, to see whether a cache was flushed.
-#[derive(Clone)]
-struct Counting(
-    SqliteKeyStore,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-);
-
-impl Counting {
-    fn lookups(&self) -> usize {
-        self.1.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl KeyStore for Counting {
-    async fn lookup(
-        &self,
-        hash: &hapnd_auth::KeyHash,
-    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.lookup(hash).await
-    }
-    async fn insert(&self, r: &hapnd_auth::KeyRecord) -> Result<(), hapnd_auth::StoreError> {
-        self.0.insert(r).await
-    }
-    async fn get(
-        &self,
-        id: &hapnd_auth::KeyId,
-    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
-        self.0.get(id).await
-    }
-    async fn list(&self, t: &str) -> Result<Vec<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
-        self.0.list(t).await
-    }
-    async fn revoke(
-        &self,
-        id: &hapnd_auth::KeyId,
-        at: std::time::SystemTime,
-    ) -> Result<hapnd_auth::KeyRecord, hapnd_auth::StoreError> {
-        self.0.revoke(id, at).await
-    }
-}
-
 /// Commits that change no cached answer (last-used writes, other keys' creation) leave the
 /// cache alone: the feed invalidates only the keys the change log names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +268,7 @@ async fn unrelated_commits_do_not_flush_the_cache() {
     let path = path.to_str().unwrap();
     let other = SqliteKeyStore::connect(path).await.unwrap();
     let mine = SqliteKeyStore::connect(path).await.unwrap();
-    let counting = Counting(mine.clone(), Default::default());
+    let counting = common::TestStore::wrap(mine.clone());
     let gateway = Authenticator::builder(counting.clone())
         .ttl(Duration::from_secs(60))
         .build();

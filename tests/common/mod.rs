@@ -122,10 +122,11 @@ pub fn assert_rejected(seen: &Seen, kind: AuthErrorKind) {
     );
 }
 
-/// A memory store that counts lookups, can fail on demand, and can hold lookups at a gate.
+/// A store (the memory store unless told otherwise) that counts lookups, can fail on
+/// demand, and can hold lookups at a gate.
 #[derive(Clone, Default)]
-pub struct TestStore {
-    pub inner: MemoryKeyStore,
+pub struct TestStore<S = MemoryKeyStore> {
+    pub inner: S,
     pub lookups: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
     gate: Arc<Mutex<Option<Gate>>>,
@@ -159,6 +160,18 @@ impl TestStore {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+impl<S> TestStore<S> {
+    /// Instruments `inner`.
+    pub fn wrap(inner: S) -> Self {
+        TestStore {
+            inner,
+            lookups: Default::default(),
+            failing: Default::default(),
+            gate: Default::default(),
+        }
+    }
 
     pub fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
@@ -187,7 +200,7 @@ impl TestStore {
     }
 }
 
-impl KeyStore for TestStore {
+impl<S: KeyStore + Clone> KeyStore for TestStore<S> {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
