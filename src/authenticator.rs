@@ -201,20 +201,9 @@ impl Authenticator {
 
     /// Authenticates a bare key (no `Authorization` header around it).
     pub async fn authenticate_key(&self, presented: &str) -> Result<Principal, AuthError> {
-        let environment = key::validate(presented).map_err(AuthError::format)?;
-        let hash = KeyHash::of(presented);
-        match self.inner.cache.get(&hash) {
-            Some(cached) => {
-                verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(presented)))
-            }
-            None => {
-                self.resolve(Miss {
-                    hash,
-                    environment,
-                    hint: key::hint(presented),
-                })
-                .await
-            }
+        match self.fast_key(presented) {
+            Fast::Done(result) => result,
+            Fast::Miss(miss) => self.resolve(miss).await,
         }
     }
 
@@ -222,10 +211,14 @@ impl Authenticator {
     /// unless the request is rejected or missed.
     #[inline]
     pub(crate) fn fast_path(&self, headers: &HeaderMap) -> Fast {
-        let token = match bearer_token(headers) {
-            Ok(token) => token,
-            Err(e) => return Fast::Done(Err(e)),
-        };
+        match bearer_token(headers) {
+            Ok(token) => self.fast_key(token),
+            Err(e) => Fast::Done(Err(e)),
+        }
+    }
+
+    #[inline]
+    fn fast_key(&self, token: &str) -> Fast {
         let environment = match key::validate(token) {
             Ok(environment) => environment,
             Err(e) => return Fast::Done(Err(AuthError::format(e))),
