@@ -18,10 +18,12 @@ use http_body_util::Full;
 pub type Body = Full<Bytes>;
 
 /// Wraps a store and counts calls to `lookup`: proves hits touch no store and misses do.
+/// Optionally slows each lookup down, as a network round trip would.
 #[derive(Clone)]
 pub struct Counting<S> {
     inner: S,
     lookups: Arc<AtomicU64>,
+    delay: Option<Duration>,
 }
 
 impl<S> Counting<S> {
@@ -31,15 +33,26 @@ impl<S> Counting<S> {
             Counting {
                 inner,
                 lookups: Arc::clone(&lookups),
+                delay: None,
             },
             lookups,
         )
+    }
+
+    #[allow(dead_code)] // not every bench slows its store
+    pub fn slow(inner: S, delay: Duration) -> (Self, Arc<AtomicU64>) {
+        let (mut counting, lookups) = Self::new(inner);
+        counting.delay = Some(delay);
+        (counting, lookups)
     }
 }
 
 impl<S: KeyStore> KeyStore for Counting<S> {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.lookup(hash).await
     }
 
