@@ -222,6 +222,10 @@ fn the_first_start_key_works_against_whoami_and_verify() {
         r.header("x-hapnd-key-id"),
         who["key_id"].as_str().map(str::to_owned)
     );
+    // Envoy's ext_authz appends the original path to the prefix.
+    let r = server.get("/auth/verify/v1/orders?limit=5", Some(&server.demo_key));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-hapnd-tenant").as_deref(), Some("demo"));
     let r = server.get("/auth/verify", None);
     assert_eq!(r.status, 401);
     assert_eq!(

@@ -104,6 +104,8 @@ fn app(auth: Authenticator, store: AnyStore) -> Router {
     let protected = Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/auth/verify", any(verify))
+        // Envoy's ext_authz (HTTP) appends the original path to its path_prefix.
+        .route("/auth/verify/{*original}", any(verify))
         .route_service("/v1/events", EnvironmentRouter::new(live, sandbox))
         .layer(auth.layer());
     Router::new()
