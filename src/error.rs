@@ -168,7 +168,22 @@ impl AuthError {
         self
     }
 
-    pub(crate) fn with_hint(mut self, hint: String) -> Self {
+    /// Attaches a masked hint. Hints from a store are not trusted to be hints: anything
+    /// but the characters of a real one (`sk_live_...a1b2`) is replaced, so no message can
+    /// carry more, and the hint needs no escaping in the JSON body.
+    pub(crate) fn with_hint(mut self, mut hint: String) -> Self {
+        if !hint.bytes().all(is_hint_byte) {
+            hint = hint
+                .chars()
+                .map(|c| {
+                    if c.is_ascii() && is_hint_byte(c as u8) {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+        }
         self.hint = Some(hint);
         self
     }
@@ -205,6 +220,10 @@ impl AuthError {
     pub fn message(&self) -> String {
         self.to_string()
     }
+}
+
+fn is_hint_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'.'
 }
 
 /// A rejection message: fixed text, or the key's hint inside fixed text.
