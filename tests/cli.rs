@@ -182,8 +182,13 @@ fn create_key(sandbox: &Sandbox, env: &str, name: &str) -> (String, String) {
     let out = sandbox.run(&[
         "keys", "create", "--tenant", "acme", "--env", env, "--name", name,
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    printed_key(&out)
+}
+
+/// The key and its id from a successful `keys create` or `keys rotate`.
+fn printed_key(out: &Output) -> (String, String) {
+    assert!(out.status.success(), "{}", stderr(out));
+    let text = stdout(out);
     let key = text
         .lines()
         .map(str::trim)
@@ -193,7 +198,7 @@ fn create_key(sandbox: &Sandbox, env: &str, name: &str) -> (String, String) {
     let id = text
         .split_whitespace()
         .find(|w| w.starts_with("key_"))
-        .unwrap()
+        .expect("the id is printed")
         .to_owned();
     (key, id)
 }
@@ -310,19 +315,13 @@ fn keys_revoke_from_another_process_takes_effect_within_a_poll_interval() {
 fn rotate_prints_a_replacement_and_keeps_the_old_key() {
     let sandbox = Sandbox::new("rotate");
     let (old, id) = create_key(&sandbox, "test", "deploy");
-    let out = sandbox.run(&["keys", "rotate", &id]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let new = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("sk_test_"))
-        .unwrap();
+    let (new, _) = printed_key(&sandbox.run(&["keys", "rotate", &id]));
+    assert!(new.starts_with("sk_test_"));
     assert_ne!(new, old);
     let server = Server::start(&sandbox, &[]);
     assert_eq!(server.get("/v1/whoami", Some(&old)).status, 200);
     assert_eq!(
-        server.get("/v1/whoami", Some(new)).json()["key_name"],
+        server.get("/v1/whoami", Some(&new)).json()["key_name"],
         "deploy"
     );
 }
@@ -527,19 +526,8 @@ fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
     let out = sandbox.run(&[
         "keys", "create", "--db", &url, "--tenant", &tenant, "--env", "live", "--name", "shared",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let key = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("sk_live_"))
-        .unwrap()
-        .to_owned();
-    let id = text
-        .split_whitespace()
-        .find(|w| w.starts_with("key_"))
-        .unwrap()
-        .to_owned();
+    let (key, id) = printed_key(&out);
+    assert!(key.starts_with("sk_live_"));
     assert_eq!(a.get("/v1/whoami", Some(&key)).status, 200);
     assert_eq!(b.get("/v1/whoami", Some(&key)).status, 200);
 
