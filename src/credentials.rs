@@ -171,9 +171,7 @@ pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
     create_private_dir(dir).map_err(io)?;
     // A fresh, unguessable name, created exclusively: in a shared directory nobody can
     // have planted a file or a symlink there for us to write the key through.
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = crate::key::hex(&crate::key::random::<8>());
     let tmp = dir.join(format!(".config.json.{suffix}.tmp"));
     let mut file = open_private(&tmp).map_err(io)?;
     let result = (|| {

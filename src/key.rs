@@ -154,13 +154,7 @@ impl KeyHash {
 
     /// Lower-case hexadecimal, 64 characters: the form stores and notifications use.
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
-        }
-        out
+        hex(&self.0)
     }
 
     /// Parses 64 hexadecimal characters.
@@ -212,19 +206,7 @@ impl ApiKey {
     pub fn generate(environment: Environment) -> Self {
         let mut secret = String::with_capacity(KEY_LEN);
         secret.push_str(environment.prefix());
-        let mut filled = 0;
-        while filled < RANDOM_LEN {
-            let mut buf = [0u8; 48];
-            getrandom::fill(&mut buf).expect("the OS random generator is unavailable");
-            // Rejection sampling keeps every base62 character equally likely.
-            for b in buf.into_iter().filter(|b| *b < 248) {
-                if filled == RANDOM_LEN {
-                    break;
-                }
-                secret.push(BASE62[usize::from(b % 62)] as char);
-                filled += 1;
-            }
-        }
+        push_random_base62(&mut secret, RANDOM_LEN);
         let checksum = checksum(secret.as_bytes());
         secret.extend(checksum.map(char::from));
         ApiKey {
@@ -318,6 +300,44 @@ fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
+    }
+    out
+}
+
+/// `N` bytes from the OS random generator.
+///
+/// # Panics
+/// If the operating system has no random generator to offer, which no supported platform
+/// lacks.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random generator is unavailable");
+    bytes
+}
+
+/// Appends `n` base62 characters from the OS random generator, each equally likely.
+pub(crate) fn push_random_base62(out: &mut String, n: usize) {
+    let mut filled = 0;
+    while filled < n {
+        // Rejection sampling: 248 is the largest multiple of 62 that fits in a byte.
+        for b in random::<48>()
+            .into_iter()
+            .filter(|b| *b < 248)
+            .take(n - filled)
+        {
+            out.push(BASE62[usize::from(b % 62)] as char);
+            filled += 1;
+        }
+    }
+}
+
+/// Lower-case hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
     out
 }

@@ -520,15 +520,11 @@ impl Feed {
 }
 
 fn heartbeat_nonce() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random generator is unavailable");
-    u64::from_ne_bytes(bytes)
+    u64::from_ne_bytes(crate::key::random())
 }
 
 fn heartbeat_token() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random generator is unavailable");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::key::hex(&crate::key::random::<8>())
 }
 
 /// For this session's heartbeat (`heartbeat:<token>:<nonce>`), its nonce.

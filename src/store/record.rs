@@ -14,13 +14,9 @@ pub struct KeyId(String);
 impl KeyId {
     /// A new random id.
     pub fn generate() -> Self {
-        const ALPHABET: &[u8; 62] =
-            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut buf = [0u8; 16];
-        getrandom::fill(&mut buf).expect("the OS random generator is unavailable");
         let mut id = String::with_capacity(20);
         id.push_str("key_");
-        id.extend(buf.iter().map(|b| ALPHABET[usize::from(*b) % 62] as char));
+        crate::key::push_random_base62(&mut id, 16);
         KeyId(id)
     }
 
