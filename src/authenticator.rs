@@ -126,7 +126,7 @@ impl AuthenticatorBuilder {
                     self.negative_ttl,
                     self.stale_if_error,
                     // Past the leader's own bounded lookup, with room for its insert.
-                    self.lookup_timeout * 2,
+                    self.lookup_timeout.saturating_mul(2),
                 )),
                 lookup_timeout: self.lookup_timeout,
                 retry_after: self.retry_after,
@@ -292,7 +292,9 @@ impl Authenticator {
     }
 
     /// Revokes key `id`. Once this returns, every request with that key is rejected by
-    /// this authenticator, including requests whose store lookup was already in flight.
+    /// this authenticator, including requests whose store lookup was already in flight
+    /// when it was called: such a lookup's answer is given to no one, and the requests
+    /// that waited on it read the store again (and find the key revoked).
     pub async fn revoke(&self, id: &KeyId) -> Result<KeyRecord, StoreError> {
         // On a task of its own: if the caller's future is dropped (an admin client that
         // disconnects) after the store committed, the local invalidation still happens.

@@ -33,6 +33,11 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     }
     let text =
         std::str::from_utf8(bytes).map_err(|_| AuthError::malformed(Malformed::InvalidBytes))?;
+    // Whitespace before the scheme is a malformed header, not a missing one. Only
+    // in-process callers can send it: HTTP parsers trim it.
+    if matches!(bytes.first(), Some(b' ' | b'\t')) {
+        return Err(AuthError::malformed(Malformed::Syntax));
+    }
     let scheme_end = bytes
         .iter()
         .position(|&b| b == b' ' || b == b'\t')
@@ -78,6 +83,8 @@ mod tests {
         assert_eq!(parse(b"bEaReR    abc").unwrap(), "abc");
         assert_eq!(parse(b"Basic abc"), Err(AuthErrorKind::MissingApiKey));
         assert_eq!(parse(b"Bearer\tabc"), Err(AuthErrorKind::InvalidRequest));
+        assert_eq!(parse(b"\tBearer abc"), Err(AuthErrorKind::InvalidRequest));
+        assert_eq!(parse(b" Bearer abc"), Err(AuthErrorKind::InvalidRequest));
         assert_eq!(parse(b"Bearer a b"), Err(AuthErrorKind::InvalidRequest));
         assert_eq!(parse(b"Bearer"), Err(AuthErrorKind::InvalidRequest));
         assert_eq!(parse(b"Bearer \xff"), Err(AuthErrorKind::InvalidRequest));
@@ -96,6 +103,9 @@ mod tests {
             return err(Malformed::InvalidBytes);
         }
         let text = std::str::from_utf8(value).unwrap();
+        if text.starts_with([' ', '\t']) {
+            return err(Malformed::Syntax);
+        }
         let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthErrorKind::MissingApiKey);

@@ -54,6 +54,9 @@ pub(crate) struct KeyCache {
     entries: moka::sync::Cache<KeyHash, Cached>,
     flights: Mutex<HashMap<KeyHash, Arc<Flight>>>,
     epoch: AtomicU64,
+    /// Bumped, under the flights lock, by every invalidation, flush and channel loss: a
+    /// waiter woken after it moved re-checks the answer it was handed.
+    changes: AtomicU64,
     health: AtomicU8,
     degraded_since: Mutex<Option<Instant>>,
     stale_if_error: Option<Duration>,
@@ -77,10 +80,29 @@ impl Expiry<KeyHash, Cached> for TtlPolicy {
     }
 }
 
+/// How many store reads one caller makes for one key before giving up, when each read is
+/// overtaken by an invalidation: a flood of (forged) flush notifications must end in 503,
+/// not a loop.
+const MAX_READS: u32 = 3;
+
 enum FlightState {
     Pending,
-    Done(Result<Cached, StoreError>),
+    Done {
+        result: Result<Cached, StoreError>,
+        /// [`KeyCache::changes`] when the answer was handed out.
+        changes: u64,
+    },
+    /// An invalidation overtook the read: its answer is withheld; ask again.
+    Overtaken,
+    /// The leader was dropped before it finished: ask again.
     Abandoned,
+}
+
+fn overtaken() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Timeout,
+        "the key store lookup was overtaken by invalidations until its time ran out",
+    )
 }
 
 struct Flight {
@@ -106,6 +128,7 @@ impl KeyCache {
                 .build(),
             flights: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             health: AtomicU8::new(HEALTHY),
             degraded_since: Mutex::new(None),
             stale_if_error,
@@ -123,14 +146,23 @@ impl KeyCache {
     }
 
     /// Looks `hash` up through a flight: one store call however many callers miss at once.
+    ///
+    /// No caller is ever answered with a store read that an invalidation of `hash`, a
+    /// flush or a channel loss overtook: such a flight tells its waiters so, and everyone
+    /// tries again (joining a fresh flight or leading one). A flight's answer is handed
+    /// out under the flights lock, and a waiter that wakes after any later invalidation
+    /// checks again, so once an invalidation has returned nobody is admitted on a read
+    /// made before it. Re-reads are bounded by [`MAX_READS`] per caller and by the
+    /// caller's wait limit: a storm of invalidations ends in a store error (503).
     pub(crate) async fn load<F, Fut>(&self, hash: KeyHash, lookup: F) -> Result<Cached, StoreError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
     {
-        let mut lookup = Some(lookup);
+        let deadline = tokio::time::Instant::now() + self.wait_limit;
+        let mut reads = 0;
         loop {
-            let (flight, mut waiter) = {
+            let (flight, waiter) = {
                 let mut flights = self.lock_flights();
                 match flights.get(&hash) {
                     Some(flight) => (Arc::clone(flight), Some(flight.state.subscribe())),
@@ -142,6 +174,9 @@ impl KeyCache {
                         if let Some(cached) = self.get(&hash) {
                             return Ok(cached);
                         }
+                        if reads == MAX_READS {
+                            return Err(overtaken());
+                        }
                         let flight = Arc::new(Flight {
                             state: watch::Sender::new(FlightState::Pending),
                         });
@@ -150,36 +185,52 @@ impl KeyCache {
                     }
                 }
             };
-            if let Some(rx) = waiter.as_mut() {
-                let done = rx.wait_for(|s| !matches!(s, FlightState::Pending));
-                match tokio::time::timeout(self.wait_limit, done).await {
-                    Ok(Ok(state)) => match &*state {
-                        FlightState::Done(result) => return result.clone(),
-                        // The leader was cancelled (its request dropped): try again.
-                        _ => continue,
-                    },
-                    Ok(Err(_)) => continue,
-                    Err(_) => {
-                        return Err(StoreError::new(
-                            StoreErrorKind::Timeout,
-                            "the key store lookup this request waited on did not finish",
-                        ));
-                    }
+            let Some(mut rx) = waiter else {
+                reads += 1;
+                match self.lead(hash, flight, &lookup, deadline).await {
+                    Some(result) => return result,
+                    None => continue,
                 }
+            };
+            let done = rx.wait_for(|s| !matches!(s, FlightState::Pending));
+            let state = match tokio::time::timeout_at(deadline, done).await {
+                Ok(Ok(state)) => state,
+                // The flight's sender is gone: try again.
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        "the key store lookup this request waited on did not finish",
+                    ));
+                }
+            };
+            match &*state {
+                // An error admits nobody: hand it out whatever happened since.
+                FlightState::Done { result: Err(e), .. } => return Err(e.clone()),
+                FlightState::Done {
+                    result: Ok(cached),
+                    changes,
+                } if *changes == self.changes.load(Ordering::Acquire) => {
+                    return Ok(cached.clone());
+                }
+                // An invalidation came after the flight landed (it may have been this
+                // key's), the flight was overtaken, or its leader was cancelled: ask again.
+                _ => continue,
             }
-            let lookup = lookup.take().expect("a caller leads at most one flight");
-            return self.lead(hash, flight, lookup).await;
         }
     }
 
+    /// Reads the store for a flight this caller leads. `None` when an invalidation, flush
+    /// or channel loss overtook the read: its answer is given to no one.
     async fn lead<F, Fut>(
         &self,
         hash: KeyHash,
         flight: Arc<Flight>,
-        lookup: F,
-    ) -> Result<Cached, StoreError>
+        lookup: &F,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Cached, StoreError>>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
     {
         let mut guard = AbandonOnDrop {
@@ -188,30 +239,42 @@ impl KeyCache {
             flight: Some(Arc::clone(&flight)),
         };
         let epoch = self.epoch.load(Ordering::Acquire);
-        let result = lookup().await.map(|record| Cached {
+        let result = match tokio::time::timeout_at(deadline, lookup()).await {
+            Ok(result) => result,
+            Err(_) => Err(overtaken()),
+        }
+        .map(|record| Cached {
             epoch,
             key: record.map(Principal::from_record),
         });
-        {
-            let mut flights = self.lock_flights();
-            let still_current = flights.get(&hash).is_some_and(|f| Arc::ptr_eq(f, &flight));
-            if still_current {
-                flights.remove(&hash);
-                // Store errors are never cached; neither is anything an invalidation overtook.
-                if let Ok(cached) = &result
-                    && epoch == self.epoch.load(Ordering::Acquire)
-                {
-                    self.entries.insert(hash, cached.clone());
-                }
-            }
-        }
+        let mut flights = self.lock_flights();
         guard.flight = None;
+        // Invalidations and flushes detach the flight under this lock: if it is still
+        // the current one, nothing overtook its read.
+        let current = flights.get(&hash).is_some_and(|f| Arc::ptr_eq(f, &flight))
+            && epoch == self.epoch.load(Ordering::Acquire);
+        if !current {
+            drop(flights);
+            flight.state.send_replace(FlightState::Overtaken);
+            return None;
+        }
+        flights.remove(&hash);
+        // Store errors are never cached.
+        if let Ok(cached) = &result {
+            self.entries.insert(hash, cached.clone());
+        }
         let result = match result {
             Err(e) => self.stale_fallback(&hash).ok_or(e),
             ok => ok,
         };
-        flight.state.send_replace(FlightState::Done(result.clone()));
-        result
+        // Handed out under the lock: the answer is ordered before any later invalidation,
+        // and waiters that wake after one see `changes` move and ask again.
+        flight.state.send_replace(FlightState::Done {
+            result: result.clone(),
+            changes: self.changes.load(Ordering::Acquire),
+        });
+        drop(flights);
+        Some(result)
     }
 
     /// With stale-if-error on and the channel lost less than the window ago, the entry
@@ -236,17 +299,27 @@ impl KeyCache {
 
     pub(crate) fn invalidate(&self, hash: &KeyHash) {
         let mut flights = self.lock_flights();
-        // Detach the flight: its waiters (who arrived before this call) still get its
-        // answer, but it will not insert, and later misses start a fresh flight.
+        // Detach the flight: when its read comes back it is answered to no one (its leader
+        // and waiters ask again), and later misses start a fresh flight.
         flights.remove(hash);
+        self.changes.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(hash);
     }
 
     pub(crate) fn flush(&self) {
         let mut flights = self.lock_flights();
         flights.clear();
+        self.changes.fetch_add(1, Ordering::AcqRel);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
+    }
+
+    /// Detaches every flight without dropping cached entries (kept for stale-if-error):
+    /// reads in the air may have missed a revocation whose notification was lost.
+    fn overtake_flights(&self) {
+        let mut flights = self.lock_flights();
+        flights.clear();
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn channel_lost(&self) {
@@ -261,6 +334,8 @@ impl KeyCache {
         drop(since);
         if self.stale_if_error.is_none() {
             self.flush();
+        } else {
+            self.overtake_flights();
         }
     }
 
@@ -310,19 +385,22 @@ pub struct Invalidator {
 
 impl Invalidator {
     /// Forgets what is cached for `hash`, including the result of a lookup still in flight.
-    /// Once this returns, the next request with that key reads the store.
+    /// Once this returns, no request with that key is admitted on a store answer read
+    /// before the call: requests waiting on a lookup in flight read the store again.
     pub fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash);
     }
 
-    /// Forgets everything cached, including lookups in flight.
+    /// Forgets everything cached, including lookups in flight (their requests read the
+    /// store again, as after [`invalidate`](Self::invalidate)).
     pub fn invalidate_all(&self) {
         self.cache.flush();
     }
 
     /// The channel that carries invalidations is down or unconfirmed: stop trusting the
     /// cache (flushing it, unless stale-if-error is configured) until
-    /// [`channel_restored`](Self::channel_restored).
+    /// [`channel_restored`](Self::channel_restored). Lookups in flight are overtaken in
+    /// either case: their requests read the store again.
     pub fn channel_lost(&self) {
         self.cache.channel_lost();
     }
@@ -404,7 +482,12 @@ mod tests {
         let record = record();
         let hash = record.hash;
         // Request A misses the cache and leads a flight that lands.
-        let first = cache.load(hash, || async { Ok(Some(record)) }).await;
+        let first = cache
+            .load(hash, || {
+                let record = record.clone();
+                async { Ok(Some(record)) }
+            })
+            .await;
         assert!(first.unwrap().key.is_some());
         // Request B missed the cache before A's insert and only now reaches `load`.
         let second = cache
@@ -420,20 +503,24 @@ mod tests {
         let hash = record.hash;
         let again = record.clone();
         cache
-            .load(hash, || async { Ok(Some(record)) })
+            .load(hash, || {
+                let record = record.clone();
+                async { Ok(Some(record)) }
+            })
             .await
             .unwrap();
         cache.invalidate(&hash);
-        let mut asked = false;
+        let asked = std::cell::Cell::new(false);
         cache
             .load(hash, || {
-                asked = true;
+                asked.set(true);
+                let again = again.clone();
                 async { Ok(Some(again)) }
             })
             .await
             .unwrap();
         assert!(
-            asked,
+            asked.get(),
             "an invalidation must send the next miss to the store"
         );
     }

@@ -91,6 +91,10 @@ async fn malformed_headers_are_400_invalid_request() {
     let huge = format!("Bearer {}", "a".repeat(10 * 1024));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("tab instead of space", tab.into_bytes()),
+        (
+            "tab before the scheme",
+            format!("\tBearer {}", f.live).into_bytes(),
+        ),
         ("scheme without token", b"Bearer".to_vec()),
         ("scheme and spaces only", b"Bearer    ".to_vec()),
         ("non-UTF-8 bytes", b"Bearer sk_live_\xff\xfe".to_vec()),
