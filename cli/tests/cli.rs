@@ -1,6 +1,5 @@
 //! End to end: the real `hapnd-auth` binary on an ephemeral loopback port, with a
 //! temporary database and home directory.
-#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
