@@ -3,6 +3,7 @@
 //! The `hapnd-auth-cli` package: the command built on the `hapnd-auth` library, kept in a
 //! package of its own so the library's users never compile its dependencies.
 
+mod admin;
 mod client;
 mod keys;
 mod serve;
