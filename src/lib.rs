@@ -38,6 +38,11 @@
 //! one whose store lookup was in flight when revoke was called. Durable stores' change
 //! feeds call the [`Invalidator`] so revocations made elsewhere reach this process too.
 //!
+//! # Packages
+//! This crate is the library. The `hapnd-auth` command (gateway, key administration, login)
+//! is the `hapnd-auth-cli` package in the same workspace, so depending on this crate never
+//! compiles clap or the gateway's HTTP stack.
+//!
 //! # Feature flags
 //! - `axum`: [`Principal`] is an axum extractor (and an optional one).
 //! - `sqlite` (default): `SqliteKeyStore`, keys in a SQLite file, with a change feed that

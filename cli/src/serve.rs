@@ -3,19 +3,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
-use hapnd_auth::{
-    Authenticator, ChannelHealth, Environment, EnvironmentRouter, KeyHash, KeyStore, NewKey,
-    Principal,
-};
+use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, KeyStore, NewKey, Principal};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::Database;
+use crate::admin::{self, AdminState};
 use crate::keys::store_error;
 use crate::store::AnyStore;
 
@@ -24,6 +21,9 @@ pub(crate) struct Args {
     /// The address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The admin listener's address (`/healthz`); keep it off the public network.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
     #[command(flatten)]
     db: Database,
     /// How often to check a SQLite database for revocations by other processes, in ms.
@@ -54,17 +54,33 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         auth.invalidator(),
         Duration::from_millis(args.poll_interval_ms),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = bind(args.listen).await?;
+    let admin_listener = bind(args.admin_listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     bootstrap(&auth, &store, addr).await?;
     println!("listening on http://{addr}");
-    tracing::info!(%addr, database = store.kind(), "hapnd-auth gateway started");
+    println!("admin listening on http://{admin_addr}");
+    tracing::info!(%addr, %admin_addr, database = store.kind(), "hapnd-auth gateway started");
 
-    axum::serve(listener, app(auth.clone(), store))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    // One signal stops both listeners; each finishes its requests in flight.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|&stop| stop).await;
+    };
+    let admin_state = AdminState {
+        auth: auth.clone(),
+        store,
+    };
+    let public = axum::serve(listener, app(auth.clone()))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let admin = axum::serve(admin_listener, admin::router(admin_state))
+        .with_graceful_shutdown(until_stopped(stopped));
+    tokio::try_join!(public.into_future(), admin.into_future())
         .map_err(|e| format!("server error: {e}"))?;
     drop(feed);
     if let Err(e) = auth.flush_usage().await {
@@ -72,6 +88,12 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     }
     tracing::info!("hapnd-auth gateway stopped");
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 /// On first start with no demo key, create one and show it once.
@@ -92,7 +114,9 @@ async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> 
     Ok(())
 }
 
-fn app(auth: Authenticator, store: AnyStore) -> Router {
+/// The public listener's routes: the authenticated API and forward auth. Nothing here
+/// answers without a key; operational routes live on the admin listener.
+fn app(auth: Authenticator) -> Router {
     let live = Router::new().route(
         "/v1/events",
         get(|| async { Json(events(Environment::Live)) }),
@@ -101,16 +125,14 @@ fn app(auth: Authenticator, store: AnyStore) -> Router {
         "/v1/events",
         get(|| async { Json(events(Environment::Sandbox)) }),
     );
-    let protected = Router::new()
+    Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/auth/verify", any(verify))
         // Envoy's ext_authz (HTTP) appends the original path to its path_prefix.
         .route("/auth/verify/{*original}", any(verify))
         .route_service("/v1/events", EnvironmentRouter::new(live, sandbox))
-        .layer(auth.layer());
-    Router::new()
-        .merge(protected)
-        .route("/healthz", get(healthz).with_state((auth, store)))
+        // Not `layer`: that would cover the fallback too, and unknown paths would get 401.
+        .route_layer(auth.layer())
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
@@ -148,27 +170,6 @@ async fn verify(Extension(p): Extension<Principal>) -> Response {
         }
     }
     response
-}
-
-async fn healthz(State((auth, store)): State<(Authenticator, AnyStore)>) -> Response {
-    let probe = KeyHash::from_bytes([0; 32]);
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), store.lookup(&probe)).await,
-        Ok(Ok(_))
-    );
-    let channel = auth.channel_health();
-    let healthy = store_ok && channel == ChannelHealth::Healthy;
-    let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "store": if store_ok { "ok" } else { "unavailable" },
-        "invalidation_channel": if channel == ChannelHealth::Healthy { "healthy" } else { "degraded" },
-    });
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,9 @@
 //! `hapnd-auth`: a ready API gateway, key administration, and client login.
+//!
+//! The `hapnd-auth-cli` package: the command built on the `hapnd-auth` library, kept in a
+//! package of its own so the library's users never compile its dependencies.
 
+mod admin;
 mod client;
 mod keys;
 mod serve;

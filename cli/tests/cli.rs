@@ -1,6 +1,5 @@
 //! End to end: the real `hapnd-auth` binary on an ephemeral loopback port, with a
 //! temporary database and home directory.
-#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -54,7 +53,10 @@ impl Drop for Sandbox {
 
 struct Server {
     child: Child,
+    /// The public listener.
     addr: SocketAddr,
+    /// The admin listener.
+    admin: SocketAddr,
     demo_key: String,
 }
 
@@ -67,6 +69,7 @@ impl Server {
         let mut child = sandbox
             .command()
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .env("HAPND_LOG", "debug")
             .stdout(Stdio::piped())
@@ -75,7 +78,8 @@ impl Server {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut demo_key = String::new();
-        let addr = loop {
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
             let line = lines
                 .next()
                 .expect("server exited before listening")
@@ -83,21 +87,29 @@ impl Server {
             if let Some(key) = line.trim().strip_prefix("sk_test_") {
                 demo_key = format!("sk_test_{key}");
             }
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                break addr.parse().unwrap();
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                addr = Some(a.parse().unwrap());
             }
-        };
+            if let Some(a) = line.strip_prefix("admin listening on http://") {
+                admin = Some(a.parse().unwrap());
+            }
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
-            addr,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
             demo_key,
         }
     }
 
     fn get(&self, path: &str, key: Option<&str>) -> Response {
         http_get(self.addr, path, key)
+    }
+
+    fn admin_get(&self, path: &str) -> Response {
+        http_get(self.admin, path, None)
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -238,7 +250,7 @@ fn the_first_start_key_works_against_whoami_and_verify() {
         Some(r#"Bearer realm="hapnd""#)
     );
 
-    let r = server.get("/healthz", None);
+    let r = server.admin_get("/healthz");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["invalidation_channel"], "healthy");
 
@@ -261,6 +273,42 @@ fn server_key(_: &Sandbox) -> String {
     hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Live)
         .expose_secret()
         .to_owned()
+}
+
+#[test]
+fn health_is_on_the_admin_listener_only() {
+    let sandbox = Sandbox::new("admin");
+    let server = Server::start(&sandbox, &[]);
+    assert_ne!(server.addr, server.admin);
+
+    // Degraded (503) until the SQLite feed's first poll has confirmed the channel.
+    let started = Instant::now();
+    let r = loop {
+        let r = server.admin_get("/healthz");
+        if r.status == 200 || started.elapsed() > Duration::from_secs(2) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"status": "ok", "store": "ok", "invalidation_channel": "healthy"})
+    );
+    // The public listener serves no admin route, not even to a valid key...
+    for key in [None, Some(server.demo_key.as_str())] {
+        let r = server.get("/healthz", key);
+        assert_eq!(r.status, 404, "{}", r.body);
+    }
+    // ...and the admin listener serves none of the public API.
+    assert_eq!(server.admin_get("/v1/whoami").status, 404);
+    assert_eq!(server.admin_get("/auth/verify").status, 404);
+
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "graceful shutdown exits 0"
+    );
 }
 
 #[test]
@@ -498,6 +546,14 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         "{}",
         stderr(&out)
     );
+    let admin = server.admin.to_string();
+    let out = sandbox.run(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", &admin]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on {admin}")),
+        "{}",
+        stderr(&out)
+    );
 
     let out = sandbox
         .command()
@@ -548,7 +604,7 @@ fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
         revoked.elapsed()
     );
     assert_eq!(
-        a.get("/healthz", None).json()["invalidation_channel"],
+        a.admin_get("/healthz").json()["invalidation_channel"],
         "healthy"
     );
 }
