@@ -148,12 +148,15 @@ async fn in_flight(what: Call, via: Via) -> (Vec<Result<(), AuthErrorKind>>, usi
     };
     let mut requests = vec![spawn(&auth)];
     gate.entered().await;
+    // Only this first read is held; any later one passes (none can start while it is in
+    // the air, so a slow waiter cannot take the release meant for it).
+    store.open_gate();
     for _ in 0..WAITERS {
         requests.push(spawn(&auth));
     }
     // Give the waiters time to join the leader's flight (they cannot start one of their
     // own while it is in the air: the store has been read exactly once).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.lookups(), 1, "{what:?}/{via:?}: one flight");
 
     let invalidator = auth.invalidator();
@@ -180,8 +183,7 @@ async fn in_flight(what: Call, via: Via) -> (Vec<Result<(), AuthErrorKind>>, usi
         }
         Call::InvalidateActive => invalidator.invalidate(&created.record.hash),
     }
-    // The call has returned. Fresh reads pass; the stale one is let go.
-    store.open_gate();
+    // The call has returned: the stale read is let go.
     gate.release();
     let mut outcomes = Vec::new();
     for request in requests {
