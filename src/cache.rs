@@ -159,7 +159,11 @@ impl KeyCache {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Option<KeyRecord>, StoreError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.wait_limit;
+        let now = tokio::time::Instant::now();
+        // A huge configured timeout must not overflow: a century is "never" here.
+        let deadline = now
+            .checked_add(self.wait_limit)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut reads = 0;
         loop {
             let (flight, waiter) = {

@@ -197,3 +197,12 @@ async fn stale_if_error_serves_cached_keys_within_the_window_only() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_rejected(&call(&auth, key).await, AuthErrorKind::Unavailable);
 }
+
+#[tokio::test]
+async fn a_huge_lookup_timeout_does_not_overflow() {
+    let auth = Authenticator::builder(TestStore::new())
+        .lookup_timeout(Duration::MAX)
+        .build();
+    let created = live_key(&auth).await;
+    assert_eq!(call(&auth, created.key.expose_secret()).await.status, 200);
+}
