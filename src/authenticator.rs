@@ -248,6 +248,13 @@ impl Authenticator {
                     format!("the key store did not answer within {timeout:?}"),
                 )),
             };
+            // Fail closed on an identity no write path would have accepted (a row written
+            // by hand, a store that does not validate): never a principal with a tenant
+            // that cannot be shown or sent in a header. Errors are not cached.
+            let result = result.and_then(|found| match found {
+                Some(record) => record.validate().map(|()| Some(record)),
+                None => Ok(None),
+            });
             if let Ok(Some(record)) = &result
                 && !record.is_revoked()
             {

@@ -87,7 +87,7 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
-    StoreErrorKind,
+    StoreErrorKind, is_valid_key_name, is_valid_tenant,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

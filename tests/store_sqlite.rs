@@ -362,3 +362,34 @@ async fn unrelated_commits_do_not_flush_the_cache() {
     .await
     .expect("a revocation by raw SQL is seen");
 }
+
+/// A look-alike tenant written by SQL (no write path accepts it) is not admitted: the
+/// lookup fails closed instead of handing out a principal whose tenant a header cannot
+/// carry faithfully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_tenant_written_by_hand_fails_closed() {
+    let fixture = sqlite().await.unwrap();
+    let store = fixture.store.clone();
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("sq");
+    let created = store
+        .create(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET tenant = tenant || ' ' WHERE id = ?1")
+        .bind(created.record.id.as_str().to_owned())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Unavailable);
+    assert_eq!(
+        err.store_error().map(|e| e.kind()),
+        Some(StoreErrorKind::Invalid)
+    );
+    // Listing still shows the row, so an operator can find and revoke it.
+    assert_eq!(store.list(&format!("{tenant} ")).await.unwrap().len(), 1);
+}

@@ -51,6 +51,7 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        record.validate()?;
         let mut state = self.write();
         if state.by_hash.contains_key(&record.hash) || state.ids.contains_key(&record.id) {
             return Err(StoreError::new(

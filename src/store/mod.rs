@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod identity;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -37,6 +38,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 pub use error::{StoreError, StoreErrorKind};
+pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
@@ -60,7 +62,8 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
 
     /// Stores a new record. A record whose hash or id is already stored is refused with
-    /// [`StoreErrorKind::Conflict`].
+    /// [`StoreErrorKind::Conflict`]; one whose identity does not pass
+    /// [`KeyRecord::validate`] with [`StoreErrorKind::Invalid`] (call it first thing).
     fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Finds a record by id.
