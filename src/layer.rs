@@ -14,6 +14,7 @@ pub struct ApiKeyLayer<R = JsonRejection> {
     pub(crate) auth: Authenticator,
     pub(crate) rejection: R,
     pub(crate) strip_authorization: bool,
+    pub(crate) optional: bool,
 }
 
 impl ApiKeyLayer {
@@ -23,6 +24,7 @@ impl ApiKeyLayer {
             auth,
             rejection: JsonRejection,
             strip_authorization: true,
+            optional: false,
         }
     }
 }
@@ -35,6 +37,7 @@ impl<R> ApiKeyLayer<R> {
             auth: self.auth,
             rejection,
             strip_authorization: self.strip_authorization,
+            optional: self.optional,
         }
     }
 
@@ -42,6 +45,16 @@ impl<R> ApiKeyLayer<R> {
     /// (default `true`, so the key cannot leak from a handler or a proxied request).
     pub fn strip_authorization(mut self, strip: bool) -> Self {
         self.strip_authorization = strip;
+        self
+    }
+
+    /// Optional authentication: a request with no `Authorization` header at all reaches
+    /// the inner service without a [`Principal`](crate::Principal), for routes that serve
+    /// anonymous callers too (read it as `Option<Principal>`). A request that sends a
+    /// header must still hold a valid key: a bad, revoked or malformed one, or another
+    /// scheme, is rejected as usual, never downgraded to anonymous.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
         self
     }
 }
@@ -55,6 +68,7 @@ impl<S, R: Clone> tower_layer::Layer<S> for ApiKeyLayer<R> {
             auth: self.auth.clone(),
             rejection: self.rejection.clone(),
             strip_authorization: self.strip_authorization,
+            optional: self.optional,
         }
     }
 }

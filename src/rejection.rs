@@ -2,7 +2,7 @@
 //! [`JsonRejection`].
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 
 use crate::error::{AuthError, Message};
@@ -35,19 +35,10 @@ pub struct JsonRejection;
 
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<B> {
-        let kind = error.kind();
-        let mut response = Response::new(B::from(json_body(error)));
-        *response.status_mut() = kind.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = kind.challenge() {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        if let Some(after) = error.retry_after() {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
+        let mut response = error.response(B::from(json_body(error)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }

@@ -19,6 +19,7 @@ pub struct ApiKeyService<S, R = JsonRejection> {
     pub(crate) auth: Authenticator,
     pub(crate) rejection: R,
     pub(crate) strip_authorization: bool,
+    pub(crate) optional: bool,
 }
 
 impl<S> ApiKeyService<S> {
@@ -29,6 +30,7 @@ impl<S> ApiKeyService<S> {
             auth,
             rejection: JsonRejection,
             strip_authorization: true,
+            optional: false,
         }
     }
 }
@@ -70,6 +72,10 @@ where
         match self.auth.fast_path(req.headers()) {
             Fast::Done(Ok(principal)) => {
                 admit(&mut req, principal, self.strip_authorization);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            // On the rejection path only: the hit path pays nothing for optional mode.
+            Fast::Done(Err(_)) if self.optional && !req.headers().contains_key(AUTHORIZATION) => {
                 ResponseFuture::inner(self.inner.call(req))
             }
             Fast::Done(Err(error)) => ResponseFuture::rejected(reject(&self.rejection, error)),
