@@ -61,6 +61,8 @@ mod key;
 mod layer;
 mod principal;
 mod rejection;
+#[cfg(feature = "serde")]
+mod serialize;
 mod service;
 mod store;
 mod usage;

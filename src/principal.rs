@@ -52,6 +52,34 @@ impl Principal {
         }))
     }
 
+    /// A principal for handler tests, in one line: what the layer would insert for a key
+    /// of `tenant` and `environment` named `name` (a fresh random key id and hint).
+    ///
+    /// ```
+    /// use hapnd_auth::{Environment, Principal};
+    ///
+    /// let principal = Principal::for_test("acme", Environment::Sandbox, "ci");
+    /// assert_eq!(principal.environment(), Environment::Sandbox);
+    /// assert!(principal.key_hint().starts_with("sk_test_..."));
+    ///
+    /// // Into a request, as the layer would:
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(principal);
+    /// ```
+    ///
+    /// # Panics
+    /// If the tenant or name would be refused by [`NewKey::validate`](crate::NewKey::validate).
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn for_test(tenant: &str, environment: Environment, name: &str) -> Self {
+        let new = crate::store::NewKey::new(tenant, environment, name);
+        if let Err(e) = new.validate() {
+            panic!("Principal::for_test: {e}");
+        }
+        let key = crate::key::ApiKey::generate(environment);
+        Self::from_record(KeyRecord::for_key(&key, new, SystemTime::now()))
+    }
+
     /// The tenant the key belongs to.
     pub fn tenant(&self) -> &str {
         &self.0.text[..self.0.tenant_len as usize]

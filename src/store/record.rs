@@ -44,7 +44,11 @@ impl fmt::Debug for KeyId {
 }
 
 /// Everything a store keeps about one key: no secret, only its hash and masked hint.
+///
+/// With the `serde` feature it serializes as its fields, the hash as hex and times as UTC
+/// unix milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyRecord {
     /// Public identifier.
     pub id: KeyId,
@@ -59,12 +63,16 @@ pub struct KeyRecord {
     /// Masked hint: `sk_live_...a1b2`.
     pub hint: String,
     /// When the key was created.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms"))]
     pub created_at: SystemTime,
     /// When the key was revoked, if it was.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub revoked_at: Option<SystemTime>,
     /// When the key stops working, if ever.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub expires_at: Option<SystemTime>,
     /// When the key was last seen in a request, as far as the store has been told.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub last_used_at: Option<SystemTime>,
 }
 
