@@ -656,3 +656,36 @@ async fn a_revocation_by_raw_sql_reaches_the_cache() {
         }
     }
 }
+
+/// A look-alike tenant written by SQL (no write path accepts it) fails closed on lookup:
+/// never a principal whose tenant a proxy would show as another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_tenant_written_by_hand_fails_closed() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema_name, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("lookalike");
+    let created = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap();
+    exec(
+        &admin,
+        format!(
+            "UPDATE {schema_name}.hapnd_api_keys SET tenant = tenant || E'\\u00a0' WHERE id = '{}'",
+            created.record.id
+        ),
+    )
+    .await;
+    let err = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Unavailable);
+    assert_eq!(
+        err.store_error().map(|e| e.kind()),
+        Some(StoreErrorKind::Invalid)
+    );
+}
