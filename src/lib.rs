@@ -57,6 +57,9 @@ pub mod credentials;
 mod environment;
 mod error;
 mod future;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 mod key;
 mod layer;
 mod principal;
@@ -75,6 +78,9 @@ pub use environment::{
 };
 pub use error::{AuthError, AuthErrorKind};
 pub use future::ResponseFuture;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use grpc::GrpcRejection;
 pub use key::{
     ApiKey, Environment, KEY_LEN, KeyFormatError, KeyHash, UnknownEnvironment, redact_keys,
 };
