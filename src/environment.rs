@@ -22,6 +22,33 @@ use crate::rejection::{JsonRejection, RejectionResponse};
 use crate::service::reject;
 
 /// Admits requests whose key is of one environment; others get 403 `wrong_environment`.
+///
+/// Goes inside [`ApiKeyLayer`](crate::ApiKeyLayer) (it reads the principal the layer
+/// inserted); without it in front, every request gets 500 `auth_layer_missing`.
+///
+/// ```
+/// use hapnd_auth::{Authenticator, Environment, MemoryKeyStore, NewKey, RequireEnvironmentLayer};
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let sandbox = auth.create_key(NewKey::new("acme", Environment::Sandbox, "ci")).await.unwrap();
+/// let live_only = ServiceBuilder::new()
+///     .layer(auth.layer())
+///     .layer(RequireEnvironmentLayer::new(Environment::Live))
+///     .service_fn(|_: Request<()>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(bytes::Bytes::from("payouts")))
+///     });
+///
+/// let request = Request::get("/payouts")
+///     .header("authorization", format!("Bearer {}", sandbox.key.expose_secret()))
+///     .body(())
+///     .unwrap();
+/// let response = live_only.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), 403); // wrong_environment
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RequireEnvironmentLayer<R = JsonRejection> {

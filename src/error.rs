@@ -102,7 +102,27 @@ enum Detail {
 /// Why a request was not authenticated. Carries at most the key's masked hint, never the key.
 ///
 /// The layer puts a clone of it into the rejection response's extensions, so outer layers
-/// can see why a request was refused.
+/// can see why a request was refused. [`status`](Self::status), [`code`](Self::code) and
+/// [`challenge`](Self::challenge) are the rejection table's columns;
+/// [`response`](Self::response) builds a rejection with your body.
+///
+/// ```
+/// use hapnd_auth::{AuthErrorKind, Authenticator, Environment, MemoryKeyStore, NewKey};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+/// auth.revoke(&created.record.id).await.unwrap();
+///
+/// let error = auth.authenticate_key(created.key.expose_secret()).await.unwrap_err();
+/// assert_eq!(error.kind(), AuthErrorKind::Revoked);
+/// assert_eq!((error.status().as_u16(), error.code()), (401, "api_key_revoked"));
+/// assert_eq!(error.principal().unwrap().tenant(), "acme"); // whose key it was
+/// let message = error.to_string(); // "the API key sk_live_...a1b2 has been revoked"
+/// assert!(message.contains(&created.record.hint));
+/// assert!(!message.contains(created.key.expose_secret()));
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct AuthError {
     kind: AuthErrorKind,

@@ -39,11 +39,17 @@
 //! feeds call the [`Invalidator`] so revocations made elsewhere reach this process too.
 //!
 //! # Feature flags
-//! - `axum`: [`Principal`] is an axum extractor (and an optional one).
 //! - `sqlite` (default): `SqliteKeyStore`, keys in a SQLite file, with a change feed that
 //!   notices other processes' commits.
 //! - `postgres`: `PostgresKeyStore`, keys in PostgreSQL, with revocations pushed to every
 //!   instance through `LISTEN`/`NOTIFY`.
+//! - `axum`: [`Principal`] is an axum extractor (and `Option<Principal>` an optional one).
+//! - `grpc`: `GrpcRejection`, rejections as gRPC statuses for tonic services.
+//! - `serde`: `Serialize` for [`Principal`]; `Serialize` and `Deserialize` for [`KeyId`],
+//!   [`KeyRecord`], [`Environment`] and [`KeyHash`]. Nothing serializes a key.
+//! - `test-util`: `Principal::for_test`, a principal for handler tests in one line.
+//!
+//! Items that need a feature say so in these docs (built with every feature on).
 //!
 //! [tower]: https://docs.rs/tower
 #![deny(unsafe_code)]
@@ -86,6 +92,7 @@ pub use key::{
 };
 pub use layer::ApiKeyLayer;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use principal::MissingPrincipal;
 pub use principal::Principal;
 pub use rejection::{JsonRejection, RejectionResponse};
