@@ -19,7 +19,7 @@ use crate::future::ResponseFuture;
 use crate::key::Environment;
 use crate::principal::Principal;
 use crate::rejection::{JsonRejection, RejectionResponse};
-use crate::service::reject;
+use crate::service::{Anonymous, reject};
 
 /// Admits requests whose key is of one environment; others get 403 `wrong_environment`.
 ///
@@ -132,8 +132,19 @@ where
                     .with_principal(p.clone());
                 ResponseFuture::rejected(reject(&self.rejection, error))
             }
-            None => ResponseFuture::rejected(reject(&self.rejection, AuthError::layer_missing())),
+            None => ResponseFuture::rejected(reject(&self.rejection, no_principal(&req))),
         }
+    }
+}
+
+/// Why a request reached a guard without a principal: an optional layer let an anonymous
+/// caller through (401 `missing_api_key`: the caller can fix that), or no layer is in
+/// front at all (500 `auth_layer_missing`: the server must).
+fn no_principal<B>(req: &Request<B>) -> AuthError {
+    if req.extensions().get::<Anonymous>().is_some() {
+        AuthError::missing()
+    } else {
+        AuthError::layer_missing()
     }
 }
 
@@ -197,7 +208,7 @@ where
                 future: self.sandbox.call(req),
             },
             None => RouterKind::Rejected {
-                response: Some(reject(&JsonRejection, AuthError::layer_missing())),
+                response: Some(reject(&JsonRejection, no_principal(&req))),
             },
         };
         RouterFuture { kind }

@@ -117,7 +117,10 @@ impl<R> ApiKeyLayer<R> {
     /// the inner service without a [`Principal`](crate::Principal), for routes that serve
     /// anonymous callers too (read it as `Option<Principal>`). A request that sends a
     /// header must still hold a valid key: a bad, revoked or malformed one, or another
-    /// scheme, is rejected as usual, never downgraded to anonymous.
+    /// scheme, is rejected as usual, never downgraded to anonymous. Environment guards
+    /// ([`RequireEnvironmentLayer`](crate::RequireEnvironmentLayer),
+    /// [`EnvironmentRouter`](crate::EnvironmentRouter)) inside an optional layer answer an
+    /// anonymous request 401 `missing_api_key`.
     ///
     /// ```
     /// use hapnd_auth::{Authenticator, MemoryKeyStore, Principal};

@@ -76,6 +76,9 @@ where
             }
             // On the rejection path only: the hit path pays nothing for optional mode.
             Fast::Done(Err(_)) if self.optional && !req.headers().contains_key(AUTHORIZATION) => {
+                // Tells the environment guards inside that the caller sent no key (401), as
+                // opposed to a missing layer (500).
+                req.extensions_mut().insert(Anonymous);
                 ResponseFuture::inner(self.inner.call(req))
             }
             Fast::Done(Err(error)) => ResponseFuture::rejected(reject(&self.rejection, error)),
@@ -99,6 +102,10 @@ where
         }
     }
 }
+
+/// In the extensions of a request an optional layer let through without a key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anonymous;
 
 #[inline]
 fn admit<B>(req: &mut Request<B>, principal: Principal, strip_authorization: bool) {

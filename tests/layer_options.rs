@@ -129,3 +129,27 @@ async fn optional_mode_admits_anonymous_requests_and_still_rejects_bad_keys() {
     let s = seen(strict.oneshot(request(None)).await.unwrap()).await;
     common::assert_rejected(&s, AuthErrorKind::MissingApiKey);
 }
+
+/// Behind an optional layer, an environment guard answers an anonymous caller 401 (send a
+/// key), not 500 (the server is misconfigured); without any layer it is still 500.
+#[tokio::test]
+async fn guards_inside_an_optional_layer_ask_anonymous_callers_for_a_key() {
+    use hapnd_auth::{EnvironmentRouter, RequireEnvironmentLayer};
+    let auth = Authenticator::new(MemoryKeyStore::new());
+    let guarded = tower::ServiceBuilder::new()
+        .layer(auth.layer().optional())
+        .layer(RequireEnvironmentLayer::new(Environment::Live))
+        .service_fn(echo);
+    let s = seen(guarded.oneshot(request(None)).await.unwrap()).await;
+    common::assert_rejected(&s, AuthErrorKind::MissingApiKey);
+
+    let routed = tower::ServiceBuilder::new()
+        .layer(auth.layer().optional())
+        .service(EnvironmentRouter::new(service_fn(echo), service_fn(echo)));
+    let s = seen(routed.oneshot(request(None)).await.unwrap()).await;
+    common::assert_rejected(&s, AuthErrorKind::MissingApiKey);
+
+    let unguarded = RequireEnvironmentLayer::new(Environment::Live).layer(service_fn(echo));
+    let s = seen(unguarded.oneshot(request(None)).await.unwrap()).await;
+    common::assert_rejected(&s, AuthErrorKind::LayerMissing);
+}
