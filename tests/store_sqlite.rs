@@ -390,6 +390,10 @@ async fn a_look_alike_tenant_written_by_hand_fails_closed() {
         err.store_error().map(|e| e.kind()),
         Some(StoreErrorKind::Invalid)
     );
+    // The operator learns which key, and why.
+    let text = err.store_error().unwrap().to_string();
+    assert!(text.contains(created.record.id.as_str()), "{text}");
+    assert!(text.contains("invalid tenant"), "{text}");
     // Listing still shows the row, so an operator can find and revoke it.
     assert_eq!(store.list(&format!("{tenant} ")).await.unwrap().len(), 1);
 }

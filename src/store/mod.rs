@@ -38,6 +38,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 pub use error::{StoreError, StoreErrorKind};
+pub(crate) use identity::is_valid_key_id;
 pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "postgres")]
