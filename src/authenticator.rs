@@ -248,6 +248,16 @@ impl Authenticator {
                     format!("the key store did not answer within {timeout:?}"),
                 )),
             };
+            // Fail closed on an identity no write path would have accepted (a row written
+            // by hand, a store that does not validate): never a principal with a tenant
+            // that cannot be shown or sent in a header. Errors are not cached.
+            let result = result.and_then(|found| match found {
+                Some(record) => match record.validate() {
+                    Ok(()) => Ok(Some(record)),
+                    Err(e) => Err(refused(&record, e)),
+                },
+                None => Ok(None),
+            });
             if let Ok(Some(record)) = &result
                 && !record.is_revoked()
             {
@@ -353,6 +363,20 @@ async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
         "API key revoked"
     );
     Ok(record)
+}
+
+/// A stored record that fails the identity rules, named for the operator who must fix it:
+/// by its id when the id itself is sound.
+fn refused(record: &KeyRecord, why: StoreError) -> StoreError {
+    let which = if crate::store::is_valid_key_id(record.id.as_str()) {
+        format!("the stored key {}", record.id)
+    } else {
+        "a stored key".to_owned()
+    };
+    StoreError::new(
+        StoreErrorKind::Invalid,
+        format!("{which} is refused until its record is fixed: {why}"),
+    )
 }
 
 async fn flush_usage(inner: &Inner) -> Result<(), StoreError> {

@@ -19,9 +19,36 @@ use crate::future::ResponseFuture;
 use crate::key::Environment;
 use crate::principal::Principal;
 use crate::rejection::{JsonRejection, RejectionResponse};
-use crate::service::reject;
+use crate::service::{Anonymous, reject};
 
 /// Admits requests whose key is of one environment; others get 403 `wrong_environment`.
+///
+/// Goes inside [`ApiKeyLayer`](crate::ApiKeyLayer) (it reads the principal the layer
+/// inserted); without it in front, every request gets 500 `auth_layer_missing`.
+///
+/// ```
+/// use hapnd_auth::{Authenticator, Environment, MemoryKeyStore, NewKey, RequireEnvironmentLayer};
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let sandbox = auth.create_key(NewKey::new("acme", Environment::Sandbox, "ci")).await.unwrap();
+/// let live_only = ServiceBuilder::new()
+///     .layer(auth.layer())
+///     .layer(RequireEnvironmentLayer::new(Environment::Live))
+///     .service_fn(|_: Request<()>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(bytes::Bytes::from("payouts")))
+///     });
+///
+/// let request = Request::get("/payouts")
+///     .header("authorization", format!("Bearer {}", sandbox.key.expose_secret()))
+///     .body(())
+///     .unwrap();
+/// let response = live_only.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), 403); // wrong_environment
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RequireEnvironmentLayer<R = JsonRejection> {
@@ -105,8 +132,19 @@ where
                     .with_principal(p.clone());
                 ResponseFuture::rejected(reject(&self.rejection, error))
             }
-            None => ResponseFuture::rejected(reject(&self.rejection, AuthError::layer_missing())),
+            None => ResponseFuture::rejected(reject(&self.rejection, no_principal(&req))),
         }
+    }
+}
+
+/// Why a request reached a guard without a principal: an optional layer let an anonymous
+/// caller through (401 `missing_api_key`: the caller can fix that), or no layer is in
+/// front at all (500 `auth_layer_missing`: the server must).
+fn no_principal<B>(req: &Request<B>) -> AuthError {
+    if req.extensions().get::<Anonymous>().is_some() {
+        AuthError::missing()
+    } else {
+        AuthError::layer_missing()
     }
 }
 
@@ -170,7 +208,7 @@ where
                 future: self.sandbox.call(req),
             },
             None => RouterKind::Rejected {
-                response: Some(reject(&JsonRejection, AuthError::layer_missing())),
+                response: Some(reject(&JsonRejection, no_principal(&req))),
             },
         };
         RouterFuture { kind }

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::key::{Environment, KeyFormatError};
 use crate::principal::Principal;
@@ -101,7 +102,27 @@ enum Detail {
 /// Why a request was not authenticated. Carries at most the key's masked hint, never the key.
 ///
 /// The layer puts a clone of it into the rejection response's extensions, so outer layers
-/// can see why a request was refused.
+/// can see why a request was refused. [`status`](Self::status), [`code`](Self::code) and
+/// [`challenge`](Self::challenge) are the rejection table's columns;
+/// [`response`](Self::response) builds a rejection with your body.
+///
+/// ```
+/// use hapnd_auth::{AuthErrorKind, Authenticator, Environment, MemoryKeyStore, NewKey};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+/// auth.revoke(&created.record.id).await.unwrap();
+///
+/// let error = auth.authenticate_key(created.key.expose_secret()).await.unwrap_err();
+/// assert_eq!(error.kind(), AuthErrorKind::Revoked);
+/// assert_eq!((error.status().as_u16(), error.code()), (401, "api_key_revoked"));
+/// assert_eq!(error.principal().unwrap().tenant(), "acme"); // whose key it was
+/// let message = error.to_string(); // "the API key sk_live_...a1b2 has been revoked"
+/// assert!(message.contains(&created.record.hint));
+/// assert!(!message.contains(created.key.expose_secret()));
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct AuthError {
     kind: AuthErrorKind,
@@ -191,6 +212,69 @@ impl AuthError {
     /// The class of failure.
     pub fn kind(&self) -> AuthErrorKind {
         self.kind
+    }
+
+    /// The HTTP status of the rejection: 400, 401, 403, 503, or 500 for a missing layer.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The machine-readable code the default body carries as `error.code`:
+    /// `missing_api_key`, `invalid_api_key`, `api_key_revoked`, ...
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3) the rejection carries, if any.
+    pub fn challenge(&self) -> Option<&'static str> {
+        self.kind.challenge()
+    }
+
+    /// Sets what every rejection must carry whatever its body: `WWW-Authenticate` (a 401
+    /// without it breaks RFC 9110), `Retry-After` on a 503, and `Cache-Control: no-store`.
+    pub fn insert_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.challenge() {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+    }
+
+    /// A rejection response with your `body`: the status of [`status`](Self::status) and the
+    /// headers of [`insert_headers`](Self::insert_headers). The building block for a custom
+    /// [`rejection`](crate::ApiKeyLayer::rejection) that keeps the protocol right.
+    ///
+    /// ```
+    /// use hapnd_auth::{AuthError, Authenticator, MemoryKeyStore};
+    /// use http::Response;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let auth = Authenticator::new(MemoryKeyStore::new());
+    /// let service = ServiceBuilder::new()
+    ///     .layer(auth.layer().rejection(|e: &AuthError| {
+    ///         let mut response = e.response(format!("denied ({}): {e}", e.code()));
+    ///         response.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    ///         response
+    ///     }))
+    ///     .service_fn(|_req: http::Request<()>| async {
+    ///         Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
+    ///     });
+    ///
+    /// let response = service.oneshot(http::Request::new(())).await.unwrap();
+    /// assert_eq!(response.status(), 401);
+    /// assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="hapnd""#);
+    /// assert!(response.body().starts_with("denied (missing_api_key)"));
+    /// # });
+    /// ```
+    pub fn response<B>(&self, body: B) -> Response<B> {
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status();
+        self.insert_headers(response.headers_mut());
+        response
     }
 
     /// The masked hint of the presented key (`sk_live_...a1b2`), when one was well-formed.

@@ -44,11 +44,17 @@
 //! compiles clap or the gateway's HTTP stack.
 //!
 //! # Feature flags
-//! - `axum`: [`Principal`] is an axum extractor (and an optional one).
 //! - `sqlite` (default): `SqliteKeyStore`, keys in a SQLite file, with a change feed that
 //!   notices other processes' commits.
 //! - `postgres`: `PostgresKeyStore`, keys in PostgreSQL, with revocations pushed to every
 //!   instance through `LISTEN`/`NOTIFY`.
+//! - `axum`: [`Principal`] is an axum extractor (and `Option<Principal>` an optional one).
+//! - `grpc`: `GrpcRejection`, rejections as gRPC statuses for tonic services.
+//! - `serde`: `Serialize` for [`Principal`]; `Serialize` and `Deserialize` for [`KeyId`],
+//!   [`KeyRecord`], [`Environment`] and [`KeyHash`]. Nothing serializes a key.
+//! - `test-util`: `Principal::for_test`, a principal for handler tests in one line.
+//!
+//! Items that need a feature say so in these docs (built with every feature on).
 //!
 //! [tower]: https://docs.rs/tower
 #![deny(unsafe_code)]
@@ -62,10 +68,15 @@ pub mod credentials;
 mod environment;
 mod error;
 mod future;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 mod key;
 mod layer;
 mod principal;
 mod rejection;
+#[cfg(feature = "serde")]
+mod serialize;
 mod service;
 mod store;
 mod usage;
@@ -78,11 +89,15 @@ pub use environment::{
 };
 pub use error::{AuthError, AuthErrorKind};
 pub use future::ResponseFuture;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub use grpc::GrpcRejection;
 pub use key::{
     ApiKey, Environment, KEY_LEN, KeyFormatError, KeyHash, UnknownEnvironment, redact_keys,
 };
 pub use layer::ApiKeyLayer;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use principal::MissingPrincipal;
 pub use principal::Principal;
 pub use rejection::{JsonRejection, RejectionResponse};
@@ -92,7 +107,7 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
-    StoreErrorKind,
+    StoreErrorKind, is_valid_key_name, is_valid_tenant,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -10,7 +10,38 @@ use crate::store::{KeyId, KeyRecord};
 /// The tenant, environment and key a request authenticated with.
 ///
 /// The layer inserts it into the request extensions. Cloning it is one reference-count
-/// increment. With the `axum` feature it is also an extractor.
+/// increment. With the `axum` feature it is also an extractor: `Principal` in a handler
+/// behind the layer, `Option<Principal>` behind an [optional](crate::ApiKeyLayer::optional)
+/// one. A handler that takes `Principal` on a route without the layer answers 500 with a
+/// message that says so (`MissingPrincipal`), never an anonymous call.
+///
+/// ```
+/// # #[cfg(feature = "axum")]
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use axum::{Router, body::Body, routing::get};
+/// use hapnd_auth::{Authenticator, MemoryKeyStore, Principal};
+/// use tower::ServiceExt;
+///
+/// async fn whoami(principal: Principal) -> String {
+///     format!("{} ({})", principal.tenant(), principal.environment())
+/// }
+/// async fn greeting(principal: Option<Principal>) -> String {
+///     principal.map_or("hello, stranger".into(), |p| format!("hello, {}", p.tenant()))
+/// }
+///
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let app = Router::new()
+///     .route("/whoami", get(whoami))
+///     .layer(auth.layer())
+///     .merge(Router::new().route("/hello", get(greeting)).layer(auth.layer().optional()))
+///     .route("/unprotected", get(whoami)); // a mistake: no layer in front
+///
+/// let get = |uri| http::Request::get(uri).body(Body::empty()).unwrap();
+/// assert_eq!(app.clone().oneshot(get("/whoami")).await.unwrap().status(), 401);
+/// assert_eq!(app.clone().oneshot(get("/hello")).await.unwrap().status(), 200);
+/// assert_eq!(app.oneshot(get("/unprotected")).await.unwrap().status(), 500);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Principal(Arc<Inner>);
 
@@ -50,6 +81,34 @@ impl Principal {
             revoked: record.revoked_at.is_some(),
             expires_at: record.expires_at,
         }))
+    }
+
+    /// A principal for handler tests, in one line: what the layer would insert for a key
+    /// of `tenant` and `environment` named `name` (a fresh random key id and hint).
+    ///
+    /// ```
+    /// use hapnd_auth::{Environment, Principal};
+    ///
+    /// let principal = Principal::for_test("acme", Environment::Sandbox, "ci");
+    /// assert_eq!(principal.environment(), Environment::Sandbox);
+    /// assert!(principal.key_hint().starts_with("sk_test_..."));
+    ///
+    /// // Into a request, as the layer would:
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(principal);
+    /// ```
+    ///
+    /// # Panics
+    /// If the tenant or name would be refused by [`NewKey::validate`](crate::NewKey::validate).
+    #[cfg(feature = "test-util")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub fn for_test(tenant: &str, environment: Environment, name: &str) -> Self {
+        let new = crate::store::NewKey::new(tenant, environment, name);
+        if let Err(e) = new.validate() {
+            panic!("Principal::for_test: {e}");
+        }
+        let key = crate::key::ApiKey::generate(environment);
+        Self::from_record(KeyRecord::for_key(&key, new, SystemTime::now()))
     }
 
     /// The tenant the key belongs to.

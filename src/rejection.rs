@@ -2,7 +2,7 @@
 //! [`JsonRejection`].
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response};
 
 use crate::error::{AuthError, Message};
@@ -11,7 +11,43 @@ use crate::error::{AuthError, Message};
 /// any `Fn(&AuthError) -> Response<B>` closure.
 ///
 /// Whatever it returns, the layer adds a clone of the [`AuthError`] to the response's
-/// extensions.
+/// extensions. Start from [`AuthError::response`] to keep the headers the protocol needs.
+///
+/// A type of your own, for a rejection that carries settings (a closure works too, see
+/// [`ApiKeyLayer::rejection`](crate::ApiKeyLayer::rejection)):
+///
+/// ```
+/// use hapnd_auth::{AuthError, Authenticator, MemoryKeyStore, RejectionResponse};
+/// use http::Response;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// /// Plain-text rejections with a link to the docs.
+/// #[derive(Clone)]
+/// struct TextRejection {
+///     docs: &'static str,
+/// }
+///
+/// impl RejectionResponse<String> for TextRejection {
+///     fn rejection(&self, error: &AuthError) -> Response<String> {
+///         let mut response = error.response(format!("{error} (see {})\n", self.docs));
+///         response.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+///         response
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(MemoryKeyStore::new());
+/// let service = ServiceBuilder::new()
+///     .layer(auth.layer().rejection(TextRejection { docs: "https://example.com/keys" }))
+///     .service_fn(|_: http::Request<()>| async {
+///         Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+///     });
+/// let response = service.oneshot(http::Request::new(())).await.unwrap();
+/// assert_eq!(response.status(), 401);
+/// assert!(response.body().ends_with("(see https://example.com/keys)\n"));
+/// assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="hapnd""#);
+/// # });
+/// ```
 pub trait RejectionResponse<B> {
     /// The response for `error`. It must not echo the request's key (the error holds at
     /// most its masked hint).
@@ -35,19 +71,10 @@ pub struct JsonRejection;
 
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<B> {
-        let kind = error.kind();
-        let mut response = Response::new(B::from(json_body(error)));
-        *response.status_mut() = kind.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = kind.challenge() {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        if let Some(after) = error.retry_after() {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
+        let mut response = error.response(B::from(json_body(error)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 }

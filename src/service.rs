@@ -19,6 +19,7 @@ pub struct ApiKeyService<S, R = JsonRejection> {
     pub(crate) auth: Authenticator,
     pub(crate) rejection: R,
     pub(crate) strip_authorization: bool,
+    pub(crate) optional: bool,
 }
 
 impl<S> ApiKeyService<S> {
@@ -29,6 +30,7 @@ impl<S> ApiKeyService<S> {
             auth,
             rejection: JsonRejection,
             strip_authorization: true,
+            optional: false,
         }
     }
 }
@@ -72,6 +74,13 @@ where
                 admit(&mut req, principal, self.strip_authorization);
                 ResponseFuture::inner(self.inner.call(req))
             }
+            // On the rejection path only: the hit path pays nothing for optional mode.
+            Fast::Done(Err(_)) if self.optional && !req.headers().contains_key(AUTHORIZATION) => {
+                // Tells the environment guards inside that the caller sent no key (401), as
+                // opposed to a missing layer (500).
+                req.extensions_mut().insert(Anonymous);
+                ResponseFuture::inner(self.inner.call(req))
+            }
             Fast::Done(Err(error)) => ResponseFuture::rejected(reject(&self.rejection, error)),
             Fast::Miss(miss) => {
                 // Call the instance that was polled ready, leave a fresh clone behind.
@@ -93,6 +102,10 @@ where
         }
     }
 }
+
+/// In the extensions of a request an optional layer let through without a key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anonymous;
 
 #[inline]
 fn admit<B>(req: &mut Request<B>, principal: Principal, strip_authorization: bool) {

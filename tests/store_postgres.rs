@@ -1,7 +1,8 @@
 //! The conformance suite, the change feed and outages against [`PostgresKeyStore`].
 //!
 //! Needs `HAPND_TEST_DATABASE_URL` (a database this test may create schemas and roles in;
-//! `scripts/pg-start.sh` prints one). Without it every test says SKIPPED and passes. Each
+//! `scripts/pg-start.sh` prints one). Without it every test says SKIPPED and passes, unless
+//! `CI` is set: then each fails, since CI always has the database. Each
 //! test works in a schema of its own, so they can run at once on one database.
 #![cfg(feature = "postgres")]
 
@@ -24,12 +25,18 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The test database, or `None` to skip. In CI (`CI` set) a missing URL fails the test:
+/// `.ci/run` always starts a database, so a skip there would hide that these tests never ran.
 fn database_url() -> Option<String> {
     match std::env::var("HAPND_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) => {
+            panic!("CI is set but HAPND_TEST_DATABASE_URL is not: the PostgreSQL tests cannot run")
+        }
         _ => {
             eprintln!(
-                "SKIPPED: HAPND_TEST_DATABASE_URL not set (start one with scripts/pg-start.sh)"
+                "SKIPPED: HAPND_TEST_DATABASE_URL not set, this PostgreSQL test did not run \
+                 (start a database with scripts/pg-start.sh; with CI set this fails)"
             );
             None
         }
@@ -648,4 +655,37 @@ async fn a_revocation_by_raw_sql_reaches_the_cache() {
             assert_ne!(n.payload(), hash, "a last-used write notified");
         }
     }
+}
+
+/// A look-alike tenant written by SQL (no write path accepts it) fails closed on lookup:
+/// never a principal whose tenant a proxy would show as another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_tenant_written_by_hand_fails_closed() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema_name, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("lookalike");
+    let created = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap();
+    exec(
+        &admin,
+        format!(
+            "UPDATE {schema_name}.hapnd_api_keys SET tenant = tenant || E'\\u00a0' WHERE id = '{}'",
+            created.record.id
+        ),
+    )
+    .await;
+    let err = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Unavailable);
+    assert_eq!(
+        err.store_error().map(|e| e.kind()),
+        Some(StoreErrorKind::Invalid)
+    );
 }

@@ -362,3 +362,100 @@ async fn unrelated_commits_do_not_flush_the_cache() {
     .await
     .expect("a revocation by raw SQL is seen");
 }
+
+/// A look-alike tenant written by SQL (no write path accepts it) is not admitted: the
+/// lookup fails closed instead of handing out a principal whose tenant a header cannot
+/// carry faithfully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_alike_tenant_written_by_hand_fails_closed() {
+    let fixture = sqlite().await.unwrap();
+    let store = fixture.store.clone();
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("sq");
+    let created = store
+        .create(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET tenant = tenant || ' ' WHERE id = ?1")
+        .bind(created.record.id.as_str().to_owned())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Unavailable);
+    assert_eq!(
+        err.store_error().map(|e| e.kind()),
+        Some(StoreErrorKind::Invalid)
+    );
+    // The operator learns which key, and why.
+    let text = err.store_error().unwrap().to_string();
+    assert!(text.contains(created.record.id.as_str()), "{text}");
+    assert!(text.contains("invalid tenant"), "{text}");
+    // Listing still shows the row, so an operator can find and revoke it.
+    assert_eq!(store.list(&format!("{tenant} ")).await.unwrap().len(), 1);
+}
+
+/// A tracing subscriber that writes into a buffer the test can read.
+fn captured_logs() -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    (tracing::subscriber::set_default(subscriber), logs)
+}
+
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// `let _ = store.watch(..)` drops the feed at once: that degrades the cache to a bypass,
+/// so it is said in the log. Detaching, or aborting on purpose, says nothing.
+#[tokio::test]
+async fn a_feed_dropped_without_detach_warns() {
+    let fixture = sqlite().await.unwrap();
+    let store = fixture.store.clone();
+    let auth = Authenticator::new(store.clone());
+    let (_guard, logs) = captured_logs();
+
+    let _ = store.watch(auth.invalidator(), POLL);
+    let text = logs.text();
+    assert!(text.contains("WARN"), "{text}");
+    assert!(text.contains("ChangeFeed handle was dropped"), "{text}");
+    assert!(text.contains("detach()"), "{text}");
+    assert_eq!(auth.channel_health(), ChannelHealth::Degraded);
+
+    let quiet = Authenticator::new(store.clone());
+    let before = logs.text().len();
+    store.watch(quiet.invalidator(), POLL).detach();
+    let feed = store.watch(quiet.invalidator(), POLL);
+    feed.abort();
+    drop(feed);
+    assert_eq!(logs.text()[before..], *"", "detach and abort are silent");
+}

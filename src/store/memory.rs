@@ -10,6 +10,21 @@ use crate::key::KeyHash;
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError, StoreErrorKind};
 
 /// Keys held in memory. Cheap to clone: clones share the same keys.
+///
+/// For tests, examples and single-process tools: keys vanish with the process, and another
+/// process cannot revoke them. Checks identities on insert like every store.
+///
+/// ```
+/// use hapnd_auth::{Authenticator, Environment, KeyStore, MemoryKeyStore, NewKey};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let store = MemoryKeyStore::new();
+/// let auth = Authenticator::new(store.clone());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+/// assert_eq!(store.list("acme").await.unwrap()[0].id, created.record.id);
+/// assert!(auth.authenticate_key(created.key.expose_secret()).await.is_ok());
+/// # });
+/// ```
 #[derive(Clone, Default)]
 pub struct MemoryKeyStore {
     state: Arc<RwLock<State>>,
@@ -51,6 +66,7 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        record.validate()?;
         let mut state = self.write();
         if state.by_hash.contains_key(&record.hash) || state.ids.contains_key(&record.id) {
             return Err(StoreError::new(

@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod identity;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -37,6 +38,8 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 pub use error::{StoreError, StoreErrorKind};
+pub(crate) use identity::is_valid_key_id;
+pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
@@ -52,6 +55,78 @@ use crate::key::{ApiKey, KeyHash};
 ///
 /// Implementations write `async fn` for each method; the futures must be `Send`. Only
 /// [`lookup`](KeyStore::lookup) is on the request path, and only on a cache miss.
+///
+/// # Writing your own store
+///
+/// Five methods; `create`, `rotate` and `record_usage` have defaults. Keep records as they
+/// are given (hashes only), call [`KeyRecord::validate`] first thing in `insert`, and answer
+/// [`StoreError`]s of the right kind: the layer turns any lookup error into 503, never 401.
+/// Run the crate's conformance cases (`tests/common/conformance.rs` in the repository)
+/// against it. A toy store over a `Vec`:
+///
+/// ```
+/// use std::sync::Mutex;
+/// use std::time::SystemTime;
+///
+/// use hapnd_auth::{
+///     Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, NewKey, StoreError,
+///     StoreErrorKind,
+/// };
+///
+/// #[derive(Default)]
+/// struct VecStore(Mutex<Vec<KeyRecord>>);
+///
+/// impl VecStore {
+///     fn find(&self, pick: impl Fn(&KeyRecord) -> bool) -> Option<KeyRecord> {
+///         self.0.lock().unwrap().iter().find(|r| pick(r)).cloned()
+///     }
+/// }
+///
+/// impl KeyStore for VecStore {
+///     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+///         Ok(self.find(|r| r.hash == *hash))
+///     }
+///
+///     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+///         record.validate()?;
+///         let mut records = self.0.lock().unwrap();
+///         if records.iter().any(|r| r.hash == record.hash || r.id == record.id) {
+///             return Err(StoreError::new(StoreErrorKind::Conflict, "key exists"));
+///         }
+///         records.push(record.clone());
+///         Ok(())
+///     }
+///
+///     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+///         Ok(self.find(|r| r.id == *id))
+///     }
+///
+///     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+///         let records = self.0.lock().unwrap();
+///         Ok(records.iter().filter(|r| r.tenant == tenant).cloned().collect())
+///     }
+///
+///     async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
+///         let mut records = self.0.lock().unwrap();
+///         let record = records.iter_mut().find(|r| r.id == *id).ok_or_else(|| {
+///             StoreError::new(StoreErrorKind::NotFound, format!("no key has id {id}"))
+///         })?;
+///         record.revoked_at.get_or_insert(at);
+///         Ok(record.clone())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let auth = Authenticator::new(VecStore::default());
+/// let created = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+/// assert!(auth.authenticate_key(created.key.expose_secret()).await.is_ok());
+/// auth.revoke(&created.record.id).await.unwrap();
+/// assert!(auth.authenticate_key(created.key.expose_secret()).await.is_err());
+/// // The identity rules hold here too.
+/// let err = auth.create_key(NewKey::new("Acme ", Environment::Live, "ci")).await.unwrap_err();
+/// assert_eq!(err.kind(), StoreErrorKind::Invalid);
+/// # });
+/// ```
 pub trait KeyStore: Send + Sync + 'static {
     /// Finds the record whose hash is `hash`, revoked or not.
     fn lookup(
@@ -60,7 +135,8 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
 
     /// Stores a new record. A record whose hash or id is already stored is refused with
-    /// [`StoreErrorKind::Conflict`].
+    /// [`StoreErrorKind::Conflict`]; one whose identity does not pass
+    /// [`KeyRecord::validate`] with [`StoreErrorKind::Invalid`] (call it first thing).
     fn insert(&self, record: &KeyRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Finds a record by id.

@@ -299,6 +299,7 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        record.validate()?;
         let query = sqlx::query(concat!(
             "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, ",
             "created_at, revoked_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, ",

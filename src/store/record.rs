@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use crate::key::{ApiKey, Environment, KeyHash};
 
-use super::StoreError;
+use super::{StoreError, identity};
 
 /// A key's public identifier (`key_` and 16 base62 characters): safe to log and show.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,7 +44,11 @@ impl fmt::Debug for KeyId {
 }
 
 /// Everything a store keeps about one key: no secret, only its hash and masked hint.
+///
+/// With the `serde` feature it serializes as its fields, the hash as hex and times as UTC
+/// unix milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyRecord {
     /// Public identifier.
     pub id: KeyId,
@@ -59,19 +63,50 @@ pub struct KeyRecord {
     /// Masked hint: `sk_live_...a1b2`.
     pub hint: String,
     /// When the key was created.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms"))]
     pub created_at: SystemTime,
     /// When the key was revoked, if it was.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub revoked_at: Option<SystemTime>,
     /// When the key stops working, if ever.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub expires_at: Option<SystemTime>,
     /// When the key was last seen in a request, as far as the store has been told.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub last_used_at: Option<SystemTime>,
 }
 
 impl KeyRecord {
-    /// The record for a freshly generated `key`.
+    /// The record for a freshly generated `key`, with `new`'s tenant, name and expiry.
+    ///
+    /// # Panics
+    /// If `new.environment` is not the environment `key`'s prefix names: a record's
+    /// environment is always its key's, and silently taking one of the two would hand out a
+    /// principal of the environment the caller did not ask for. [`KeyRecord::try_for_key`]
+    /// answers an error instead.
     pub fn for_key(key: &ApiKey, new: NewKey, now: SystemTime) -> Self {
-        KeyRecord {
+        match Self::try_for_key(key, new, now) {
+            Ok(record) => record,
+            Err(e) => panic!("KeyRecord::for_key: {e}"),
+        }
+    }
+
+    /// The record for a freshly generated `key`, or [`StoreErrorKind::Invalid`] when
+    /// `new.environment` is not the key's environment.
+    ///
+    /// The identity is not checked here: stores check it on insert
+    /// ([`KeyRecord::validate`]).
+    ///
+    /// [`StoreErrorKind::Invalid`]: crate::StoreErrorKind::Invalid
+    pub fn try_for_key(key: &ApiKey, new: NewKey, now: SystemTime) -> Result<Self, StoreError> {
+        if new.environment != key.environment() {
+            return Err(StoreError::invalid(format!(
+                "the new key is a {} key but the request asks for {}",
+                key.environment(),
+                new.environment
+            )));
+        }
+        Ok(KeyRecord {
             id: KeyId::generate(),
             tenant: new.tenant,
             environment: key.environment(),
@@ -82,7 +117,18 @@ impl KeyRecord {
             revoked_at: None,
             expires_at: new.expires_at,
             last_used_at: None,
-        }
+        })
+    }
+
+    /// Checks what the record says about its owner: a tenant of the strict grammar
+    /// (`^[a-z0-9][a-z0-9._-]{0,62}$`), a printable key name (see [`NewKey::validate`]),
+    /// and an id of visible ASCII. Every store calls it before writing a record, and the
+    /// authenticator calls it on every record a lookup returns, so an identity that could
+    /// not be shown safely or sent in a header never becomes a [`Principal`](crate::Principal).
+    pub fn validate(&self) -> Result<(), StoreError> {
+        identity::check_tenant(&self.tenant)?;
+        identity::check_key_name(&self.name)?;
+        identity::check_key_id(self.id.as_str())
     }
 
     /// Whether the key was revoked.
@@ -131,21 +177,29 @@ impl NewKey {
         self
     }
 
-    /// Checks the tenant and name: 1 to 128 characters, no control characters.
+    /// Checks the tenant and name, answering [`StoreErrorKind::Invalid`] with a message
+    /// that says what is allowed.
+    ///
+    /// - The tenant matches `^[a-z0-9][a-z0-9._-]{0,62}$`: `acme`, `acme-eu.2`. Not `Acme`,
+    ///   not `acme ` (so no two tenants look alike in a listing or a header).
+    /// - The name is 1 to 128 characters of printable text: any script and emoji, but no
+    ///   control or format characters (bidi overrides, zero-width characters), no line or
+    ///   paragraph separators, no whitespace but the ASCII space, and none at either end.
+    ///
+    /// ```
+    /// use hapnd_auth::{Environment, NewKey, StoreErrorKind};
+    ///
+    /// assert!(NewKey::new("acme", Environment::Live, "CI pipeline").validate().is_ok());
+    /// let err = NewKey::new("acme ", Environment::Live, "ci").validate().unwrap_err();
+    /// assert_eq!(err.kind(), StoreErrorKind::Invalid);
+    /// let err = NewKey::new("acme", Environment::Live, "ci\u{202e}").validate().unwrap_err();
+    /// assert_eq!(err.kind(), StoreErrorKind::Invalid);
+    /// ```
+    ///
+    /// [`StoreErrorKind::Invalid`]: crate::StoreErrorKind::Invalid
     pub fn validate(&self) -> Result<(), StoreError> {
-        for (what, value) in [("tenant", &self.tenant), ("name", &self.name)] {
-            if value.trim().is_empty() || value.chars().count() > 128 {
-                return Err(StoreError::invalid(format!(
-                    "the key's {what} must be 1 to 128 characters"
-                )));
-            }
-            if value.chars().any(char::is_control) {
-                return Err(StoreError::invalid(format!(
-                    "the key's {what} must not contain control characters"
-                )));
-            }
-        }
-        Ok(())
+        identity::check_tenant(&self.tenant)?;
+        identity::check_key_name(&self.name)
     }
 }
 

@@ -179,11 +179,31 @@ pub(crate) async fn bounded<T>(
 /// [`Invalidator`]. Dropping it stops the feed.
 ///
 /// A feed that stops, for whatever reason, reports the channel lost: revocations made
-/// elsewhere would no longer reach this process, so the cache must not be trusted.
+/// elsewhere would no longer reach this process, so the cache is bypassed and every
+/// request reads the store. Keep the handle for as long as the authenticator serves
+/// requests, or [`detach`](ChangeFeed::detach) it. A handle dropped while its feed runs
+/// (`let _ = store.watch(..)` drops it at once) logs a `WARN` on the `hapnd_auth` target;
+/// [`abort`](ChangeFeed::abort) stops a feed on purpose without one.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use hapnd_auth::{Authenticator, ChannelHealth, SqliteKeyStore};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SqliteKeyStore::connect(dir.path().join("keys.db").to_str().unwrap()).await.unwrap();
+/// let auth = Authenticator::new(store.clone());
+/// let feed = store.watch(auth.invalidator(), SqliteKeyStore::DEFAULT_WATCH_INTERVAL);
+/// // ... serve requests while `feed` lives ...
+/// feed.abort(); // or `feed.detach()` to let it run for the rest of the runtime's life
+/// assert_eq!(auth.channel_health(), ChannelHealth::Degraded);
+/// # });
+/// ```
 #[must_use = "the change feed stops when its handle is dropped; keep it, or call `detach`"]
 pub struct ChangeFeed {
     task: Option<tokio::task::JoinHandle<()>>,
     invalidator: Invalidator,
+    aborted: std::sync::atomic::AtomicBool,
 }
 
 impl ChangeFeed {
@@ -203,12 +223,16 @@ impl ChangeFeed {
         ChangeFeed {
             task: Some(task),
             invalidator,
+            aborted: Default::default(),
         }
     }
 
-    /// Stops the feed. The channel is reported lost before this returns.
+    /// Stops the feed, on purpose (no warning). The channel is reported lost before this
+    /// returns.
     pub fn abort(&self) {
         if let Some(task) = &self.task {
+            self.aborted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             task.abort();
             // The task's own guard runs only when the runtime next drops it: report now.
             self.invalidator.channel_lost();
@@ -228,6 +252,17 @@ impl ChangeFeed {
 
 impl Drop for ChangeFeed {
     fn drop(&mut self) {
+        let running =
+            !self.is_finished() && !self.aborted.load(std::sync::atomic::Ordering::Relaxed);
+        if running {
+            tracing::warn!(
+                target: "hapnd_auth",
+                "a ChangeFeed handle was dropped: the change feed stops, and from now on the \
+                 cache is bypassed (every request reads the key store). Keep the handle for as \
+                 long as the authenticator serves requests, or call `detach()`; call `abort()` \
+                 to stop it on purpose"
+            );
+        }
         self.abort();
     }
 }

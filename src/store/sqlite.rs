@@ -211,6 +211,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        record.validate()?;
         let query = sqlx::query(
             "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, \
              created_at, revoked_at, expires_at, last_used_at) \

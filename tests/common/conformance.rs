@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             case!(dump_holds_no_plaintext_key);
             case!(authenticator_over_the_store);
             case!(invalid_new_key_is_refused);
+            case!(look_alike_identities_are_refused_on_every_write);
         }
     };
 }
@@ -350,4 +351,92 @@ pub async fn invalid_new_key_is_refused<F: Fixture>(f: &F) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
+}
+
+/// Look-alike tenants and invisible characters in names are refused on every write path:
+/// `create` (and so `rotate`) and a bare `insert` of a record built by hand.
+pub async fn look_alike_identities_are_refused_on_every_write<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("strict");
+    let bad_tenants = [
+        format!("{tenant} "),
+        format!(" {tenant}"),
+        format!("{tenant}\u{a0}"),
+        format!("{tenant}\u{200b}"),
+        format!("\u{202e}{tenant}"),
+        format!("{tenant}\u{2028}"),
+        tenant.to_uppercase(),
+    ];
+    let bad_names = [
+        "ci ",
+        " ci",
+        "c\u{202e}i",
+        "c\u{200b}i",
+        "c\ni",
+        "c\u{2028}i",
+        "c\u{1b}i",
+    ];
+    for bad in &bad_tenants {
+        let err = store
+            .create(NewKey::new(bad, Environment::Live, "ci"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "tenant {bad:?}");
+        assert!(err.to_string().contains("tenant"), "{err}");
+    }
+    for bad in bad_names {
+        let err = store
+            .create(NewKey::new(&tenant, Environment::Live, bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "name {bad:?}");
+        assert!(err.to_string().contains("key name"), "{err}");
+    }
+
+    // `insert` checks a record built without `create`.
+    let good = store
+        .create(NewKey::new(&tenant, Environment::Live, "ci"))
+        .await
+        .unwrap()
+        .record;
+    for bad in &bad_tenants {
+        let key = ApiKey::generate(Environment::Live);
+        let mut record = KeyRecord::for_key(
+            &key,
+            NewKey::new(&tenant, Environment::Live, "ci"),
+            SystemTime::now(),
+        );
+        record.tenant = bad.clone();
+        let err = store.insert(&record).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "tenant {bad:?}");
+        assert!(store.lookup(&key.hash()).await.unwrap().is_none());
+    }
+    for bad in bad_names {
+        let key = ApiKey::generate(Environment::Live);
+        let mut record = KeyRecord::for_key(
+            &key,
+            NewKey::new(&tenant, Environment::Live, "ci"),
+            SystemTime::now(),
+        );
+        record.name = bad.to_owned();
+        let err = store.insert(&record).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "name {bad:?}");
+        assert!(store.lookup(&key.hash()).await.unwrap().is_none());
+    }
+    let key = ApiKey::generate(Environment::Live);
+    let mut record = KeyRecord::for_key(
+        &key,
+        NewKey::new(&tenant, Environment::Live, "ci"),
+        SystemTime::now(),
+    );
+    record.id = KeyId::new("key x\r\n");
+    assert_eq!(
+        store.insert(&record).await.unwrap_err().kind(),
+        StoreErrorKind::Invalid
+    );
+
+    // Nothing look-alike was stored next to the real tenant.
+    let listed = store.list(&tenant).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, good.id);
 }
