@@ -40,7 +40,7 @@ pub use error::{StoreError, StoreErrorKind};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
-pub use record::{CreatedKey, KeyId, KeyRecord, LastUsed, NewKey};
+pub use record::{CreatedKey, KeyId, KeyRecord, KeyStatus, LastUsed, NewKey};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::ChangeFeed;
 #[cfg(feature = "sqlite")]
