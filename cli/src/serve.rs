@@ -64,14 +64,14 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     bootstrap(&auth, &store, addr).await?;
-    println!("listening on http://{addr}");
-    println!("admin listening on http://{admin_addr}");
     if admin_token.is_none() {
         println!(
             "admin API and API Keys page disabled: no admin token (--admin-token-file or {})",
             admin::TOKEN_ENV
         );
     }
+    println!("listening on http://{addr}");
+    println!("admin listening on http://{admin_addr}");
     tracing::info!(%addr, %admin_addr, database = store.kind(), "hapnd-auth gateway started");
 
     // One signal stops both listeners; each finishes its requests in flight.
