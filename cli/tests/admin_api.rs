@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Sandbox, Server, TOKEN, request};
+use common::{Sandbox, Server, TOKEN, request, request_from};
 use serde_json::Value;
 
 fn create(server: &Server, tenant: &str, env: &str, name: &str) -> Value {
@@ -91,13 +91,18 @@ fn each_operation_and_the_public_listener_follows_at_once() {
     let r = server.admin_api("POST", &format!("/api/v1/keys/{id}/revoke"), TOKEN, "");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["key"]["status"], "revoked");
-    assert!(r.json()["key"]["revoked_at"].is_string());
+    let revoked_at = r.json()["key"]["revoked_at"].clone();
+    assert!(revoked_at.is_string());
     let r = server.public_get("/v1/whoami", &secret);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.code(), "api_key_revoked");
     assert_eq!(server.public_get("/v1/whoami", &replacement).status, 200);
     let r = server.admin_api("GET", &format!("/api/v1/keys/{id}"), TOKEN, "");
     assert_eq!(r.json()["key"]["status"], "revoked");
+    // Revoking again changes nothing.
+    let r = server.admin_api("POST", &format!("/api/v1/keys/{id}/revoke"), TOKEN, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["key"]["revoked_at"], revoked_at);
 
     // Neither the keys nor the admin token reach the logs.
     drop(server);
@@ -137,6 +142,17 @@ fn a_bad_token_is_401_and_repeated_failures_are_throttled() {
         let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&retry), "Retry-After: {retry}");
     }
+    // Another client address is not affected.
+    let auth = format!("Bearer {TOKEN}");
+    let other = request_from(
+        [127, 0, 0, 2].into(),
+        server.admin,
+        "GET",
+        path,
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(other.status, 200, "{}", other.body);
     // The page's sign-in counts against the same limit.
     let r = request(
         server.admin,
@@ -156,6 +172,7 @@ fn unknown_tenants_and_ids_are_404() {
     let r = server.admin_api("GET", "/api/v1/tenants/nobody/keys", TOKEN, "");
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.code(), "tenant_not_found");
+    assert!(!r.body.contains("nobody"), "the tenant is not echoed");
     for (method, path) in [
         ("GET", "/api/v1/keys/key_0000000000000000"),
         ("POST", "/api/v1/keys/key_0000000000000000/revoke"),
@@ -304,4 +321,20 @@ fn the_token_comes_from_a_file_or_the_environment_and_without_one_admin_is_disab
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 32"), "{err}");
     assert!(!err.contains("hunter2"));
+}
+
+#[test]
+fn an_expired_key_is_listed_as_expired_and_rejected() {
+    let sandbox = Sandbox::new("api-expired");
+    let server = Server::start(&sandbox);
+    let body = r#"{"tenant":"acme","environment":"live","name":"short","expires_in":"1s"}"#;
+    let r = server.admin_api("POST", "/api/v1/keys", TOKEN, body);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = r.json()["secret"].as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = server.admin_api("GET", "/api/v1/tenants/acme/keys", TOKEN, "");
+    assert_eq!(r.json()["keys"][0]["status"], "expired");
+    let r = server.public_get("/v1/whoami", &secret);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.code(), "api_key_expired");
 }

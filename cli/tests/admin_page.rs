@@ -484,3 +484,103 @@ async fn the_api_keys_page_in_a_real_browser() {
         assert!(!logs.contains(secret.as_str()), "a secret in the logs");
     }
 }
+
+/// `name=value` of the session cookie a sign-in response sets, with its attributes.
+fn sign_in(server: &Server, extra: &[(&str, &str)]) -> (String, String) {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    headers.extend_from_slice(extra);
+    let r = request(
+        server.admin,
+        "POST",
+        "/login",
+        &headers,
+        &format!("token={TOKEN}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location").as_deref(), Some("/keys"));
+    let set_cookie = r.header("set-cookie").expect("a session cookie");
+    let value = set_cookie
+        .strip_prefix("hapnd_admin_session=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (value, set_cookie)
+}
+
+#[test]
+fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
+    let sandbox = Sandbox::new("page-raw");
+    let server = Server::start(&sandbox);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+
+    let r = request(server.admin, "POST", "/login", &form, "token=wrong");
+    assert_eq!(r.status, 403);
+    assert!(r.header("set-cookie").is_none());
+    assert_page_headers(&r);
+
+    let (cookie, set_cookie) = sign_in(&server, &[]);
+    assert_eq!(cookie.len(), 64);
+    assert_eq!(
+        set_cookie,
+        format!("hapnd_admin_session={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600")
+    );
+    let (_, behind_tls) = sign_in(&server, &[("X-Forwarded-Proto", "https")]);
+    assert!(behind_tls.ends_with("; Secure"), "{behind_tls}");
+
+    // Revoke: the confirmation page, then the post, which needs the CSRF token.
+    let body = r#"{"tenant":"acme","environment":"live","name":"ci-pipeline"}"#;
+    let created = server.admin_api("POST", "/api/v1/keys", TOKEN, body).json();
+    let (key, id) = (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["key"]["id"].as_str().unwrap().to_owned(),
+    );
+    let session = format!("hapnd_admin_session={cookie}");
+    let confirm = request(
+        server.admin,
+        "GET",
+        &format!("/keys/{id}/revoke"),
+        &[("Cookie", &session)],
+        "",
+    );
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("no grace period"));
+    let csrf = hidden(&confirm.body, "csrf");
+    let revoke = format!("/keys/{id}/revoke");
+    let r = form_post(server.admin, &revoke, &cookie, "");
+    assert_eq!(r.status, 403);
+    assert_eq!(server.public_get("/v1/whoami", &key).status, 200);
+    let r = form_post(server.admin, &revoke, &cookie, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/keys?tenant=acme&revoked={id}"))
+    );
+    assert_eq!(
+        server.public_get("/v1/whoami", &key).code(),
+        "api_key_revoked"
+    );
+
+    // Sign-out needs the token too, and then the cookie opens nothing.
+    let keys = |cookie: &str| {
+        let session = format!("hapnd_admin_session={cookie}");
+        request(server.admin, "GET", "/keys", &[("Cookie", &session)], "").status
+    };
+    assert_eq!(form_post(server.admin, "/logout", &cookie, "").status, 403);
+    assert_eq!(keys(&cookie), 200);
+    let r = form_post(server.admin, "/logout", &cookie, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login"));
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(keys(&cookie), 303);
+    assert_eq!(keys("0000"), 303);
+
+    let r = request(server.admin, "GET", "/static/admin.css", &[], "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/css; charset=utf-8")
+    );
+    assert_page_headers(&r);
+}

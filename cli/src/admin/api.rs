@@ -341,3 +341,37 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_become_client_errors_or_a_503_never_a_500() {
+        let unavailable = StoreError::new(StoreErrorKind::Unavailable, "db down");
+        let response = ApiError::from(unavailable).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let timeout = StoreError::new(StoreErrorKind::Timeout, "slow");
+        assert_eq!(
+            ApiError::from(timeout).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let invalid = StoreError::new(StoreErrorKind::Invalid, "bad tenant");
+        let error = ApiError::from(invalid);
+        assert_eq!(
+            (error.status, error.code),
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        );
+        let missing = StoreError::new(StoreErrorKind::NotFound, "no key has id key_x");
+        assert_eq!(ApiError::from(missing).code, "key_not_found");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_required() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bEaReR  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+    }
+}

@@ -584,3 +584,32 @@ async fn js() -> impl IntoResponse {
         include_str!("../../static/copy.js"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_is_percent_encoded_in_redirects() {
+        assert_eq!(keys_url("acme", ""), "/keys?tenant=acme");
+        assert_eq!(
+            keys_url("a&b=c d/é", "&revoked=key_1"),
+            "/keys?tenant=a%26b%3Dc%20d%2F%C3%A9&revoked=key_1"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; hapnd_admin_session=abc; b=2"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xhapnd_admin_session=abc"),
+        );
+        assert_eq!(session_cookie(&headers), None);
+    }
+}

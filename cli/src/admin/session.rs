@@ -15,9 +15,15 @@ const MAX_FORMS: usize = 32;
 
 /// Sessions by the SHA-256 of their cookie: a lookup's timing says nothing about the
 /// cookie, and nothing here lets one be rebuilt.
-#[derive(Default)]
 pub(crate) struct Sessions {
     by_hash: Mutex<HashMap<[u8; 32], Session>>,
+    ttl: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::with_ttl(SESSION_TTL)
+    }
 }
 
 struct Session {
@@ -27,6 +33,14 @@ struct Session {
 }
 
 impl Sessions {
+    /// Sessions that end `ttl` after sign-in.
+    pub(crate) fn with_ttl(ttl: Duration) -> Self {
+        Sessions {
+            by_hash: Mutex::default(),
+            ttl,
+        }
+    }
+
     /// Starts a session; returns its cookie value.
     pub(crate) fn create(&self) -> String {
         let cookie = random_token();
@@ -37,7 +51,7 @@ impl Sessions {
             hash(&cookie),
             Session {
                 csrf: random_token(),
-                expires: now + SESSION_TTL,
+                expires: now + self.ttl,
                 forms: VecDeque::new(),
             },
         );
@@ -67,7 +81,9 @@ impl Sessions {
     /// (a reload of the page that showed the key) creates and shows nothing.
     pub(crate) fn issue_form(&self, cookie: &str) -> Option<String> {
         let mut sessions = self.lock();
-        let session = sessions.get_mut(&hash(cookie))?;
+        let session = sessions
+            .get_mut(&hash(cookie))
+            .filter(|s| s.expires > Instant::now())?;
         let id = random_token();
         if session.forms.len() >= MAX_FORMS {
             session.forms.pop_front();
@@ -79,7 +95,10 @@ impl Sessions {
     /// Uses up form id `form`: true the first time only.
     pub(crate) fn take_form(&self, cookie: &str, form: &str) -> bool {
         let mut sessions = self.lock();
-        let Some(session) = sessions.get_mut(&hash(cookie)) else {
+        let Some(session) = sessions
+            .get_mut(&hash(cookie))
+            .filter(|s| s.expires > Instant::now())
+        else {
             return false;
         };
         match session.forms.iter().position(|f| same(f, form)) {
@@ -133,5 +152,32 @@ mod tests {
         sessions.remove(&cookie);
         assert_eq!(sessions.csrf(&cookie), None);
         assert_eq!(sessions.issue_form(&cookie), None);
+    }
+
+    #[test]
+    fn a_session_ends_at_its_expiry() {
+        let sessions = Sessions::with_ttl(Duration::from_millis(50));
+        let cookie = sessions.create();
+        let form = sessions.issue_form(&cookie).unwrap();
+        assert!(sessions.csrf(&cookie).is_some());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!sessions.take_form(&cookie, &form));
+        assert_eq!(sessions.csrf(&cookie), None);
+        assert_eq!(sessions.issue_form(&cookie), None);
+    }
+
+    #[test]
+    fn only_the_last_forms_are_remembered() {
+        let sessions = Sessions::default();
+        let cookie = sessions.create();
+        let first = sessions.issue_form(&cookie).unwrap();
+        let rest: Vec<_> = (0..MAX_FORMS)
+            .map(|_| sessions.issue_form(&cookie).unwrap())
+            .collect();
+        assert!(
+            !sessions.take_form(&cookie, &first),
+            "the oldest is forgotten"
+        );
+        assert!(rest.iter().all(|f| sessions.take_form(&cookie, f)));
     }
 }
