@@ -562,6 +562,31 @@ fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
         "api_key_revoked"
     );
 
+    // A bad form is answered 400 with what was wrong, and writes nothing.
+    let page = request(
+        server.admin,
+        "GET",
+        "/keys?tenant=acme",
+        &[("Cookie", &session)],
+        "",
+    );
+    let form_id = hidden(&page.body, "form");
+    let r = form_post(
+        server.admin,
+        "/keys",
+        &cookie,
+        &format!("csrf={csrf}&form={form_id}&tenant=acme&name=&environment=prod"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("environment must be live or sandbox"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("id=\"secret\""));
+    let listed = server.admin_api("GET", "/api/v1/tenants/acme/keys", TOKEN, "");
+    assert_eq!(listed.json()["keys"].as_array().unwrap().len(), 1);
+
     // Sign-out needs the token too, and then the cookie opens nothing.
     let keys = |cookie: &str| {
         let session = format!("hapnd_admin_session={cookie}");

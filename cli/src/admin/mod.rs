@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod page;
 mod session;
+mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

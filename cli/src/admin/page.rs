@@ -8,10 +8,9 @@
 
 use std::time::SystemTime;
 
-use askama::Template;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use hapnd_auth::{KeyRecord, KeyStore, StoreError, StoreErrorKind};
@@ -22,7 +21,7 @@ use super::AdminState;
 use super::access::{Denied, client_ip};
 use super::api::{key_id, new_key};
 use super::session::{SESSION_TTL, same};
-use crate::time::rfc3339;
+use super::views::{CreatedPage, KeysPage, LoginPage, RevokePage, Row, message, render};
 
 const COOKIE_NAME: &str = "hapnd_admin_session";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -129,96 +128,6 @@ fn set_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> (HeaderName, St
             "{COOKIE_NAME}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
         ),
     )
-}
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage {
-    error: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "message.html")]
-struct MessagePage<'a> {
-    title: &'a str,
-    message: &'a str,
-    back: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "keys.html")]
-struct KeysPage {
-    csrf: String,
-    form: String,
-    tenant: String,
-    keys: Vec<Row>,
-    notice: Option<String>,
-    error: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "created.html")]
-struct CreatedPage {
-    csrf: String,
-    heading: &'static str,
-    secret: String,
-    tenant: String,
-    key: Row,
-    replaces: Option<Row>,
-}
-
-#[derive(Template)]
-#[template(path = "revoke.html")]
-struct RevokePage {
-    csrf: String,
-    tenant: String,
-    key: Row,
-}
-
-/// A key as the table shows it.
-struct Row {
-    id: String,
-    name: String,
-    environment: &'static str,
-    hint: String,
-    created: String,
-    last_used: String,
-    expires: String,
-    status: &'static str,
-}
-
-impl Row {
-    fn new(r: &KeyRecord, now: SystemTime) -> Self {
-        Row {
-            id: r.id.to_string(),
-            name: r.name.clone(),
-            environment: r.environment.as_str(),
-            hint: r.hint.clone(),
-            created: rfc3339(r.created_at),
-            last_used: r.last_used_at.map_or("never".into(), rfc3339),
-            expires: r.expires_at.map_or("never".into(), rfc3339),
-            status: r.status_at(now).as_str(),
-        }
-    }
-}
-
-fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "the API Keys page failed to render");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-fn message(status: StatusCode, title: &str, text: &str, back: &str) -> Response {
-    let page = MessagePage {
-        title,
-        message: text,
-        back,
-    };
-    render(status, &page)
 }
 
 fn disabled() -> Response {
