@@ -106,8 +106,8 @@ pub use service::ApiKeyService;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use store::ChangeFeed;
 pub use store::{
-    CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
-    StoreErrorKind, is_valid_key_name, is_valid_tenant,
+    CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,
+    StoreError, StoreErrorKind, is_valid_key_name, is_valid_tenant,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

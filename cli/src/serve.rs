@@ -12,7 +12,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::Database;
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, AdminToken};
 use crate::keys::store_error;
 use crate::store::AnyStore;
 
@@ -24,6 +24,10 @@ pub(crate) struct Args {
     /// The admin listener's address (`/healthz`); keep it off the public network.
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
+    /// A file holding the admin token for the admin API and the API Keys page (or set
+    /// HAPND_ADMIN_TOKEN); without one they are disabled.
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     db: Database,
     /// How often to check a SQLite database for revocations by other processes, in ms.
@@ -46,6 +50,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
+    let admin_token = AdminToken::load(args.admin_token_file.as_deref())?;
     let store = AnyStore::open(&args.db.url).await?;
     let auth = Authenticator::builder(store.clone())
         .ttl(Duration::from_secs(args.cache_ttl_secs))
@@ -59,6 +64,12 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
     bootstrap(&auth, &store, addr).await?;
+    if admin_token.is_none() {
+        println!(
+            "admin API and API Keys page disabled: no admin token (--admin-token-file or {})",
+            admin::TOKEN_ENV
+        );
+    }
     println!("listening on http://{addr}");
     println!("admin listening on http://{admin_addr}");
     tracing::info!(%addr, %admin_addr, database = store.kind(), "hapnd-auth gateway started");
@@ -72,14 +83,13 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let admin_state = AdminState {
-        auth: auth.clone(),
-        store,
-    };
+    let admin_state = AdminState::new(auth.clone(), store, admin_token);
     let public = axum::serve(listener, app(auth.clone()))
         .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let admin = axum::serve(admin_listener, admin::router(admin_state))
-        .with_graceful_shutdown(until_stopped(stopped));
+    // The peer address counts failed admin-token attempts per client.
+    let admin_app = admin::router(admin_state).into_make_service_with_connect_info::<SocketAddr>();
+    let admin =
+        axum::serve(admin_listener, admin_app).with_graceful_shutdown(until_stopped(stopped));
     tokio::try_join!(public.into_future(), admin.into_future())
         .map_err(|e| format!("server error: {e}"))?;
     drop(feed);

@@ -43,7 +43,7 @@ pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
-pub use record::{CreatedKey, KeyId, KeyRecord, LastUsed, NewKey};
+pub use record::{CreatedKey, KeyId, KeyRecord, KeyStatus, LastUsed, NewKey};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::ChangeFeed;
 #[cfg(feature = "sqlite")]

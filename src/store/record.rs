@@ -140,6 +140,61 @@ impl KeyRecord {
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+
+    /// Whether the key opens anything at `now`: what a key listing shows. A revoked key is
+    /// [`KeyStatus::Revoked`] even once its expiry has passed.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use hapnd_auth::{ApiKey, Environment, KeyRecord, KeyStatus, NewKey};
+    ///
+    /// let key = ApiKey::generate(Environment::Live);
+    /// let now = SystemTime::now();
+    /// let new = NewKey::new("acme", Environment::Live, "ci").expires_at(now + Duration::from_secs(60));
+    /// let mut record = KeyRecord::for_key(&key, new, now);
+    /// assert_eq!(record.status_at(now), KeyStatus::Active);
+    /// assert_eq!(record.status_at(now + Duration::from_secs(60)), KeyStatus::Expired);
+    /// record.revoked_at = Some(now);
+    /// assert_eq!(record.status_at(now).as_str(), "revoked");
+    /// ```
+    pub fn status_at(&self, now: SystemTime) -> KeyStatus {
+        if self.is_revoked() {
+            KeyStatus::Revoked
+        } else if self.is_expired_at(now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+/// Whether a key opens anything: see [`KeyRecord::status_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyStatus {
+    /// Neither revoked nor expired: requests with it are admitted.
+    Active,
+    /// Revoked: rejected with `api_key_revoked`.
+    Revoked,
+    /// Past its expiry: rejected with `api_key_expired`.
+    Expired,
+}
+
+impl KeyStatus {
+    /// `active`, `revoked` or `expired`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A request to create a key.

@@ -1,18 +1,33 @@
 //! The admin listener: operational routes kept off the public API (loopback by default).
 //!
-//! Routes for operators go here: `/healthz` today; metrics, the admin API and the API Keys
-//! page later, each added to [`router`].
+//! `/healthz`; the admin JSON API under `/api/v1` ([`api`]) and the API Keys page
+//! ([`page`]), both behind the admin token ([`access`]). Routes for operators go here,
+//! each added to [`router`].
 
+mod access;
+mod api;
+mod page;
+mod session;
+mod views;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header::AUTHORIZATION};
+use axum::http::{
+    StatusCode,
+    header::{AUTHORIZATION, COOKIE, SET_COOKIE},
+};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use hapnd_auth::{Authenticator, ChannelHealth, KeyHash, KeyStore};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::TraceLayer;
+
+pub(crate) use access::{AdminToken, TOKEN_ENV};
 
 use crate::store::AnyStore;
 
@@ -21,15 +36,35 @@ use crate::store::AnyStore;
 pub(crate) struct AdminState {
     pub(crate) auth: Authenticator,
     pub(crate) store: AnyStore,
+    access: Arc<access::Access>,
 }
 
-/// The admin listener's routes.
+impl AdminState {
+    /// The admin routes' state; without `token`, the admin API and page are disabled.
+    pub(crate) fn new(auth: Authenticator, store: AnyStore, token: Option<AdminToken>) -> Self {
+        AdminState {
+            auth,
+            store,
+            access: Arc::new(access::Access::new(token)),
+        }
+    }
+}
+
+/// The admin listener's routes. Serve them with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: failed admin-token attempts are
+/// counted per client address.
 pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(api::routes())
+        .merge(page::routes())
         .with_state(state)
         .layer(TraceLayer::new_for_http())
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
 }
 
 /// Store and invalidation-channel health; 503 when either is down.

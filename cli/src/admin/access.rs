@@ -1,0 +1,216 @@
+//! Who may use the admin API and page: the admin token, compared in constant time, and a
+//! per-client limit on failed attempts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::session::Sessions;
+
+/// The environment variable that may hold the admin token.
+pub(crate) const TOKEN_ENV: &str = "HAPND_ADMIN_TOKEN";
+/// The shortest admin token accepted, in characters.
+const MIN_TOKEN_LEN: usize = 32;
+/// Failed attempts a client may make within [`FAILURE_WINDOW`] before it is refused.
+pub(crate) const MAX_FAILURES: u32 = 5;
+/// The window over which failed attempts are counted.
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The admin token, the failed-attempt limiter and the page's sessions, shared by the
+/// admin routes.
+pub(crate) struct Access {
+    token: Option<AdminToken>,
+    limiter: FailureLimiter,
+    pub(crate) sessions: Sessions,
+}
+
+/// Why a request was not let in.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// No admin token is configured: the admin API and page are off.
+    Disabled,
+    /// Too many failed attempts from this client; retry after this long.
+    Throttled(Duration),
+    /// No token, or the wrong one.
+    Invalid,
+}
+
+impl Access {
+    pub(crate) fn new(token: Option<AdminToken>) -> Self {
+        Access {
+            token,
+            limiter: FailureLimiter::default(),
+            sessions: Sessions::default(),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Checks a presented admin token from `client`, counting a failure against it.
+    pub(crate) fn check(&self, client: IpAddr, presented: Option<&[u8]>) -> Result<(), Denied> {
+        let Some(token) = &self.token else {
+            return Err(Denied::Disabled);
+        };
+        if let Some(wait) = self.limiter.blocked(client) {
+            return Err(Denied::Throttled(wait));
+        }
+        match presented {
+            Some(presented) if token.matches(presented) => Ok(()),
+            _ => {
+                self.limiter.record_failure(client);
+                tracing::warn!(%client, "admin token rejected");
+                Err(Denied::Invalid)
+            }
+        }
+    }
+}
+
+/// The client's address, as the listener saw it (never a forwarded header). Without the
+/// connection info every client shares one count, which throttles too much, never too little.
+pub(crate) fn client_ip(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip())
+}
+
+/// The admin token's SHA-256: the token itself is not kept.
+pub(crate) struct AdminToken {
+    hash: [u8; 32],
+}
+
+impl AdminToken {
+    /// A token of at least 32 visible ASCII characters (surrounding whitespace, such as a
+    /// file's final newline, is ignored).
+    pub(crate) fn new(token: &str) -> Result<Self, String> {
+        let token = token.trim();
+        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "the admin token must be at least {MIN_TOKEN_LEN} visible ASCII characters \
+                 without spaces (try `openssl rand -hex 32`)"
+            ));
+        }
+        Ok(AdminToken {
+            hash: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Reads the token from `file`, or else from `HAPND_ADMIN_TOKEN`; `None` when neither
+    /// is given (the admin API and page are then disabled). Never from the command line,
+    /// where `ps` would show it.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Option<Self>, String> {
+        let from_env = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        match (file, from_env) {
+            (Some(_), Some(_)) => Err(format!(
+                "both --admin-token-file and {TOKEN_ENV} are set: give the admin token once"
+            )),
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read the admin token file {}: {e}", path.display())
+                })?;
+                Self::new(&text)
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+            (None, Some(token)) => Self::new(&token)
+                .map(Some)
+                .map_err(|e| format!("{TOKEN_ENV}: {e}")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Whether `presented` is the token. Hashes are compared, in constant time, so
+    /// neither the token's length nor its prefix leaks through timing.
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        presented.ct_eq(&self.hash).into()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// Counts failed token attempts per client address. After [`MAX_FAILURES`] within
+/// [`FAILURE_WINDOW`] (counted from the first), the client is refused, right token or not,
+/// until the window ends: a guesser learns nothing more.
+#[derive(Default)]
+pub(crate) struct FailureLimiter {
+    clients: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+struct Failures {
+    since: Instant,
+    count: u32,
+}
+
+impl FailureLimiter {
+    /// How long `client` must wait, if it is refused now.
+    pub(crate) fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = clients.get(&client)?;
+        let left = FAILURE_WINDOW.checked_sub(now.duration_since(failures.since))?;
+        (failures.count >= MAX_FAILURES && !left.is_zero()).then_some(left)
+    }
+
+    /// Counts one failed attempt by `client`.
+    pub(crate) fn record_failure(&self, client: IpAddr) {
+        let now = Instant::now();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget finished windows now and then, so the table holds only recent failures.
+        if clients.len() >= 1024 {
+            clients.retain(|_, f| now.duration_since(f.since) < FAILURE_WINDOW);
+        }
+        let failures = clients.entry(client).or_insert(Failures {
+            since: now,
+            count: 0,
+        });
+        if now.duration_since(failures.since) >= FAILURE_WINDOW {
+            *failures = Failures {
+                since: now,
+                count: 0,
+            };
+        }
+        failures.count += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_by_hash() {
+        let token = AdminToken::new("  0123456789abcdef0123456789abcdef\n").unwrap();
+        assert!(token.matches(b"0123456789abcdef0123456789abcdef"));
+        assert!(!token.matches(b"0123456789abcdef0123456789abcdeF"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+        assert!(AdminToken::new("short").is_err());
+        assert!(AdminToken::new("0123456789abcdef 0123456789abcdef").is_err());
+    }
+
+    #[test]
+    fn a_client_is_refused_after_the_allowed_failures_and_others_are_not() {
+        let limiter = FailureLimiter::default();
+        let (a, b) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        for _ in 0..MAX_FAILURES - 1 {
+            limiter.record_failure(a);
+        }
+        assert_eq!(limiter.blocked(a), None);
+        limiter.record_failure(a);
+        let wait = limiter.blocked(a).expect("blocked after MAX_FAILURES");
+        assert!(wait <= FAILURE_WINDOW && wait > FAILURE_WINDOW - Duration::from_secs(5));
+        assert_eq!(limiter.blocked(b), None);
+    }
+}

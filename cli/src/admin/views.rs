@@ -1,0 +1,100 @@
+//! The API Keys page's views: askama templates (`cli/templates/`) and what they show.
+
+use std::time::SystemTime;
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use hapnd_auth::KeyRecord;
+
+use crate::time::rfc3339;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(super) struct LoginPage {
+    pub(super) error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub(super) struct MessagePage<'a> {
+    pub(super) title: &'a str,
+    pub(super) message: &'a str,
+    pub(super) back: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+pub(super) struct KeysPage {
+    pub(super) csrf: String,
+    pub(super) form: String,
+    pub(super) tenant: String,
+    pub(super) keys: Vec<Row>,
+    pub(super) notice: Option<String>,
+    pub(super) error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "created.html")]
+pub(super) struct CreatedPage {
+    pub(super) csrf: String,
+    pub(super) heading: &'static str,
+    pub(super) secret: String,
+    pub(super) tenant: String,
+    pub(super) key: Row,
+    pub(super) replaces: Option<Row>,
+}
+
+#[derive(Template)]
+#[template(path = "revoke.html")]
+pub(super) struct RevokePage {
+    pub(super) csrf: String,
+    pub(super) tenant: String,
+    pub(super) key: Row,
+}
+
+/// A key as the table shows it.
+pub(super) struct Row {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) environment: &'static str,
+    pub(super) hint: String,
+    pub(super) created: String,
+    pub(super) last_used: String,
+    pub(super) expires: String,
+    pub(super) status: &'static str,
+}
+
+impl Row {
+    pub(super) fn new(r: &KeyRecord, now: SystemTime) -> Self {
+        Row {
+            id: r.id.to_string(),
+            name: r.name.clone(),
+            environment: r.environment.as_str(),
+            hint: r.hint.clone(),
+            created: rfc3339(r.created_at),
+            last_used: r.last_used_at.map_or("never".into(), rfc3339),
+            expires: r.expires_at.map_or("never".into(), rfc3339),
+            status: r.status_at(now).as_str(),
+        }
+    }
+}
+
+pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the API Keys page failed to render");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+pub(super) fn message(status: StatusCode, title: &str, text: &str, back: &str) -> Response {
+    let page = MessagePage {
+        title,
+        message: text,
+        back,
+    };
+    render(status, &page)
+}

@@ -1,0 +1,611 @@
+//! The API Keys page in a real browser: headless Chromium driven over WebDriver
+//! (`chromedriver`, Debian's `chromium-driver`), against the real binary.
+//!
+//! Without chromedriver the test fails when `CI` is set and is skipped otherwise.
+//! `HAPND_SCREENSHOT=docs/api-keys-page.png` saves a screenshot of the keys table.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Response, Sandbox, Server, TOKEN, request};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// chromedriver and the Chromium it starts, killed by PID when dropped.
+struct Browser {
+    driver: Child,
+    profile: PathBuf,
+    port: u16,
+}
+
+impl Browser {
+    fn start(sandbox: &Sandbox) -> Option<Browser> {
+        let found = Command::new("chromedriver")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromedriver is missing: .ci/run installs Debian's chromium and chromium-driver"
+            );
+            eprintln!("SKIPPED: chromedriver not found (apt-get install chromium chromium-driver)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let profile = sandbox.dir.join("chromium-profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let browser = Browser {
+            driver,
+            profile,
+            port,
+        };
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(browser)
+    }
+
+    /// A WebDriver session whose browser lets `origin` read the clipboard (to check the
+    /// copy button).
+    async fn connect(&self, origin: &str) -> Client {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            // CI runs as root, where Chromium's sandbox cannot start.
+            "--no-sandbox".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--window-size=1200,860".to_owned(),
+            format!("--user-data-dir={}", self.profile.display()),
+        ];
+        args.extend(
+            [
+                "--no-first-run",
+                "--disable-crash-reporter",
+                "--disable-breakpad",
+            ]
+            .map(String::from),
+        );
+        let clipboard = serde_json::json!({ format!("{origin},*"): { "setting": 1 } });
+        let mut options = serde_json::json!({
+            "args": args,
+            "prefs": { "profile.content_settings.exceptions.clipboard": clipboard },
+        });
+        if std::path::Path::new("/usr/bin/chromium").exists() {
+            options["binary"] = "/usr/bin/chromium".into();
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".to_owned(), options);
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session")
+    }
+
+    /// Chromium's PID, from the lock its profile holds (`host-PID`).
+    fn chromium_pid(&self) -> Option<String> {
+        let target = std::fs::read_link(self.profile.join("SingletonLock")).ok()?;
+        let pid = target.to_str()?.rsplit('-').next()?.to_owned();
+        pid.bytes().all(|b| b.is_ascii_digit()).then_some(pid)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // After a failed test the session may still be open: end the browser, then the driver.
+        if let Some(pid) = self.chromium_pid() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        // Asked to shut down, chromedriver reaps its browser before it exits.
+        // (Not `request`, which panics: this may run while a failed test unwinds.)
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.write_all(
+                b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.driver.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn path_of(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+async fn current_path(client: &Client) -> String {
+    path_of(&client.current_url().await.unwrap())
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn type_into(client: &Client, css: &str, value: &str) {
+    let field = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+fn assert_page_headers(r: &Response) {
+    assert_eq!(r.header("content-security-policy").as_deref(), Some(CSP));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+}
+
+/// The value of hidden input `name` in a page's HTML.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn form_post(admin: SocketAddr, path: &str, cookie: &str, body: &str) -> Response {
+    let cookie = format!("hapnd_admin_session={cookie}");
+    request(
+        admin,
+        "POST",
+        path,
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body,
+    )
+}
+
+#[tokio::test]
+async fn the_api_keys_page_in_a_real_browser() {
+    let sandbox = Sandbox::new("page");
+    let Some(browser) = Browser::start(&sandbox) else {
+        return;
+    };
+    let server = Server::start(&sandbox);
+    let admin = format!("http://{}", server.admin);
+    let client = browser.connect(&admin).await;
+
+    // Signed out, the page sends the browser to the sign-in form.
+    client.goto(&format!("{admin}/keys")).await.unwrap();
+    assert_eq!(current_path(&client).await, "/login");
+    assert_page_headers(&request(server.admin, "GET", "/login", &[], ""));
+
+    // A wrong token is refused; the right one signs in.
+    type_into(&client, "#token", "not-the-admin-token-0123456789abcdef").await;
+    click(&client, "form button[type=submit]").await;
+    assert!(
+        text(&client, ".error")
+            .await
+            .contains("not the admin token")
+    );
+    assert_eq!(current_path(&client).await, "/login");
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "form button[type=submit]").await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#tenant"))
+        .await
+        .unwrap();
+    assert_eq!(current_path(&client).await, "/keys");
+    let cookies = client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "hapnd_admin_session")
+        .expect("a session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+    assert_eq!(session.path(), Some("/"));
+    let cookie = session.value().to_owned();
+
+    // Pick a tenant, create `ci-pipeline` in the sandbox.
+    type_into(&client, "#tenant", "acme").await;
+    click(&client, "form.tenant button").await;
+    assert_eq!(current_path(&client).await, "/keys?tenant=acme");
+    type_into(&client, "#name", "ci-pipeline").await;
+    click(&client, "input[name=environment][value=sandbox]").await;
+    click(&client, "form.new-key button[type=submit]").await;
+
+    // The key, once, with the warning and a working copy button (script-src 'self').
+    let key = text(&client, "#secret").await;
+    assert!(key.starts_with("sk_test_") && key.len() == 46, "{key:?}");
+    assert!(
+        text(&client, ".warning")
+            .await
+            .contains("will not be shown again")
+    );
+    let copy = client.find(Locator::Css("#copy")).await.unwrap();
+    assert!(copy.is_displayed().await.unwrap(), "copy.js did not run");
+    copy.click().await.unwrap();
+    let copied = client
+        .find(Locator::Css("#copy"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(copied, "Copied");
+    let clipboard = client
+        .execute_async(
+            "const done = arguments[0]; navigator.clipboard.readText().then(done, e => done('denied: ' + e));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        clipboard.as_str(),
+        Some(key.as_str()),
+        "the clipboard holds the key"
+    );
+    let url = client.current_url().await.unwrap();
+    assert!(!url.as_str().contains(&key[8..]), "the key is in the URL");
+    assert_eq!(url.path(), "/keys");
+
+    // It opens the public listener at once.
+    let r = server.public_get("/v1/whoami", &key);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["key_name"], "ci-pipeline");
+
+    // Reload and back: the key is not shown again, and no second key was made.
+    // (Chromium submits the form again on reload: its one-time id makes that a no-op.)
+    client.refresh().await.unwrap();
+    let _ = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("body"))
+        .await;
+    assert!(!client.source().await.unwrap().contains(&key[8..]));
+    assert!(
+        client.find(Locator::Css("#secret")).await.is_err(),
+        "a key shown on reload"
+    );
+    client
+        .goto(&format!("{admin}/keys?tenant=acme"))
+        .await
+        .unwrap();
+    client.back().await.unwrap();
+    let _ = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("body"))
+        .await;
+    assert!(!client.source().await.unwrap().contains(&key[8..]));
+    client
+        .goto(&format!("{admin}/keys?tenant=acme"))
+        .await
+        .unwrap();
+    let rows = client.find_all(Locator::Css("tbody tr[id]")).await.unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "one key, however often the page was reloaded"
+    );
+    let row = rows[0].text().await.unwrap();
+    for shown in [
+        "ci-pipeline",
+        "sandbox",
+        &format!("sk_test_...{}", &key[42..]),
+        "never",
+        "active",
+    ] {
+        assert!(row.contains(shown), "{row:?} lacks {shown:?}");
+    }
+
+    // Rotate a second key: the replacement once, and the old key still works.
+    type_into(&client, "#name", "local-dev").await;
+    click(&client, "form.new-key button[type=submit]").await;
+    let local = text(&client, "#secret").await;
+    click(&client, "#done").await;
+    let local_id = client
+        .find(Locator::XPath("//tr[td[1]='local-dev']"))
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap()
+        .unwrap();
+    click(&client, &format!("tr[id='{local_id}'] form button")).await;
+    let replacement = text(&client, "#secret").await;
+    assert!(replacement.starts_with("sk_live_") && replacement != local);
+    let notice = text(&client, ".notice").await;
+    assert!(
+        notice.contains("keeps working") && notice.contains("revoke the old one"),
+        "{notice}"
+    );
+    assert_eq!(server.public_get("/v1/whoami", &local).status, 200);
+    assert_eq!(server.public_get("/v1/whoami", &replacement).status, 200);
+    click(&client, "#done").await;
+
+    // Security headers, and a form post without (or with a wrong) CSRF token is refused.
+    let keys_path = "/keys?tenant=acme";
+    let session_cookie = format!("hapnd_admin_session={cookie}");
+    let page = request(
+        server.admin,
+        "GET",
+        keys_path,
+        &[("Cookie", &session_cookie)],
+        "",
+    );
+    assert_eq!(page.status, 200);
+    assert_page_headers(&page);
+    assert!(!page.body.contains("<script"), "no script on the list page");
+    let (csrf, form) = (hidden(&page.body, "csrf"), hidden(&page.body, "form"));
+    for body in [
+        format!("form={form}&tenant=acme&name=billing-worker&environment=live"),
+        format!(
+            "csrf={}&form={form}&tenant=acme&name=billing-worker&environment=live",
+            "0".repeat(64)
+        ),
+    ] {
+        let r = form_post(server.admin, "/keys", &cookie, &body);
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert_page_headers(&r);
+    }
+    // The same post with the session's token goes through: the token made the difference.
+    let r = form_post(
+        server.admin,
+        "/keys",
+        &cookie,
+        &format!("csrf={csrf}&form={form}&tenant=acme&name=billing-worker&environment=live"),
+    );
+    assert_eq!(r.status, 200);
+    assert_page_headers(&r);
+    assert!(
+        r.body
+            .contains(r#"<script src="/static/copy.js" defer></script>"#)
+    );
+    let r = request(server.admin, "GET", "/static/copy.js", &[], "");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+
+    // Revoke ci-pipeline through the confirmation, which says there is no grace period.
+    client.goto(&format!("{admin}{keys_path}")).await.unwrap();
+    let ci_id = client
+        .find(Locator::XPath("//tr[td[1]='ci-pipeline']"))
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap()
+        .unwrap();
+    click(&client, &format!("tr[id='{ci_id}'] a.danger")).await;
+    assert!(text(&client, ".warning").await.contains("no grace period"));
+    assert_eq!(
+        server.public_get("/v1/whoami", &key).status,
+        200,
+        "not revoked before confirming"
+    );
+    click(&client, "#confirm-revoke").await;
+    let notice = text(&client, ".notice").await;
+    assert!(notice.contains("Revoked ci-pipeline"), "{notice}");
+    let status = text(&client, &format!("tr[id='{ci_id}'] .status")).await;
+    assert_eq!(status, "revoked");
+    let r = server.public_get("/v1/whoami", &key);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.code(), "api_key_revoked");
+
+    if let Some(path) = std::env::var_os("HAPND_SCREENSHOT") {
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
+    // Sign out: the page is closed, for the browser and for the old cookie.
+    click(&client, ".signout button").await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#token"))
+        .await
+        .unwrap();
+    assert_eq!(current_path(&client).await, "/login");
+    client.goto(&format!("{admin}{keys_path}")).await.unwrap();
+    assert_eq!(current_path(&client).await, "/login");
+    let r = request(
+        server.admin,
+        "GET",
+        keys_path,
+        &[("Cookie", &session_cookie)],
+        "",
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login"));
+
+    client.close().await.unwrap();
+    drop(server);
+    let logs = sandbox.logs();
+    for secret in [&key, &local, &replacement, &TOKEN.to_owned(), &cookie] {
+        assert!(!logs.contains(secret.as_str()), "a secret in the logs");
+    }
+}
+
+/// `name=value` of the session cookie a sign-in response sets, with its attributes.
+fn sign_in(server: &Server, extra: &[(&str, &str)]) -> (String, String) {
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    headers.extend_from_slice(extra);
+    let r = request(
+        server.admin,
+        "POST",
+        "/login",
+        &headers,
+        &format!("token={TOKEN}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location").as_deref(), Some("/keys"));
+    let set_cookie = r.header("set-cookie").expect("a session cookie");
+    let value = set_cookie
+        .strip_prefix("hapnd_admin_session=")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (value, set_cookie)
+}
+
+#[test]
+fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
+    let sandbox = Sandbox::new("page-raw");
+    let server = Server::start(&sandbox);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+
+    let r = request(server.admin, "POST", "/login", &form, "token=wrong");
+    assert_eq!(r.status, 403);
+    assert!(r.header("set-cookie").is_none());
+    assert_page_headers(&r);
+
+    let (cookie, set_cookie) = sign_in(&server, &[]);
+    assert_eq!(cookie.len(), 64);
+    assert_eq!(
+        set_cookie,
+        format!("hapnd_admin_session={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600")
+    );
+    let (_, behind_tls) = sign_in(&server, &[("X-Forwarded-Proto", "https")]);
+    assert!(behind_tls.ends_with("; Secure"), "{behind_tls}");
+
+    // Revoke: the confirmation page, then the post, which needs the CSRF token.
+    let body = r#"{"tenant":"acme","environment":"live","name":"ci-pipeline"}"#;
+    let created = server.admin_api("POST", "/api/v1/keys", TOKEN, body).json();
+    let (key, id) = (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["key"]["id"].as_str().unwrap().to_owned(),
+    );
+    let session = format!("hapnd_admin_session={cookie}");
+    let confirm = request(
+        server.admin,
+        "GET",
+        &format!("/keys/{id}/revoke"),
+        &[("Cookie", &session)],
+        "",
+    );
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("no grace period"));
+    let csrf = hidden(&confirm.body, "csrf");
+    let revoke = format!("/keys/{id}/revoke");
+    let r = form_post(server.admin, &revoke, &cookie, "");
+    assert_eq!(r.status, 403);
+    assert_eq!(server.public_get("/v1/whoami", &key).status, 200);
+    let r = form_post(server.admin, &revoke, &cookie, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/keys?tenant=acme&revoked={id}"))
+    );
+    assert_eq!(
+        server.public_get("/v1/whoami", &key).code(),
+        "api_key_revoked"
+    );
+
+    // A bad form is answered 400 with what was wrong, and writes nothing.
+    let page = request(
+        server.admin,
+        "GET",
+        "/keys?tenant=acme",
+        &[("Cookie", &session)],
+        "",
+    );
+    let form_id = hidden(&page.body, "form");
+    let r = form_post(
+        server.admin,
+        "/keys",
+        &cookie,
+        &format!("csrf={csrf}&form={form_id}&tenant=acme&name=&environment=prod"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("environment must be live or sandbox"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("id=\"secret\""));
+    let listed = server.admin_api("GET", "/api/v1/tenants/acme/keys", TOKEN, "");
+    assert_eq!(listed.json()["keys"].as_array().unwrap().len(), 1);
+
+    // Sign-out needs the token too, and then the cookie opens nothing.
+    let keys = |cookie: &str| {
+        let session = format!("hapnd_admin_session={cookie}");
+        request(server.admin, "GET", "/keys", &[("Cookie", &session)], "").status
+    };
+    assert_eq!(form_post(server.admin, "/logout", &cookie, "").status, 403);
+    assert_eq!(keys(&cookie), 200);
+    let r = form_post(server.admin, "/logout", &cookie, &format!("csrf={csrf}"));
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/login"));
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(keys(&cookie), 303);
+    assert_eq!(keys("0000"), 303);
+
+    let r = request(server.admin, "GET", "/static/admin.css", &[], "");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/css; charset=utf-8")
+    );
+    assert_page_headers(&r);
+}
