@@ -90,6 +90,7 @@ pub use service::ApiKeyService;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use store::ChangeFeed;
+pub use store::ListPage;
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore, NewKey, StoreError,
     StoreErrorKind,

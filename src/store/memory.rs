@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::key::KeyHash;
 
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError, StoreErrorKind};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError, StoreErrorKind};
 
 /// Keys held in memory. Cheap to clone: clones share the same keys.
 #[derive(Clone, Default)]
@@ -73,6 +73,12 @@ impl KeyStore for MemoryKeyStore {
             .get(id)
             .and_then(|h| state.by_hash.get(h))
             .cloned())
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut keys: Vec<KeyRecord> = self.read().by_hash.values().cloned().collect();
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(page.filter(keys))
     }
 
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {

@@ -13,7 +13,7 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel revocations travel on.
 pub const NOTIFY_CHANNEL: &str = "hapnd_auth_keys";
@@ -333,6 +333,28 @@ impl KeyStore for PostgresKeyStore {
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let query = sqlx::query(select!("WHERE tenant = $1 ORDER BY created_at, id"))
             .bind(tenant.to_owned());
+        let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        let (after_at, after_id) = page
+            .after
+            .as_ref()
+            .map(|(at, id)| (to_millis(*at), id.as_str().to_owned()))
+            .unzip();
+        let query = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM hapnd_api_keys WHERE ($1::text IS NULL OR tenant = $1) \
+             AND ($2::int8 IS NULL OR (created_at, id) > (",
+            ts!(2),
+            ", $3)) ORDER BY created_at, id LIMIT $4"
+        ))
+        .bind(page.tenant.clone())
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(page.limit));
         let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
         rows.iter().map(decode).collect()
     }

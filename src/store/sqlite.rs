@@ -16,7 +16,7 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -238,6 +238,32 @@ impl KeyStore for SqliteKeyStore {
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let query = sqlx::query(select!("WHERE tenant = ?1 ORDER BY created_at, id"))
             .bind(tenant.to_owned());
+        let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        let (after_at, after_id) = page
+            .after
+            .as_ref()
+            .map(|(at, id)| (to_millis(*at), id.as_str().to_owned()))
+            .unzip();
+        let query = match &page.tenant {
+            Some(tenant) => sqlx::query(select!(
+                "WHERE tenant = ?1 AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
+                 ORDER BY created_at, id LIMIT ?4"
+            ))
+            .bind(tenant.clone()),
+            None => sqlx::query(select!(
+                "WHERE ?1 IS NULL AND (?2 IS NULL OR (created_at, id) > (?2, ?3)) \
+                 ORDER BY created_at, id LIMIT ?4"
+            ))
+            .bind(None::<String>),
+        };
+        let query = query
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(page.limit));
         let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
         rows.iter().map(decode).collect()
     }
