@@ -622,7 +622,6 @@ fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
 
 // ---- the command that guards its users (issue #9) ----
 
-#[allow(dead_code)] // used by the login tests below
 fn run_in(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = sandbox.command();
     c.args(args);
@@ -1123,4 +1122,393 @@ fn revoke_asks_in_a_terminal_and_says_when_a_key_was_already_revoked() {
     let out = sandbox.run(&["keys", "revoke", &third]);
     assert!(out.status.success());
     assert!(!stderr(&out).contains("[y/N]"));
+}
+
+/// A stand-in gateway on a free loopback port: each connection's request head is read,
+/// its first bytes are kept in `seen`, then `answer` writes whatever it likes.
+fn fake_gateway(
+    answer: impl Fn(&mut TcpStream) + Send + Sync + 'static,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            *record.lock().unwrap() = head.clone();
+            if head.ends_with(b"\r\n\r\n") {
+                answer(&mut stream);
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn answer_json(stream: &mut TcpStream, status: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[test]
+fn login_checks_the_key_with_the_gateway_and_guards_the_user() {
+    let sandbox = Sandbox::new("login2");
+    let server = Server::start(&sandbox, &[]);
+    let url = format!("http://{}", server.addr);
+    let config = sandbox.home().join(".hapnd/config.json");
+
+    // A key the gateway does not know: refused with exit 4, nothing saved.
+    let stranger = server_key(&sandbox);
+    let out = sandbox.run(&["login", "--url", &url, &stranger]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid_api_key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing saved"), "{}", stderr(&out));
+    assert!(!config.exists());
+    // No gateway there: the cause, a hint, and nothing saved.
+    let out = sandbox.run(&["login", "--url", "http://127.0.0.1:1", &stranger]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--no-verify"), "{}", stderr(&out));
+    assert!(!config.exists());
+    // --no-verify saves without asking.
+    let out = sandbox.run(&[
+        "login",
+        "--no-verify",
+        "--url",
+        "http://127.0.0.1:1",
+        &stranger,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&stranger)
+    );
+
+    // A pasted "Bearer " prefix is stripped; the gateway's answer is shown.
+    let pasted = format!("Bearer {}", server.demo_key);
+    let out = sandbox.run(&["login", "--url", &url, &pasted]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tenant demo"), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&server.demo_key)
+    );
+
+    // HAPND_API_KEY set: the user is told it wins over the file.
+    let out = run_in(
+        &sandbox,
+        &["login", "--url", &url, &server.demo_key],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: HAPND_API_KEY is set"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Empty standard input says so.
+    let out = sandbox.run(&["login", "--no-verify"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stdin was empty"), "{}", stderr(&out));
+
+    // status: which key, from where.
+    let hint = format!(
+        "sk_test_...{}",
+        &server.demo_key[server.demo_key.len() - 4..]
+    );
+    let out = sandbox.run(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&hint), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&config.display().to_string()),
+        "{}",
+        stdout(&out)
+    );
+    let out = run_in(
+        &sandbox,
+        &["status", "--json"],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    let status = json_of(&out);
+    assert_eq!(status["source"], "environment");
+    assert_eq!(status["environment"], "live");
+    assert!(
+        !stdout(&out).contains(&stranger[8..40]),
+        "the key itself is not shown"
+    );
+
+    // --config everywhere login takes it.
+    let other = sandbox.dir.join("elsewhere.json");
+    let other_s = other.to_str().unwrap();
+    let out = sandbox.run(&[
+        "login",
+        "--config",
+        other_s,
+        "--url",
+        &url,
+        &server.demo_key,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sandbox.run(&["status", "--json", "--config", other_s]);
+    assert_eq!(json_of(&out)["path"], other_s);
+    let out = sandbox.run(&["whoami", "--config", other_s, "--url", &url]);
+    assert!(stdout(&out).contains("tenant: demo"), "{}", stdout(&out));
+    let out = sandbox.run(&["logout", "--config", other_s]);
+    assert!(out.status.success());
+    assert!(!other.exists());
+
+    // logout, then nothing is in use.
+    let out = sandbox.run(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!config.exists());
+    let out = sandbox.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("hapnd-auth login"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn login_in_a_terminal_does_not_echo_the_key() {
+    let sandbox = Sandbox::new("hidden");
+    let key = server_key(&sandbox);
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} login --no-verify"), "/dev/null"])
+        .env("HOME", sandbox.home())
+        .env_remove("HAPND_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // Typed after the prompt, as a person would.
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(input, "{key}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("not shown"), "no prompt: {screen}");
+    assert!(
+        !screen.contains(&key[8..40]),
+        "the key was echoed: {screen}"
+    );
+    let saved = std::fs::read_to_string(sandbox.home().join(".hapnd/config.json")).unwrap();
+    assert!(saved.contains(&key));
+}
+
+#[test]
+fn whoami_prints_parsed_fields_and_fails_clearly() {
+    let sandbox = Sandbox::new("whoami");
+    let server = Server::start(&sandbox, &[]);
+    let env = [("HAPND_API_KEY", server.demo_key.as_str())];
+    // Readable by default, the JSON with --json, and a URL without a scheme.
+    let bare = server.addr.to_string();
+    let out = run_in(&sandbox, &["whoami", "--url", &bare], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("tenant: demo\nenvironment: sandbox\nkey_id: key_"),
+        "{text}"
+    );
+    let who = json_of(&run_in(
+        &sandbox,
+        &["whoami", "--json", "--url", &bare],
+        &env,
+    ));
+    assert_eq!(who["tenant"], "demo");
+    assert_eq!(who["key_name"], "demo");
+
+    // Refused key: exit code 4, with the gateway's reason.
+    let stranger = server_key(&sandbox);
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--url", &bare],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid_api_key"), "{}", stderr(&out));
+
+    // Nothing listening: the cause and where to look.
+    let out = run_in(&sandbox, &["whoami", "--url", "http://127.0.0.1:1"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(
+        err.contains("hapnd-auth serve") && err.contains("HAPND_URL"),
+        "{err}"
+    );
+
+    // https:// speaks TLS (the stand-in sees a ClientHello, record type 0x16).
+    let (addr, seen) = fake_gateway(|_| {});
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--url", &format!("https://{addr}")],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        seen.lock().unwrap().first(),
+        Some(&0x16),
+        "no TLS handshake"
+    );
+    assert!(!stderr(&out).contains("scheme"), "{}", stderr(&out));
+
+    // Control characters in the answer are escaped, never sent to the terminal.
+    let (addr, _) = fake_gateway(|s| {
+        answer_json(
+            s,
+            "200 OK",
+            r#"{"tenant":"evil\u001b[2J\r\nkey_id: forged","environment":"live","key_id":"key_x","key_name":"n\u0007"}"#,
+        )
+    });
+    let out = run_in(&sandbox, &["whoami", "--url", &addr.to_string()], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("tenant: evil\\u{1b}[2J\\u{d}\\u{a}key_id: forged"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn whoami_bounds_the_whole_exchange_and_the_body() {
+    let sandbox = Sandbox::new("bounds");
+    let env = [("HAPND_API_KEY", "")];
+    let key = server_key(&sandbox);
+    let env = [(env[0].0, key.as_str())];
+    // Headers at once, then a body that never ends.
+    let (addr, _) = fake_gateway(|s| {
+        let _ = write!(s, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..200 {
+            if write!(s, "1\r\n{{\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let started = Instant::now();
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--timeout", "1s", "--url", &addr.to_string()],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("did not answer within"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A body far larger than any whoami answer is cut off, not loaded.
+    let (addr, _) = fake_gateway(|s| {
+        let size = 50 * 1024 * 1024;
+        let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = run_in(&sandbox, &["whoami", "--url", &addr.to_string()], &env);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("length limit"), "{}", stderr(&out));
+}
+
+#[test]
+fn names_and_tenants_from_the_database_are_escaped_when_printed() {
+    let sandbox = Sandbox::new("escape");
+    let (_, id) = create_key(&sandbox, "live", "plain");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = hapnd_auth::SqliteKeyStore::connect(&sandbox.db())
+            .await
+            .unwrap();
+        // What anyone with SQL access can write, past the command's validation.
+        sqlx::query(
+            "UPDATE hapnd_api_keys SET name = 'evil' || char(27) || '[2J' || char(13) || \
+             char(10) || 'key_forged  x  live  active', tenant = 'acme' || char(7) WHERE id = ?1",
+        )
+        .bind(&id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    });
+    let out = sandbox.run(&["keys", "list", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for bad in ['\x1b', '\r', '\x07'] {
+        assert!(!text.contains(bad), "{text:?}");
+    }
+    assert_eq!(text.lines().count(), 2, "a forged row: {text}");
+    assert!(
+        text.contains("evil\\u{1b}[2J\\u{d}\\u{a}key_forged"),
+        "{text}"
+    );
+    assert!(text.contains("acme\\u{7}"), "{text}");
+
+    let out = sandbox.run(&["keys", "revoke", "--yes", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\x1b') && !err.contains('\r') && !err.contains('\x07'),
+        "{err:?}"
+    );
+    assert!(err.contains("evil\\u{1b}"), "{err}");
+}
+
+#[test]
+fn help_describes_the_command_and_completions_are_generated() {
+    let sandbox = Sandbox::new("help");
+    let help = stdout(&sandbox.run(&["--help"]));
+    assert!(help.contains("gateway"), "{help}");
+    assert!(
+        !help.contains("tower") && !help.contains("middleware"),
+        "{help}"
+    );
+    let help = stdout(&sandbox.run(&["keys", "create", "--help"]));
+    assert!(help.contains("`live`, or `sandbox`"), "{help}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sandbox.run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("hapnd-auth"), "{shell}");
+        for word in ["rotate", "revoke", "whoami", "logout"] {
+            assert!(script.contains(word), "{shell} completes no {word}");
+        }
+    }
+    assert!(!sandbox.run(&["completions", "tcsh"]).status.success());
 }
