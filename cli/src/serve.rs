@@ -10,6 +10,9 @@ use axum::{Extension, Json, Router};
 use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, NewKey, Principal};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Database;
 use crate::admin::{self, AdminState};
@@ -44,10 +47,22 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         })?,
         Err(_) => tracing::Level::INFO,
     };
+    // PostgreSQL's notices ("relation already exists, skipping" on every start) are chatter
+    // for operators: shown only when debugging.
+    let notices = if level >= tracing::Level::DEBUG {
+        LevelFilter::from_level(level)
+    } else {
+        LevelFilter::OFF
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("sqlx::postgres::notice", notices);
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
     let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
     eprintln!("database: {described}");

@@ -1512,3 +1512,41 @@ fn help_describes_the_command_and_completions_are_generated() {
     }
     assert!(!sandbox.run(&["completions", "tcsh"]).status.success());
 }
+
+#[test]
+fn postgres_notices_are_logged_at_debug_only() {
+    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
+        eprintln!(
+            "SKIPPED: HAPND_TEST_DATABASE_URL not set; the PostgreSQL notice test did not run"
+        );
+        return;
+    };
+    let sandbox = Sandbox::new("notices");
+    // The schema exists after the first start, so each start's CREATE TABLE IF NOT EXISTS
+    // draws a NOTICE from the server.
+    let logs = |level: &str| {
+        let mut child = sandbox
+            .command()
+            .args(["serve", "--db", &url, "--no-demo-key"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("HAPND_LOG", level)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("admin listening") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        stderr(&child.wait_with_output().unwrap())
+    };
+    logs("info");
+    let info = logs("info");
+    assert!(!info.contains("already exists, skipping"), "{info}");
+    assert!(info.contains("database: PostgreSQL"), "{info}");
+    let debug = logs("debug");
+    assert!(debug.contains("already exists, skipping"), "{debug}");
+}
