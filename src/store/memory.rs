@@ -76,8 +76,7 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut keys: Vec<KeyRecord> = self.read().by_hash.values().cloned().collect();
-        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let keys: Vec<KeyRecord> = self.read().by_hash.values().cloned().collect();
         Ok(page.filter(keys))
     }
 

@@ -71,11 +71,12 @@ pub trait KeyStore: Send + Sync + 'static {
     fn list(&self, tenant: &str)
     -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
 
-    /// One page of a listing, oldest first (by creation time, then id): the keys of
-    /// `page.tenant` (of every tenant when it is `None`) that come after `page.after`, at
-    /// most `page.limit` of them. Durable stores answer it with one bounded query, so a
-    /// listing of any size, or an "is there any key" check (`limit` 1), never loads a
-    /// whole tenant.
+    /// One page of a listing: the keys of `page.tenant` (of every tenant when it is
+    /// `None`) that come after `page.after`, at most `page.limit` of them, ordered by
+    /// tenant, then creation time, then id (a tenant's keys oldest first, as in
+    /// [`list`](KeyStore::list)). Durable stores answer each page with one bounded query
+    /// that walks their `(tenant, created_at)` index, so a listing of any size, or an "is
+    /// there any key" check (`limit` 1), never loads a whole tenant.
     ///
     /// The default filters [`list`](KeyStore::list), and cannot list every tenant: it
     /// answers [`StoreErrorKind::Invalid`] for `tenant: None`.
@@ -154,9 +155,9 @@ pub trait KeyStore: Send + Sync + 'static {
 pub struct ListPage {
     /// Only this tenant's keys, or every tenant's.
     pub tenant: Option<String>,
-    /// Only keys after this one in the listing's order: its creation time and id (the last
-    /// record of the previous page).
-    pub after: Option<(SystemTime, KeyId)>,
+    /// Only keys after this one in the listing's order: its tenant, creation time and id
+    /// (those of the last record of the previous page).
+    pub after: Option<(String, SystemTime, KeyId)>,
     /// At most this many keys.
     pub limit: u32,
 }
@@ -173,17 +174,19 @@ impl ListPage {
 
     /// The page that follows the one ending with `last`.
     pub fn after(mut self, last: &KeyRecord) -> Self {
-        self.after = Some((last.created_at, last.id.clone()));
+        self.after = Some((last.tenant.clone(), last.created_at, last.id.clone()));
         self
     }
 
-    /// Keeps the keys of `sorted` (oldest first) that belong on this page.
-    pub(crate) fn filter(&self, sorted: Vec<KeyRecord>) -> Vec<KeyRecord> {
-        sorted
-            .into_iter()
+    /// Keeps the keys of `keys` that belong on this page, in the listing's order.
+    pub(crate) fn filter(&self, mut keys: Vec<KeyRecord>) -> Vec<KeyRecord> {
+        keys.sort_by(|a, b| {
+            (&a.tenant, a.created_at, &a.id).cmp(&(&b.tenant, b.created_at, &b.id))
+        });
+        keys.into_iter()
             .filter(|r| self.tenant.as_deref().is_none_or(|t| r.tenant == t))
             .filter(|r| match &self.after {
-                Some((at, id)) => (r.created_at, &r.id) > (*at, id),
+                Some((tenant, at, id)) => (&r.tenant, r.created_at, &r.id) > (tenant, *at, id),
                 None => true,
             })
             .take(self.limit as usize)

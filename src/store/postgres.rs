@@ -338,23 +338,40 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
-        let (after_at, after_id) = page
-            .after
-            .as_ref()
-            .map(|(at, id)| (to_millis(*at), id.as_str().to_owned()))
-            .unzip();
-        let query = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM hapnd_api_keys WHERE ($1::text IS NULL OR tenant = $1) \
-             AND ($2::int8 IS NULL OR (created_at, id) > (",
-            ts!(2),
-            ", $3)) ORDER BY created_at, id LIMIT $4"
-        ))
-        .bind(page.tenant.clone())
-        .bind(after_at)
-        .bind(after_id)
-        .bind(i64::from(page.limit));
+        // One statement per shape, so each can walk the (tenant, created_at) index.
+        let limit = i64::from(page.limit);
+        let query = match (&page.tenant, &page.after) {
+            (Some(tenant), None) => sqlx::query(select!(
+                "WHERE tenant = $1 ORDER BY created_at, id LIMIT $2"
+            ))
+            .bind(tenant.clone())
+            .bind(limit),
+            (Some(tenant), Some((_, at, id))) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM hapnd_api_keys WHERE tenant = $1 AND (created_at, id) > (",
+                ts!(2),
+                ", $3) ORDER BY created_at, id LIMIT $4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+            (None, None) => {
+                sqlx::query(select!("ORDER BY tenant, created_at, id LIMIT $1")).bind(limit)
+            }
+            (None, Some((tenant, at, id))) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM hapnd_api_keys WHERE (tenant, created_at, id) > ($1, ",
+                ts!(2),
+                ", $3) ORDER BY tenant, created_at, id LIMIT $4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+        };
         let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
         rows.iter().map(decode).collect()
     }

@@ -407,7 +407,7 @@ pub async fn list_page_walks_a_tenant_and_every_tenant<F: Fixture>(f: &F) {
     assert_eq!(sorted, expected);
     assert!(walk(store, Some(&unique("nobody")), 2).await.is_empty());
 
-    // Every tenant: both tenants' keys, each once, in (created, id) order.
+    // Every tenant: both tenants' keys, each once, by tenant, then (created, id).
     match store.list_page(&hapnd_auth::ListPage::new(None, 1)).await {
         Ok(first) => assert_eq!(first.len(), 1, "limit 1 is one key"),
         Err(e) => {
@@ -416,7 +416,10 @@ pub async fn list_page_walks_a_tenant_and_every_tenant<F: Fixture>(f: &F) {
         }
     }
     let all = walk(store, None, 3).await;
-    let order: Vec<_> = all.iter().map(|r| (r.created_at, r.id.clone())).collect();
+    let order: Vec<_> = all
+        .iter()
+        .map(|r| (r.tenant.clone(), r.created_at, r.id.clone()))
+        .collect();
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "out of order or repeated"
