@@ -211,10 +211,22 @@ fn base_url(url: &str) -> String {
     }
 }
 
+/// `url` without a `user:password@` part, for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// `GET /v1/whoami` with `key`: the parsed identity, or why not.
 async fn call_whoami(gateway: &Gateway, key: &ApiKey) -> Result<serde_json::Value, Exit> {
     let base = base_url(&gateway.url);
-    let shown = esc(&base);
+    let shown = esc(&without_userinfo(&base));
     let uri: http::Uri = format!("{base}/v1/whoami")
         .parse()
         .map_err(|e| format!("invalid gateway URL {shown}: {e}"))?;
@@ -291,4 +303,20 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{base_url, without_userinfo};
+
+    #[test]
+    fn urls_get_a_scheme_and_lose_their_password_in_messages() {
+        assert_eq!(base_url("localhost:8080/"), "http://localhost:8080");
+        assert_eq!(base_url("https://gw.example"), "https://gw.example");
+        assert_eq!(
+            without_userinfo("https://u:s3cret@gw.example:8443/x@y"),
+            "https://gw.example:8443/x@y"
+        );
+        assert_eq!(without_userinfo("http://127.0.0.1:1"), "http://127.0.0.1:1");
+    }
 }

@@ -126,15 +126,6 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    if let Command::Completions { shell } = cli.command {
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "hapnd-auth", &mut script);
-        output::write_stdout(format_args!(
-            "{}",
-            String::from_utf8_lossy(&script).trim_end()
-        ));
-        return ExitCode::SUCCESS;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,7 +150,15 @@ fn main() -> ExitCode {
                 gateway,
                 config,
             } => client::whoami(gateway, config, json).await,
-            Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+            Command::Completions { shell } => {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "hapnd-auth", &mut script);
+                output::write_stdout(format_args!(
+                    "{}",
+                    String::from_utf8_lossy(&script).trim_end()
+                ));
+                Ok(())
+            }
         }
     });
     match result {
