@@ -1310,12 +1310,26 @@ fn login_in_a_terminal_does_not_echo_the_key() {
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    // Typed after the prompt, as a person would.
-    std::thread::sleep(Duration::from_millis(300));
-    writeln!(input, "{key}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let screen = stdout(&out);
-    assert!(out.status.success(), "{screen}");
+    let mut screen_out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut typed = false;
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = screen_out.read(&mut buf) {
+            screen.extend_from_slice(&buf[..n]);
+            // Typed after the prompt is up, as a person would: rpassword turns echo off
+            // just after printing it, so not within the same microsecond.
+            if !typed && String::from_utf8_lossy(&screen).contains("not shown") {
+                std::thread::sleep(Duration::from_millis(200));
+                writeln!(input, "{key}").unwrap();
+                typed = true;
+            }
+        }
+        (String::from_utf8_lossy(&screen).into_owned(), key)
+    });
+    let status = child.wait().unwrap();
+    let (screen, key) = reader.join().unwrap();
+    assert!(status.success(), "{screen}");
     assert!(screen.contains("not shown"), "no prompt: {screen}");
     assert!(
         !screen.contains(&key[8..40]),
