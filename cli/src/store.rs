@@ -102,11 +102,21 @@ impl AnyStore {
         let target = Target::parse(url)?;
         let described = target.describe();
         let store = match target {
-            Target::Postgres(options) => PostgresKeyStore::builder()
-                .connect_with(options)
-                .await
-                .map(AnyStore::Postgres)
-                .map_err(|e| format!("cannot open {described}: {}", explain(&e)))?,
+            Target::Postgres(options) => {
+                let probe = (options.get_socket().is_none())
+                    .then(|| (options.get_host().to_owned(), options.get_port()));
+                match PostgresKeyStore::builder().connect_with(options).await {
+                    Ok(store) => AnyStore::Postgres(store),
+                    Err(e) => {
+                        let why = match probe {
+                            Some(at) => unreachable_reason(&at).await,
+                            None => None,
+                        };
+                        let why = why.unwrap_or_else(|| explain(&e));
+                        return Err(format!("cannot open {described}: {why}"));
+                    }
+                }
+            }
             Target::Sqlite { options, path } => {
                 prepare_sqlite(&path, create)?;
                 let store = SqliteKeyStore::builder()
@@ -139,6 +149,18 @@ impl AnyStore {
     /// Whether the database holds no key at all: one `LIMIT 1` query.
     pub(crate) async fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.list_page(&ListPage::new(None, 1)).await?.is_empty())
+    }
+}
+
+/// Why `host:port` cannot be reached, if it cannot: sqlx retries a refused connection until
+/// its timeout, and then says only that it timed out.
+async fn unreachable_reason((host, port): &(String, u16)) -> Option<String> {
+    let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
+    match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        Ok(Ok(_)) | Err(_) => None,
+        Ok(Err(e)) => Some(format!(
+            "cannot connect to {host}:{port}: {e}: is PostgreSQL running there?"
+        )),
     }
 }
 

@@ -557,6 +557,11 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     ]);
     assert!(!out.status.success());
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1:1: Connection refused"),
+        "{}",
+        stderr(&out)
+    );
 
     let server = Server::start(&sandbox, &[]);
     let out = sandbox.run(&["serve", "--listen", &server.addr.to_string()]);
