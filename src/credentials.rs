@@ -1,7 +1,10 @@
 //! Where client tools find their API key: `HAPND_API_KEY`, else `~/.hapnd/config.json`.
 //!
 //! The file is written atomically with mode 0600 in a 0700 directory; a file found with
-//! looser permissions is tightened when it is read or written. A key whose prefix is
+//! looser permissions is tightened when it is read or written (through the open file, never
+//! by path), and so is a looser `~/.hapnd`. The file is opened without following a symbolic
+//! link, and refused unless it is a regular file owned by the user running the command: a
+//! file planted by someone else, or a link to another file, is never read nor changed. A key whose prefix is
 //! neither `sk_live_` nor `sk_test_` (or whose checksum is wrong) is refused on save and
 //! on load.
 //!
@@ -68,6 +71,14 @@ pub enum CredentialsError {
     Malformed(PathBuf),
     /// Reading or writing the config file failed.
     Io(PathBuf, std::io::Error),
+    /// The config file is not safe to use: a symbolic link, not a regular file, or owned
+    /// by another user. It was neither read nor changed.
+    Insecure {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for CredentialsError {
@@ -94,6 +105,11 @@ impl fmt::Display for CredentialsError {
                 path.display()
             ),
             CredentialsError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            CredentialsError::Insecure { path, reason } => write!(
+                f,
+                "refusing the key file {}: {reason}; remove it and run `hapnd-auth login`",
+                path.display()
+            ),
         }
     }
 }
@@ -139,14 +155,7 @@ pub fn resolve(from_env: Option<&str>, path: &Path) -> Result<Credentials, Crede
             source: Source::Environment,
         });
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CredentialsError::NotFound(path.to_owned()));
-        }
-        Err(e) => return Err(CredentialsError::Io(path.to_owned(), e)),
-    };
-    tighten(path)?;
+    let text = read_private(path)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|_| CredentialsError::Malformed(path.to_owned()))?;
     let key = value["api_key"]
@@ -183,8 +192,91 @@ pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)?;
-    tighten(path)
+    // The file was created 0600 and renamed over any older one: nothing to tighten.
+    result.map_err(io)
+}
+
+/// Reads the key file: never through a symbolic link, only a regular file of ours, whose
+/// permissions (and those of `~/.hapnd`) are tightened if anyone else could read it.
+#[cfg(unix)]
+fn read_private(path: &Path) -> Result<String, CredentialsError> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let io = |e| CredentialsError::Io(path.to_owned(), e);
+    let insecure = |reason: String| CredentialsError::Insecure {
+        path: path.to_owned(),
+        reason,
+    };
+    // O_NONBLOCK: a FIFO planted there must not hang the open; it is refused below.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CredentialsError::NotFound(path.to_owned()));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(insecure("it is a symbolic link".to_owned()));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    // Checked on the open file, not the path: what we read is what we checked.
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(insecure("it is not a regular file".to_owned()));
+    }
+    let me = effective_uid();
+    if meta.uid() != me {
+        return Err(insecure(format!(
+            "it belongs to user {}, not to you (user {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+        tracing::warn!(path = %path.display(), "tightened the API key file's permissions to 0600");
+    }
+    tighten_own_dir(path, me).map_err(io)?;
+    let mut text = String::new();
+    // A key file is a few dozen bytes; a huge one is not ours to load.
+    file.take(64 * 1024).read_to_string(&mut text).map_err(io)?;
+    Ok(text)
+}
+
+#[cfg(not(unix))]
+fn read_private(path: &Path) -> Result<String, CredentialsError> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CredentialsError::NotFound(path.to_owned()),
+        _ => CredentialsError::Io(path.to_owned(), e),
+    })
+}
+
+/// `~/.hapnd`, if that is the file's directory, made 0700 when it is ours and looser.
+#[cfg(unix)]
+fn tighten_own_dir(path: &Path, me: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    if dir.file_name() != Some(std::ffi::OsStr::new(".hapnd")) {
+        return Ok(());
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_dir() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(dir = %dir.display(), "tightened the key directory's permissions to 0700");
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no argument, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 #[cfg(unix)]
@@ -227,22 +319,4 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .create(true)
         .truncate(true)
         .open(path)
-}
-
-/// Makes the file readable by its owner only, if anyone else could read it.
-#[cfg(unix)]
-fn tighten(path: &Path) -> Result<(), CredentialsError> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |e| CredentialsError::Io(path.to_owned(), e);
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        tracing::warn!(path = %path.display(), "tightened the API key file's permissions to 0600");
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn tighten(_: &Path) -> Result<(), CredentialsError> {
-    Ok(())
 }

@@ -105,6 +105,7 @@ pub use service::ApiKeyService;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use store::ChangeFeed;
+pub use store::ListPage;
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,
     StoreError, StoreErrorKind, is_valid_key_name, is_valid_tenant,

@@ -102,3 +102,64 @@ fn the_environment_variable_wins_and_bad_keys_are_refused() {
         Err(CredentialsError::NotFound(_))
     ));
 }
+
+#[test]
+fn a_symlinked_key_file_is_refused_and_its_target_left_alone() {
+    let tmp = TempDir::new("symlink");
+    let target = tmp.0.join("elsewhere.json");
+    credentials::save(&ApiKey::generate(Environment::Live), &target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = tmp.0.join(".hapnd").join("config.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let err = credentials::resolve(None, &path).unwrap_err();
+    assert!(matches!(err, CredentialsError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    // The link's target was not chmodded through it.
+    assert_eq!(mode(&target), 0o644);
+}
+
+#[test]
+fn a_key_file_that_is_not_a_regular_file_is_refused_without_hanging() {
+    let tmp = TempDir::new("fifo");
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let path = tmp.0.join("config.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = credentials::resolve(None, &path).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_key_file_owned_by_someone_else_is_refused() {
+    let tmp = TempDir::new("owner");
+    let path = tmp.0.join("config.json");
+    credentials::save(&ApiKey::generate(Environment::Live), &path).unwrap();
+    // uid 65534 is `nobody`. Changing a file's owner needs root, which CI is.
+    if let Err(e) = std::os::unix::fs::chown(&path, Some(65534), None) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root: chown must work ({e})"
+        );
+        eprintln!("SKIPPED: not root, cannot chown to nobody: {e}");
+        return;
+    }
+    let err = credentials::resolve(None, &path).unwrap_err();
+    assert!(matches!(err, CredentialsError::Insecure { .. }), "{err:?}");
+    assert!(err.to_string().contains("belongs to user 65534"), "{err}");
+}
+
+#[test]
+fn reading_tightens_a_loose_key_directory() {
+    let tmp = TempDir::new("dir");
+    let path = tmp.0.join(".hapnd").join("config.json");
+    credentials::save(&ApiKey::generate(Environment::Live), &path).unwrap();
+    let dir = path.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    credentials::resolve(None, &path).unwrap();
+    assert_eq!(mode(dir), 0o700);
+}

@@ -1,22 +1,30 @@
 //! `hapnd-auth keys ...`: administration straight against the database.
+//!
+//! Data (a key, a table, JSON) goes to stdout and prose to stderr, so `keys create | head -1`
+//! or `$(hapnd-auth keys create ...)` hold the key and nothing else.
 
-use std::time::SystemTime;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use hapnd_auth::{Environment, KeyId, KeyRecord, KeyStore, NewKey, StoreError};
+use hapnd_auth::{Environment, KeyId, KeyRecord, KeyStore, ListPage, NewKey};
 
 use crate::Database;
-use crate::store::AnyStore;
+use crate::output::{data, esc};
+use crate::store::{AnyStore, Create, explain};
 use crate::time::{parse_duration, rfc3339};
+
+/// Keys per query when listing: each page is one bounded query, however many keys there are.
+const PAGE: u32 = 500;
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Create a key and print it once.
+    /// Create a key and print it once (the key alone on stdout).
     Create {
         /// The tenant the key belongs to.
         #[arg(long)]
         tenant: String,
-        /// live, or test (the sandbox).
+        /// `live`, or `sandbox` (also `test`): the environment the key opens.
         #[arg(long = "env", value_parser = parse_environment)]
         environment: Environment,
         /// A human name, like ci-pipeline.
@@ -24,15 +32,21 @@ pub(crate) enum Command {
         name: String,
         /// Make the key expire after this long: 30d, 12h, 90m.
         #[arg(long, value_parser = parse_duration)]
-        expires: Option<std::time::Duration>,
+        expires: Option<Duration>,
+        /// Print the key and its record as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         db: Database,
     },
-    /// List a tenant's keys (no secrets).
+    /// List keys (no secrets): a tenant's, or with --all every tenant's.
     List {
         /// The tenant.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        tenant: Option<String>,
+        /// Every tenant's keys.
         #[arg(long)]
-        tenant: String,
+        all: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -43,14 +57,27 @@ pub(crate) enum Command {
     Revoke {
         /// The key id (key_...).
         id: String,
+        /// Do not ask for confirmation (only asked when stdin is a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print the revoked key's record as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         db: Database,
     },
-    /// Create a replacement (same tenant, environment, name); the old key stays active
-    /// until you revoke it.
+    /// Create a replacement (same tenant, environment, name and expiry policy); the old key
+    /// stays active until you revoke it. A revoked or expired key is not rotated.
     Rotate {
         /// The key id to replace.
         id: String,
+        /// Make the replacement expire after this long (default: as long as the old key
+        /// was given, if it expires).
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+        /// Print the new key and its record as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         db: Database,
     },
@@ -61,6 +88,13 @@ fn parse_environment(text: &str) -> Result<Environment, String> {
         .map_err(|e: hapnd_auth::UnknownEnvironment| e.to_string())
 }
 
+/// Opens the database and says which one it is.
+async fn open(db: &Database, create: Create) -> Result<AnyStore, String> {
+    let (store, described) = AnyStore::open(&db.url, create).await?;
+    eprintln!("database: {described}");
+    Ok(store)
+}
+
 pub(crate) async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Create {
@@ -68,58 +102,175 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             environment,
             name,
             expires,
+            json,
             db,
         } => {
-            let store = AnyStore::open(&db.url).await?;
             let mut new = NewKey::new(tenant, environment, name);
             if let Some(after) = expires {
                 new = new.expires_at(SystemTime::now() + after);
             }
-            let created = store.create(new).await.map_err(store_error)?;
-            print_created("created", &created.record, created.key.expose_secret());
+            // Validate before opening: a bad name must not create a database file.
+            new.validate().map_err(|e| e.to_string())?;
+            let store = open(&db, Create::IfMissing).await?;
+            let created = store.create(new).await.map_err(|e| explain(&e))?;
+            print_created(
+                "created",
+                &created.record,
+                created.key.expose_secret(),
+                json,
+            );
             Ok(())
         }
-        Command::List { tenant, json, db } => {
-            let store = AnyStore::open(&db.url).await?;
-            let keys = store.list(&tenant).await.map_err(store_error)?;
+        Command::List {
+            tenant,
+            all,
+            json,
+            db,
+        } => {
+            let store = open(&db, Create::Never).await?;
+            let keys = list(&store, tenant.as_deref()).await?;
             if json {
                 let rows: Vec<_> = keys.iter().map(record_json).collect();
-                println!("{}", serde_json::Value::Array(rows));
+                data!("{}", serde_json::Value::Array(rows));
             } else {
-                print_table(&keys);
+                if keys.is_empty() {
+                    eprintln!("no keys");
+                }
+                print_table(&keys, all);
             }
             Ok(())
         }
-        Command::Revoke { id, db } => {
-            let store = AnyStore::open(&db.url).await?;
-            let record = store
-                .revoke(&key_id(&id)?, SystemTime::now())
-                .await
-                .map_err(store_error)?;
-            println!(
-                "revoked {} ({}, {}, {}) at {}",
-                record.id,
-                record.name,
-                record.environment,
-                record.hint,
-                record.revoked_at.map(rfc3339).unwrap_or_default()
-            );
-            Ok(())
-        }
-        Command::Rotate { id, db } => {
-            let store = AnyStore::open(&db.url).await?;
-            let created = store.rotate(&key_id(&id)?).await.map_err(store_error)?;
-            print_created(
-                "created replacement",
-                &created.record,
-                created.key.expose_secret(),
-            );
-            println!(
-                "the old key {id} stays active: move your services, then `hapnd-auth keys revoke {id}`"
-            );
-            Ok(())
+        Command::Revoke { id, yes, json, db } => revoke(&key_id(&id)?, yes, json, &db).await,
+        Command::Rotate {
+            id,
+            expires,
+            json,
+            db,
+        } => rotate(&key_id(&id)?, expires, json, &db).await,
+    }
+}
+
+/// Every key of `tenant` (or of every tenant), read a page at a time.
+async fn list(store: &AnyStore, tenant: Option<&str>) -> Result<Vec<KeyRecord>, String> {
+    let mut page = ListPage::new(tenant, PAGE);
+    let mut keys = Vec::new();
+    loop {
+        let got = store.list_page(&page).await.map_err(|e| explain(&e))?;
+        let Some(last) = got.last() else {
+            return Ok(keys);
+        };
+        page = page.after(last);
+        let full = got.len() == PAGE as usize;
+        keys.extend(got);
+        if !full {
+            return Ok(keys);
         }
     }
+}
+
+async fn revoke(id: &KeyId, yes: bool, json: bool, db: &Database) -> Result<(), String> {
+    let store = open(db, Create::Never).await?;
+    let record = find(&store, id).await?;
+    if let Some(at) = record.revoked_at {
+        eprintln!("{} was already revoked at {}", record.id, rfc3339(at));
+        if json {
+            data!("{}", record_json(&record));
+        }
+        return Ok(());
+    }
+    if !yes && std::io::stdin().is_terminal() && !confirm(&record)? {
+        return Err("not revoked".to_owned());
+    }
+    let record = store
+        .revoke(id, SystemTime::now())
+        .await
+        .map_err(|e| explain(&e))?;
+    eprintln!(
+        "revoked {} ({}, tenant {}, {}, {}) at {}",
+        record.id,
+        esc(&record.name),
+        esc(&record.tenant),
+        record.environment,
+        esc(&record.hint),
+        record.revoked_at.map(rfc3339).unwrap_or_default()
+    );
+    if json {
+        data!("{}", record_json(&record));
+    }
+    Ok(())
+}
+
+fn confirm(record: &KeyRecord) -> Result<bool, String> {
+    eprint!(
+        "Revoke {} ({}, tenant {}, {}, {})? Every gateway on this database will reject it. \
+         [y/N] ",
+        record.id,
+        esc(&record.name),
+        esc(&record.tenant),
+        record.environment,
+        esc(&record.hint)
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+async fn rotate(
+    id: &KeyId,
+    expires: Option<Duration>,
+    json: bool,
+    db: &Database,
+) -> Result<(), String> {
+    let store = open(db, Create::Never).await?;
+    let old = find(&store, id).await?;
+    let now = SystemTime::now();
+    if let Some(at) = old.revoked_at {
+        return Err(format!(
+            "{id} was revoked at {}: not rotating it; create a new key with `hapnd-auth keys \
+             create`",
+            rfc3339(at)
+        ));
+    }
+    if let Some(at) = old.expires_at.filter(|at| *at <= now) {
+        return Err(format!(
+            "{id} expired at {}: not rotating it; create a new key with `hapnd-auth keys \
+             create`",
+            rfc3339(at)
+        ));
+    }
+    // The old key's lifetime is the policy: a 90-day key is replaced by a 90-day key.
+    let lifetime = expires.or_else(|| {
+        old.expires_at
+            .and_then(|at| at.duration_since(old.created_at).ok())
+    });
+    let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+    if let Some(lifetime) = lifetime {
+        new = new.expires_at(now + lifetime);
+    }
+    let created = store.create(new).await.map_err(|e| explain(&e))?;
+    print_created(
+        "created replacement",
+        &created.record,
+        created.key.expose_secret(),
+        json,
+    );
+    eprintln!(
+        "the old key {id} stays active: move your services to the new key, then \
+         `hapnd-auth keys revoke {id}`"
+    );
+    Ok(())
+}
+
+async fn find(store: &AnyStore, id: &KeyId) -> Result<KeyRecord, String> {
+    store
+        .get(id)
+        .await
+        .map_err(|e| explain(&e))?
+        .ok_or_else(|| format!("no key has id {}", esc(id.as_str())))
 }
 
 /// The id argument, refusing an API key given in its place: the store's "no key has id"
@@ -135,23 +286,39 @@ fn key_id(arg: &str) -> Result<KeyId, String> {
     Ok(KeyId::new(arg))
 }
 
-pub(crate) fn store_error(e: StoreError) -> String {
-    e.to_string()
-}
-
-fn print_created(what: &str, record: &KeyRecord, secret: &str) {
-    println!(
+fn print_created(what: &str, record: &KeyRecord, secret: &str, json: bool) {
+    eprintln!(
         "{what} key {} for tenant {} ({}), named {}",
-        record.id, record.tenant, record.environment, record.name
+        record.id,
+        esc(&record.tenant),
+        record.environment,
+        esc(&record.name)
     );
-    if let Some(at) = record.expires_at {
-        println!("expires at {}", rfc3339(at));
+    match record.expires_at {
+        Some(at) => eprintln!("expires at {}", rfc3339(at)),
+        None => eprintln!("never expires"),
     }
-    println!("\n    {secret}\n");
-    println!(
+    eprintln!(
         "This is the only time the key is shown; store it now. Hint: {}",
         record.hint
     );
+    if json {
+        let mut value = record_json(record);
+        value["key"] = secret.into();
+        data!("{value}");
+    } else {
+        data!("{secret}");
+    }
+}
+
+fn status(r: &KeyRecord) -> &'static str {
+    if r.revoked_at.is_some() {
+        "revoked"
+    } else if r.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+        "expired"
+    } else {
+        "active"
+    }
 }
 
 fn record_json(r: &KeyRecord) -> serde_json::Value {
@@ -160,40 +327,50 @@ fn record_json(r: &KeyRecord) -> serde_json::Value {
         "tenant": r.tenant,
         "environment": r.environment.as_str(),
         "name": r.name,
+        "status": status(r),
         "hint": r.hint,
         "created_at": rfc3339(r.created_at),
+        "expires_at": r.expires_at.map(rfc3339),
         "last_used_at": r.last_used_at.map(rfc3339),
         "revoked_at": r.revoked_at.map(rfc3339),
-        "expires_at": r.expires_at.map(rfc3339),
     })
 }
 
-fn print_table(keys: &[KeyRecord]) {
-    let rows: Vec<[String; 7]> = keys
-        .iter()
-        .map(|r| {
-            [
-                r.id.to_string(),
-                r.name.clone(),
-                r.environment.to_string(),
-                r.hint.clone(),
-                rfc3339(r.created_at),
-                r.last_used_at.map_or("never".into(), rfc3339),
-                r.revoked_at.map_or("-".into(), rfc3339),
-            ]
-        })
-        .collect();
-    let header = [
-        "ID",
+fn print_table(keys: &[KeyRecord], with_tenant: bool) {
+    let mut header = vec!["ID"];
+    if with_tenant {
+        header.push("TENANT");
+    }
+    header.extend([
         "NAME",
         "ENV",
+        "STATUS",
         "HINT",
         "CREATED",
+        "EXPIRES",
         "LAST USED",
-        "REVOKED",
-    ]
-    .map(String::from);
-    let widths: Vec<usize> = (0..7)
+    ]);
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|r| {
+            let mut row = vec![esc(r.id.as_str())];
+            if with_tenant {
+                row.push(esc(&r.tenant));
+            }
+            row.extend([
+                esc(&r.name),
+                r.environment.to_string(),
+                status(r).to_owned(),
+                esc(&r.hint),
+                rfc3339(r.created_at),
+                r.expires_at.map_or("never".into(), rfc3339),
+                r.last_used_at.map_or("never".into(), rfc3339),
+            ]);
+            row
+        })
+        .collect();
+    let header: Vec<String> = header.into_iter().map(String::from).collect();
+    let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
                 .chain([&header])
@@ -208,6 +385,6 @@ fn print_table(keys: &[KeyRecord]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        data!("{}", line.join("  ").trim_end());
     }
 }

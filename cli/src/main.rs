@@ -6,18 +6,28 @@
 mod admin;
 mod client;
 mod keys;
+mod output;
 mod serve;
 mod store;
 mod time;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// API-key authentication for Hapnd: run a gateway, manage keys, log in.
+/// An API gateway that authenticates every request with an API key, the keys'
+/// administration on its database, and a client login.
 #[derive(Parser)]
-#[command(name = "hapnd-auth", version, about)]
+#[command(
+    name = "hapnd-auth",
+    version,
+    long_about = "An API gateway that authenticates every request with an API key \
+                  (Authorization: Bearer sk_live_... or sk_test_...), the administration of \
+                  those keys on the gateway's database (SQLite file or PostgreSQL), and a \
+                  client login that saves a key for `whoami` and other client tools.\n\n\
+                  First start: `hapnd-auth serve` creates ./hapnd-auth.db and prints a \
+                  sandbox key."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,26 +53,62 @@ enum Command {
     /// Create, list, revoke and rotate keys.
     #[command(subcommand)]
     Keys(keys::Command),
-    /// Save a key to ~/.hapnd/config.json (mode 0600) for client tools.
+    /// Save a key to ~/.hapnd/config.json (mode 0600) for client tools, after checking it
+    /// against the gateway.
     Login {
         /// The API key (sk_live_... or sk_test_...). Omit it, or pass `-`, to read it from
-        /// standard input, which keeps it out of shell history and `ps`.
+        /// standard input (hidden when typed in a terminal), which keeps it out of shell
+        /// history and `ps`.
         key: Option<String>,
-        /// Where to save it (default ~/.hapnd/config.json).
+        /// Save the key without asking the gateway whether it works.
         #[arg(long)]
-        config: Option<PathBuf>,
+        no_verify: bool,
+        #[command(flatten)]
+        gateway: client::Gateway,
+        #[command(flatten)]
+        config: client::Config,
     },
-    /// Ask a gateway who the saved key (or HAPND_API_KEY) belongs to.
+    /// Remove the saved key.
+    Logout {
+        #[command(flatten)]
+        config: client::Config,
+    },
+    /// Show which key client tools use, and where it comes from (HAPND_API_KEY or the file).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: client::Config,
+    },
+    /// Ask a gateway who the saved key (or HAPND_API_KEY) belongs to. Exits with 4 when the
+    /// gateway refuses the key.
     Whoami {
-        /// The gateway's base URL.
-        #[arg(
-            long,
-            env = "HAPND_URL",
-            hide_env_values = true,
-            default_value = "http://127.0.0.1:8080"
-        )]
-        url: String,
+        /// Print the gateway's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gateway: client::Gateway,
+        #[command(flatten)]
+        config: client::Config,
     },
+    /// Print a shell completion script: `hapnd-auth completions bash > ...`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A failure: the message for stderr and the exit code (1 unless said otherwise).
+pub(crate) struct Exit {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl From<String> for Exit {
+    fn from(message: String) -> Self {
+        Exit { code: 1, message }
+    }
 }
 
 fn main() -> ExitCode {
@@ -75,7 +121,7 @@ fn main() -> ExitCode {
             if e.use_stderr() {
                 eprint!("{text}");
             } else {
-                print!("{text}");
+                output::write_stdout(format_args!("{}", text.trim_end()));
             }
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
@@ -85,23 +131,43 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(format!("cannot start the async runtime: {e}").into()),
     };
-    let result = runtime.block_on(async {
+    let result: Result<(), Exit> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
-            Command::Keys(command) => keys::run(command).await,
-            Command::Login { key, config } => client::login(key, config),
-            Command::Whoami { url } => client::whoami(&url).await,
+            Command::Serve(args) => Ok(serve::run(args).await?),
+            Command::Keys(command) => Ok(keys::run(command).await?),
+            Command::Login {
+                key,
+                no_verify,
+                gateway,
+                config,
+            } => client::login(key, no_verify, gateway, config).await,
+            Command::Logout { config } => Ok(client::logout(config)?),
+            Command::Status { json, config } => Ok(client::status(config, json)?),
+            Command::Whoami {
+                json,
+                gateway,
+                config,
+            } => client::whoami(gateway, config, json).await,
+            Command::Completions { shell } => {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "hapnd-auth", &mut script);
+                output::write_stdout(format_args!(
+                    "{}",
+                    String::from_utf8_lossy(&script).trim_end()
+                ));
+                Ok(())
+            }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(message),
+        Err(exit) => fail(exit),
     }
 }
 
-fn fail(message: String) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::FAILURE
+fn fail(exit: Exit) -> ExitCode {
+    eprintln!("error: {}", exit.message);
+    ExitCode::from(exit.code)
 }

@@ -7,27 +7,33 @@ use axum::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
-use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, KeyStore, NewKey, Principal};
+use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, NewKey, Principal};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Database;
 use crate::admin::{self, AdminState, AdminToken};
-use crate::keys::store_error;
-use crate::store::AnyStore;
+use crate::store::{AnyStore, Create, explain};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The address to listen on (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// The address to listen on: `8081`, `localhost:8081`, `0.0.0.0:8081` (port 0 picks
+    /// a free one).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     listen: SocketAddr,
     /// The admin listener's address (`/healthz`); keep it off the public network.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse_listen)]
     admin_listen: SocketAddr,
     /// A file holding the admin token for the admin API and the API Keys page (or set
     /// HAPND_ADMIN_TOKEN); without one they are disabled.
     #[arg(long, value_name = "PATH")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// Do not create a demo key on a first start (an empty database).
+    #[arg(long)]
+    no_demo_key: bool,
     #[command(flatten)]
     db: Database,
     /// How often to check a SQLite database for revocations by other processes, in ms.
@@ -45,13 +51,26 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         })?,
         Err(_) => tracing::Level::INFO,
     };
+    // PostgreSQL's notices ("relation already exists, skipping" on every start) are chatter
+    // for operators: shown only when debugging.
+    let notices = if level >= tracing::Level::DEBUG {
+        LevelFilter::from_level(level)
+    } else {
+        LevelFilter::OFF
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("sqlx::postgres::notice", notices);
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
     let admin_token = AdminToken::load(args.admin_token_file.as_deref())?;
-    let store = AnyStore::open(&args.db.url).await?;
+    let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
+    eprintln!("database: {described}");
     let auth = Authenticator::builder(store.clone())
         .ttl(Duration::from_secs(args.cache_ttl_secs))
         .build();
@@ -63,9 +82,11 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let admin_listener = bind(args.admin_listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
-    bootstrap(&auth, &store, addr).await?;
+    if !args.no_demo_key {
+        bootstrap(&auth, &store, addr).await?;
+    }
     if admin_token.is_none() {
-        println!(
+        eprintln!(
             "admin API and API Keys page disabled: no admin token (--admin-token-file or {})",
             admin::TOKEN_ENV
         );
@@ -106,15 +127,36 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
-/// On first start with no demo key, create one and show it once.
+/// `8081` (loopback), `localhost:8081` (resolved, IPv4 first), or an address.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("expected a port, host:port or ip:port ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// On the first start (an empty database: one `LIMIT 1` query), create a demo key and show
+/// it once. A database that holds any key never gets one, so no secret reaches the logs of
+/// a production gateway.
 async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> Result<(), String> {
-    if !store.list("demo").await.map_err(store_error)?.is_empty() {
+    if !store.is_empty().await.map_err(|e| explain(&e))? {
         return Ok(());
     }
     let created = auth
         .create_key(NewKey::new("demo", Environment::Sandbox, "demo"))
         .await
-        .map_err(store_error)?;
+        .map_err(|e| explain(&e))?;
     let key = created.key.expose_secret();
     println!(
         "First start: created a sandbox key for tenant \"demo\" (shown once, store it now):\n"

@@ -197,17 +197,15 @@ fn create_key(sandbox: &Sandbox, env: &str, name: &str) -> (String, String) {
     printed_key(&out)
 }
 
-/// The key and its id from a successful `keys create` or `keys rotate`.
+/// The key and its id from a successful `keys create` or `keys rotate`: the key alone on
+/// stdout, the id in the prose on stderr.
 fn printed_key(out: &Output) -> (String, String) {
     assert!(out.status.success(), "{}", stderr(out));
     let text = stdout(out);
-    let key = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("sk_"))
-        .expect("the key is printed")
-        .to_owned();
-    let id = text
+    assert_eq!(text.lines().count(), 1, "stdout holds the key only: {text}");
+    let key = text.trim().to_owned();
+    assert!(key.starts_with("sk_"), "{key}");
+    let id = stderr(out)
         .split_whitespace()
         .find(|w| w.starts_with("key_"))
         .expect("the id is printed")
@@ -250,7 +248,16 @@ fn the_first_start_key_works_against_whoami_and_verify() {
         Some(r#"Bearer realm="hapnd""#)
     );
 
-    let r = server.admin_get("/healthz");
+    // 503 until the SQLite feed's first poll has confirmed the channel (a loaded machine
+    // can take longer than the requests above).
+    let started = Instant::now();
+    let r = loop {
+        let r = server.admin_get("/healthz");
+        if r.status == 200 || started.elapsed() > Duration::from_secs(2) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["invalidation_channel"], "healthy");
 
@@ -356,7 +363,11 @@ fn keys_revoke_from_another_process_takes_effect_within_a_poll_interval() {
     );
 
     let table = stdout(&sandbox.run(&["keys", "list", "--tenant", "acme"]));
-    assert!(table.contains("REVOKED") && table.contains(&id));
+    let row = table
+        .lines()
+        .find(|l| l.contains(&id))
+        .expect("the key is listed");
+    assert!(row.contains(" revoked "), "{table}");
 }
 
 #[test]
@@ -399,13 +410,17 @@ fn login_refuses_bad_keys_writes_0600_and_the_environment_wins() {
     });
     assert!(!sandbox.run(&["login", &typo]).status.success());
 
-    let out = sandbox.run(&["login", &server.demo_key]);
+    let out = sandbox.run(&["login", "--url", &url, &server.demo_key]);
     assert!(out.status.success(), "{}", stderr(&out));
     let config = sandbox.home().join(".hapnd/config.json");
     assert_eq!(mode(&config), 0o600);
     let out = sandbox.run(&["whoami", "--url", &url]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("\"sandbox\""));
+    assert!(
+        stdout(&out).contains("environment: sandbox"),
+        "{}",
+        stdout(&out)
+    );
 
     let (live, _) = create_key(&sandbox, "live", "laptop");
     let out = sandbox
@@ -414,7 +429,11 @@ fn login_refuses_bad_keys_writes_0600_and_the_environment_wins() {
         .env("HAPND_API_KEY", &live)
         .output()
         .unwrap();
-    assert!(stdout(&out).contains("\"live\""), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("environment: live"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -486,7 +505,7 @@ fn login_reads_the_key_from_standard_input() {
     let key = hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Sandbox);
     let mut child = sandbox
         .command()
-        .args(["login", "-"])
+        .args(["login", "--no-verify", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -519,6 +538,7 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("tenant"), "{}", stderr(&out));
 
+    create_key(&sandbox, "live", "exists");
     let out = sandbox.run(&["keys", "revoke", "key_doesnotexist"]);
     assert!(!out.status.success());
     assert!(
@@ -537,6 +557,11 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
     ]);
     assert!(!out.status.success());
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1:1: Connection refused"),
+        "{}",
+        stderr(&out)
+    );
 
     let server = Server::start(&sandbox, &[]);
     let out = sandbox.run(&["serve", "--listen", &server.addr.to_string()]);
@@ -607,4 +632,949 @@ fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
         a.admin_get("/healthz").json()["invalidation_channel"],
         "healthy"
     );
+}
+
+// ---- the command that guards its users (issue #9) ----
+
+fn run_in(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = sandbox.command();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|_| panic!("not JSON: {}", stdout(out)))
+}
+
+#[test]
+fn key_commands_name_their_database_and_only_create_makes_one() {
+    let sandbox = Sandbox::new("wrongdb");
+    let db = sandbox.db();
+    for args in [
+        &["keys", "list", "--tenant", "acme"][..],
+        &["keys", "list", "--all"],
+        &["keys", "revoke", "--yes", "key_x"],
+        &["keys", "rotate", "key_x"],
+    ] {
+        let out = sandbox.run(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr(&out).contains(&format!("no database at {db}")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!Path::new(&db).exists(), "{args:?} created the database");
+    }
+    let out = sandbox.run(&[
+        "keys", "create", "--tenant", "acme", "--env", "live", "--name", "ci",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("database: SQLite {db}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mode(Path::new(&db)), 0o600);
+    let out = sandbox.run(&["keys", "list", "--tenant", "acme"]);
+    assert!(stderr(&out).contains(&format!("database: SQLite {db}")));
+
+    // A relative path is named absolutely, so "which directory was I in" is answered.
+    let out = sandbox
+        .command()
+        .current_dir(&sandbox.dir)
+        .args(["keys", "list", "--all", "--db", "keys.db"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("database: SQLite {db}")));
+}
+
+#[test]
+fn database_errors_are_classified_and_never_echo_a_url() {
+    let sandbox = Sandbox::new("dberr");
+    let out = sandbox.run(&[
+        "keys",
+        "list",
+        "--all",
+        "--db",
+        "/nonexistent-dir/sub/keys.db",
+    ]);
+    assert!(
+        stderr(&out).contains("the directory /nonexistent-dir/sub does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "a",
+        "--env",
+        "live",
+        "--name",
+        "n",
+        "--db",
+        "/nonexistent-dir/sub/keys.db",
+    ]);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    let junk = sandbox.dir.join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+    let out = sandbox.run(&["keys", "list", "--all", "--db", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a SQLite database"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("unavailable"), "{}", stderr(&out));
+
+    // Any postgres: prefix is PostgreSQL: never a SQLite file named after the URL, and
+    // the password is not echoed.
+    for url in [
+        "postgres:/hapnd:s3cretpw@127.0.0.1/db",
+        "postgresql:hapnd:s3cretpw@127.0.0.1/db",
+        "POSTGRES:/hapnd:s3cretpw@127.0.0.1/db",
+    ] {
+        let out = sandbox
+            .command()
+            .current_dir(&sandbox.dir)
+            .args([
+                "keys", "create", "--tenant", "a", "--env", "live", "--name", "n",
+            ])
+            .args(["--db", url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        assert!(stderr(&out).contains("postgres://"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("s3cretpw"), "{}", stderr(&out));
+    }
+    let left: Vec<_> = std::fs::read_dir(&sandbox.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|f| f == "home" || f == "junk.db"),
+        "{left:?}"
+    );
+
+    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
+        eprintln!("SKIPPED (PostgreSQL part): HAPND_TEST_DATABASE_URL not set");
+        return;
+    };
+    // The same server and user with a wrong password: refused, not "unavailable".
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let user = userinfo.split(':').next().unwrap();
+    let wrong = format!("{scheme}://{user}:wr0ngpassw0rd@{host}");
+    let out = sandbox.run(&["keys", "list", "--all", "--db", &wrong]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("refused the login"), "{err}");
+    assert!(
+        !err.contains("wr0ngpassw0rd") && !err.contains("unavailable"),
+        "{err}"
+    );
+    assert!(!err.contains(".c:") && !err.contains("line"), "{err}");
+    assert!(err.contains(&format!("postgres://{user}@")), "{err}");
+}
+
+#[test]
+fn sqlite_files_are_private_and_loose_ones_are_reported() {
+    let sandbox = Sandbox::new("modes");
+    let server = Server::start(&sandbox, &[]);
+    create_key(&sandbox, "live", "ci");
+    let db = sandbox.db();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{db}{suffix}");
+        assert!(Path::new(&file).exists(), "{file} missing while serving");
+        assert_eq!(mode(Path::new(&file)), 0o600, "{file}");
+    }
+    drop(server);
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = sandbox.run(&["keys", "list", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("warning: {db} is accessible to other users")),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&sandbox.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = sandbox.run(&["keys", "list", "--tenant", "acme"]);
+    assert!(
+        stderr(&out).contains("directory") && stderr(&out).contains("writable by other users"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&sandbox.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = sandbox.run(&["keys", "list", "--tenant", "acme"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_makes_a_demo_key_only_on_an_empty_database() {
+    let sandbox = Sandbox::new("demo");
+    // A database that holds a key of another tenant: no demo key.
+    create_key(&sandbox, "live", "prod");
+    let server = Server::start(&sandbox, &[]);
+    assert!(server.demo_key.is_empty(), "a demo key on a used database");
+    drop(server);
+    let all = json_of(&sandbox.run(&["keys", "list", "--all", "--json"]));
+    assert_eq!(all.as_array().unwrap().len(), 1);
+
+    let fresh = Sandbox::new("demo-off");
+    let server = Server::start(&fresh, &["--no-demo-key"]);
+    assert!(server.demo_key.is_empty());
+    drop(server);
+    let all = json_of(&fresh.run(&["keys", "list", "--all", "--json"]));
+    assert_eq!(all, serde_json::json!([]));
+}
+
+#[test]
+fn serve_accepts_a_bare_port_and_a_host_name() {
+    let sandbox = Sandbox::new("listen");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = sandbox
+        .command()
+        .args(["serve", "--listen", &port.to_string()])
+        .args(["--admin-listen", "localhost:0", "--no-demo-key"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(first, format!("listening on http://127.0.0.1:{port}"));
+    assert!(
+        second.starts_with("admin listening on http://127.0.0.1:"),
+        "{second}"
+    );
+    let out = sandbox.run(&["serve", "--listen", "no such host:80"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+}
+
+#[test]
+fn rotate_refuses_revoked_or_expired_keys_and_keeps_the_expiry_policy() {
+    let sandbox = Sandbox::new("rotexp");
+    let created = json_of(&sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--env",
+        "live",
+        "--name",
+        "ci",
+        "--expires",
+        "30d",
+        "--json",
+    ]));
+    let id = created["id"].as_str().unwrap();
+    assert!(created["key"].as_str().unwrap().starts_with("sk_live_"));
+    assert!(created["expires_at"].is_string());
+
+    let out = sandbox.run(&["keys", "rotate", id, "--json"]);
+    let rotated = json_of(&out);
+    let lifetime = secs(&rotated["expires_at"]) - secs(&rotated["created_at"]);
+    assert!(
+        (30 * 86_400 - 2..=30 * 86_400).contains(&lifetime),
+        "replacement lifetime {lifetime} s"
+    );
+    assert!(stderr(&out).contains("stays active"), "{}", stderr(&out));
+    let out = sandbox.run(&["keys", "rotate", id, "--expires", "1h", "--json"]);
+    let short = json_of(&out);
+    let lifetime = secs(&short["expires_at"]) - secs(&short["created_at"]);
+    assert!((3598..=3600).contains(&lifetime), "{lifetime}");
+
+    let out = sandbox.run(&["keys", "revoke", "--yes", id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sandbox.run(&["keys", "rotate", id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was revoked at"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "no key printed");
+
+    let (_, short_id) = printed_key(&sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--env",
+        "live",
+        "--name",
+        "brief",
+        "--expires",
+        "1s",
+    ]));
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = sandbox.run(&["keys", "rotate", &short_id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expired at"), "{}", stderr(&out));
+}
+
+/// Seconds since the epoch of an RFC 3339 `...Z` time printed by the command.
+fn secs(v: &serde_json::Value) -> i64 {
+    let t = v.as_str().unwrap();
+    let (date, time) = t.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let h: Vec<i64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + h[0] * 3600 + h[1] * 60 + h[2]
+}
+
+#[test]
+fn list_shows_status_and_expiry_pages_through_and_spans_tenants() {
+    let sandbox = Sandbox::new("listing");
+    let (_, active) = create_key(&sandbox, "live", "active-one");
+    let (_, revoked) = create_key(&sandbox, "test", "revoked-one");
+    assert!(
+        sandbox
+            .run(&["keys", "revoke", "-y", &revoked])
+            .status
+            .success()
+    );
+    let out = sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--env",
+        "live",
+        "--name",
+        "brief",
+        "--expires",
+        "1s",
+    ]);
+    assert!(stderr(&out).contains("expires at 20"), "{}", stderr(&out));
+    let (_, brief) = printed_key(&out);
+    let out = sandbox.run(&[
+        "keys", "create", "--tenant", "globex", "--env", "live", "--name", "other",
+    ]);
+    assert!(stderr(&out).contains("never expires"), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let table = stdout(&sandbox.run(&["keys", "list", "--tenant", "acme"]));
+    let header = table.lines().next().unwrap();
+    for column in [
+        "ID",
+        "NAME",
+        "ENV",
+        "STATUS",
+        "HINT",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(!header.contains("TENANT"));
+    let row = |id: &str| table.lines().find(|l| l.contains(id)).unwrap().to_owned();
+    assert!(row(&active).contains(" active "), "{table}");
+    assert!(row(&revoked).contains(" revoked "), "{table}");
+    assert!(row(&brief).contains(" expired "), "{table}");
+    assert!(row(&active).contains(" never "), "{table}");
+    assert!(!table.contains("globex"));
+
+    let all = stdout(&sandbox.run(&["keys", "list", "--all"]));
+    assert!(all.lines().next().unwrap().contains("TENANT"));
+    assert!(all.contains("globex") && all.contains(&active), "{all}");
+    let out = sandbox.run(&["keys", "list"]);
+    assert!(!out.status.success(), "a tenant or --all is required");
+
+    // More keys than one page holds (500): every one listed, once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use hapnd_auth::KeyStore;
+        let store = hapnd_auth::SqliteKeyStore::connect(&sandbox.db())
+            .await
+            .unwrap();
+        for i in 0..1100 {
+            store
+                .create(hapnd_auth::NewKey::new(
+                    "bulk",
+                    hapnd_auth::Environment::Live,
+                    format!("k{i}"),
+                ))
+                .await
+                .unwrap();
+        }
+    });
+    let rows = json_of(&sandbox.run(&["keys", "list", "--tenant", "bulk", "--json"]));
+    let ids: std::collections::HashSet<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1100);
+    assert_eq!(rows[0]["status"], "active");
+}
+
+#[test]
+fn every_key_command_speaks_json_and_a_closed_pipe_ends_quietly() {
+    let sandbox = Sandbox::new("json");
+    let created = json_of(&sandbox.run(&[
+        "keys", "create", "--tenant", "acme", "--env", "sandbox", "--name", "ci", "--json",
+    ]));
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["environment"], "sandbox");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["expires_at"], serde_json::Value::Null);
+    let listed = json_of(&sandbox.run(&["keys", "list", "--tenant", "acme", "--json"]));
+    assert_eq!(listed[0]["id"], id);
+    let rotated = json_of(&sandbox.run(&["keys", "rotate", id, "--json"]));
+    assert_ne!(rotated["id"], id);
+    let revoked = json_of(&sandbox.run(&["keys", "revoke", "--yes", id, "--json"]));
+    assert_eq!(revoked["status"], "revoked");
+
+    // `keys create | head -1`, and a reader that goes away before anything is written.
+    for args in [
+        &[
+            "keys", "create", "--tenant", "acme", "--env", "live", "--name", "piped",
+        ][..],
+        &["keys", "list", "--tenant", "acme"],
+        &["completions", "bash"],
+    ] {
+        let mut child = sandbox
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn revoke_asks_in_a_terminal_and_says_when_a_key_was_already_revoked() {
+    let sandbox = Sandbox::new("confirm");
+    let (_, id) = create_key(&sandbox, "live", "ci");
+    // A pseudo-terminal through script(1): the answer "n" keeps the key.
+    let script = |answer: &str, args: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", &format!("{BIN} keys revoke {args}"), "/dev/null"])
+            .env("HOME", sandbox.home())
+            .env("HAPND_AUTH_DATABASE", sandbox.db())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), stdout(&out))
+    };
+    let status_of = || {
+        json_of(&sandbox.run(&["keys", "list", "--tenant", "acme", "--json"]))[0]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (code, screen) = script("n\n", &id);
+    assert!(screen.contains("[y/N]"), "{screen}");
+    assert_eq!(code, Some(1), "{screen}");
+    assert_eq!(status_of(), "active");
+    let (code, screen) = script("y\n", &id);
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(status_of(), "revoked");
+
+    // Twice: said so, with the first revocation's time; not an error.
+    let out = sandbox.run(&["keys", "revoke", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already revoked at 20"),
+        "{}",
+        stderr(&out)
+    );
+
+    // --yes in a terminal, and no terminal at all: no question.
+    let (_, other) = create_key(&sandbox, "live", "other");
+    let (code, screen) = script("", &format!("--yes {other}"));
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(!screen.contains("[y/N]"), "{screen}");
+    assert!(screen.contains("revoked"), "{screen}");
+    let (_, third) = create_key(&sandbox, "live", "third");
+    let out = sandbox.run(&["keys", "revoke", &third]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("[y/N]"));
+}
+
+/// A stand-in gateway on a free loopback port: each connection's request head is read,
+/// its first bytes are kept in `seen`, then `answer` writes whatever it likes.
+fn fake_gateway(
+    answer: impl Fn(&mut TcpStream) + Send + Sync + 'static,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            *record.lock().unwrap() = head.clone();
+            if head.ends_with(b"\r\n\r\n") {
+                answer(&mut stream);
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn answer_json(stream: &mut TcpStream, status: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[test]
+fn login_checks_the_key_with_the_gateway_and_guards_the_user() {
+    let sandbox = Sandbox::new("login2");
+    let server = Server::start(&sandbox, &[]);
+    let url = format!("http://{}", server.addr);
+    let config = sandbox.home().join(".hapnd/config.json");
+
+    // A key the gateway does not know: refused with exit 4, nothing saved.
+    let stranger = server_key(&sandbox);
+    let out = sandbox.run(&["login", "--url", &url, &stranger]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid_api_key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing saved"), "{}", stderr(&out));
+    assert!(!config.exists());
+    // No gateway there: the cause, a hint, and nothing saved.
+    let out = sandbox.run(&["login", "--url", "http://127.0.0.1:1", &stranger]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--no-verify"), "{}", stderr(&out));
+    assert!(!config.exists());
+    // --no-verify saves without asking.
+    let out = sandbox.run(&[
+        "login",
+        "--no-verify",
+        "--url",
+        "http://127.0.0.1:1",
+        &stranger,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&stranger)
+    );
+
+    // A pasted "Bearer " prefix is stripped; the gateway's answer is shown.
+    let pasted = format!("Bearer {}", server.demo_key);
+    let out = sandbox.run(&["login", "--url", &url, &pasted]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tenant demo"), "{}", stderr(&out));
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&server.demo_key)
+    );
+
+    // HAPND_API_KEY set: the user is told it wins over the file.
+    let out = run_in(
+        &sandbox,
+        &["login", "--url", &url, &server.demo_key],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: HAPND_API_KEY is set"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Empty standard input says so.
+    let out = sandbox.run(&["login", "--no-verify"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("stdin was empty"), "{}", stderr(&out));
+
+    // status: which key, from where.
+    let hint = format!(
+        "sk_test_...{}",
+        &server.demo_key[server.demo_key.len() - 4..]
+    );
+    let out = sandbox.run(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&hint), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&config.display().to_string()),
+        "{}",
+        stdout(&out)
+    );
+    let out = run_in(
+        &sandbox,
+        &["status", "--json"],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    let status = json_of(&out);
+    assert_eq!(status["source"], "environment");
+    assert_eq!(status["environment"], "live");
+    assert!(
+        !stdout(&out).contains(&stranger[8..40]),
+        "the key itself is not shown"
+    );
+
+    // --config everywhere login takes it.
+    let other = sandbox.dir.join("elsewhere.json");
+    let other_s = other.to_str().unwrap();
+    let out = sandbox.run(&[
+        "login",
+        "--config",
+        other_s,
+        "--url",
+        &url,
+        &server.demo_key,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sandbox.run(&["status", "--json", "--config", other_s]);
+    assert_eq!(json_of(&out)["path"], other_s);
+    let out = sandbox.run(&["whoami", "--config", other_s, "--url", &url]);
+    assert!(stdout(&out).contains("tenant: demo"), "{}", stdout(&out));
+    let out = sandbox.run(&["logout", "--config", other_s]);
+    assert!(out.status.success());
+    assert!(!other.exists());
+
+    // logout, then nothing is in use.
+    let out = sandbox.run(&["logout"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!config.exists());
+    let out = sandbox.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("hapnd-auth login"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn login_in_a_terminal_does_not_echo_the_key() {
+    let sandbox = Sandbox::new("hidden");
+    let key = server_key(&sandbox);
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} login --no-verify"), "/dev/null"])
+        .env("HOME", sandbox.home())
+        .env_remove("HAPND_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut screen_out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut typed = false;
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = screen_out.read(&mut buf) {
+            screen.extend_from_slice(&buf[..n]);
+            // Typed after the prompt is up, as a person would: rpassword turns echo off
+            // just after printing it, so not within the same microsecond.
+            if !typed && String::from_utf8_lossy(&screen).contains("not shown") {
+                std::thread::sleep(Duration::from_millis(200));
+                writeln!(input, "{key}").unwrap();
+                typed = true;
+            }
+        }
+        (String::from_utf8_lossy(&screen).into_owned(), key)
+    });
+    let status = child.wait().unwrap();
+    let (screen, key) = reader.join().unwrap();
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("not shown"), "no prompt: {screen}");
+    assert!(
+        !screen.contains(&key[8..40]),
+        "the key was echoed: {screen}"
+    );
+    let saved = std::fs::read_to_string(sandbox.home().join(".hapnd/config.json")).unwrap();
+    assert!(saved.contains(&key));
+}
+
+#[test]
+fn whoami_prints_parsed_fields_and_fails_clearly() {
+    let sandbox = Sandbox::new("whoami");
+    let server = Server::start(&sandbox, &[]);
+    let env = [("HAPND_API_KEY", server.demo_key.as_str())];
+    // Readable by default, the JSON with --json, and a URL without a scheme.
+    let bare = server.addr.to_string();
+    let out = run_in(&sandbox, &["whoami", "--url", &bare], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("tenant: demo\nenvironment: sandbox\nkey_id: key_"),
+        "{text}"
+    );
+    let who = json_of(&run_in(
+        &sandbox,
+        &["whoami", "--json", "--url", &bare],
+        &env,
+    ));
+    assert_eq!(who["tenant"], "demo");
+    assert_eq!(who["key_name"], "demo");
+
+    // Refused key: exit code 4, with the gateway's reason.
+    let stranger = server_key(&sandbox);
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--url", &bare],
+        &[("HAPND_API_KEY", &stranger)],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid_api_key"), "{}", stderr(&out));
+
+    // Nothing listening: the cause and where to look.
+    let out = run_in(&sandbox, &["whoami", "--url", "http://127.0.0.1:1"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(
+        err.contains("hapnd-auth serve") && err.contains("HAPND_URL"),
+        "{err}"
+    );
+
+    // https:// speaks TLS (the stand-in sees a ClientHello, record type 0x16).
+    let (addr, seen) = fake_gateway(|_| {});
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--url", &format!("https://{addr}")],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        seen.lock().unwrap().first(),
+        Some(&0x16),
+        "no TLS handshake"
+    );
+    assert!(!stderr(&out).contains("scheme"), "{}", stderr(&out));
+
+    // Control characters in the answer are escaped, never sent to the terminal.
+    let (addr, _) = fake_gateway(|s| {
+        answer_json(
+            s,
+            "200 OK",
+            r#"{"tenant":"evil\u001b[2J\r\nkey_id: forged","environment":"live","key_id":"key_x","key_name":"n\u0007"}"#,
+        )
+    });
+    let out = run_in(&sandbox, &["whoami", "--url", &addr.to_string()], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains('\x1b') && !text.contains('\r') && !text.contains('\x07'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("tenant: evil\\u{1b}[2J\\u{d}\\u{a}key_id: forged"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn whoami_bounds_the_whole_exchange_and_the_body() {
+    let sandbox = Sandbox::new("bounds");
+    let env = [("HAPND_API_KEY", "")];
+    let key = server_key(&sandbox);
+    let env = [(env[0].0, key.as_str())];
+    // Headers at once, then a body that never ends.
+    let (addr, _) = fake_gateway(|s| {
+        let _ = write!(s, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..200 {
+            if write!(s, "1\r\n{{\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let started = Instant::now();
+    let out = run_in(
+        &sandbox,
+        &["whoami", "--timeout", "1s", "--url", &addr.to_string()],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr(&out).contains("did not answer within"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A body far larger than any whoami answer is cut off, not loaded.
+    let (addr, _) = fake_gateway(|s| {
+        let size = 50 * 1024 * 1024;
+        let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = run_in(&sandbox, &["whoami", "--url", &addr.to_string()], &env);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("length limit"), "{}", stderr(&out));
+}
+
+#[test]
+fn names_and_tenants_from_the_database_are_escaped_when_printed() {
+    let sandbox = Sandbox::new("escape");
+    let (_, id) = create_key(&sandbox, "live", "plain");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = hapnd_auth::SqliteKeyStore::connect(&sandbox.db())
+            .await
+            .unwrap();
+        // What anyone with SQL access can write, past the command's validation.
+        sqlx::query(
+            "UPDATE hapnd_api_keys SET name = 'evil' || char(27) || '[2J' || char(13) || \
+             char(10) || 'key_forged  x  live  active', tenant = 'acme' || char(7) WHERE id = ?1",
+        )
+        .bind(&id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    });
+    let out = sandbox.run(&["keys", "list", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for bad in ['\x1b', '\r', '\x07'] {
+        assert!(!text.contains(bad), "{text:?}");
+    }
+    assert_eq!(text.lines().count(), 2, "a forged row: {text}");
+    assert!(
+        text.contains("evil\\u{1b}[2J\\u{d}\\u{a}key_forged"),
+        "{text}"
+    );
+    assert!(text.contains("acme\\u{7}"), "{text}");
+
+    let out = sandbox.run(&["keys", "revoke", "--yes", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        !err.contains('\x1b') && !err.contains('\r') && !err.contains('\x07'),
+        "{err:?}"
+    );
+    assert!(err.contains("evil\\u{1b}"), "{err}");
+}
+
+#[test]
+fn help_describes_the_command_and_completions_are_generated() {
+    let sandbox = Sandbox::new("help");
+    let help = stdout(&sandbox.run(&["--help"]));
+    assert!(help.contains("gateway"), "{help}");
+    assert!(
+        !help.contains("tower") && !help.contains("middleware"),
+        "{help}"
+    );
+    let help = stdout(&sandbox.run(&["keys", "create", "--help"]));
+    assert!(help.contains("`live`, or `sandbox`"), "{help}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sandbox.run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("hapnd-auth"), "{shell}");
+        for word in ["rotate", "revoke", "whoami", "logout"] {
+            assert!(script.contains(word), "{shell} completes no {word}");
+        }
+    }
+    assert!(!sandbox.run(&["completions", "tcsh"]).status.success());
+}
+
+#[test]
+fn postgres_notices_are_logged_at_debug_only() {
+    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
+        eprintln!(
+            "SKIPPED: HAPND_TEST_DATABASE_URL not set; the PostgreSQL notice test did not run"
+        );
+        return;
+    };
+    let sandbox = Sandbox::new("notices");
+    // The schema exists after the first start, so each start's CREATE TABLE IF NOT EXISTS
+    // draws a NOTICE from the server.
+    let logs = |level: &str| {
+        let mut child = sandbox
+            .command()
+            .args(["serve", "--db", &url, "--no-demo-key"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("HAPND_LOG", level)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("admin listening") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        stderr(&child.wait_with_output().unwrap())
+    };
+    logs("info");
+    let info = logs("info");
+    assert!(!info.contains("already exists, skipping"), "{info}");
+    assert!(info.contains("database: PostgreSQL"), "{info}");
+    let debug = logs("debug");
+    assert!(debug.contains("already exists, skipping"), "{debug}");
 }

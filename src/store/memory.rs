@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::key::KeyHash;
 
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError, StoreErrorKind};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError, StoreErrorKind};
 
 /// Keys held in memory. Cheap to clone: clones share the same keys.
 ///
@@ -89,6 +89,11 @@ impl KeyStore for MemoryKeyStore {
             .get(id)
             .and_then(|h| state.by_hash.get(h))
             .cloned())
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        let keys: Vec<KeyRecord> = self.read().by_hash.values().cloned().collect();
+        Ok(page.filter(keys))
     }
 
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {

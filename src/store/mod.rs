@@ -147,6 +147,30 @@ pub trait KeyStore: Send + Sync + 'static {
     fn list(&self, tenant: &str)
     -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
 
+    /// One page of a listing: the keys of `page.tenant` (of every tenant when it is
+    /// `None`) that come after `page.after`, at most `page.limit` of them, ordered by
+    /// tenant, then creation time, then id (a tenant's keys oldest first, as in
+    /// [`list`](KeyStore::list)). Durable stores answer each page with one bounded query
+    /// that walks their `(tenant, created_at)` index, so a listing of any size, or an "is
+    /// there any key" check (`limit` 1), never loads a whole tenant.
+    ///
+    /// The default filters [`list`](KeyStore::list), and cannot list every tenant: it
+    /// answers [`StoreErrorKind::Invalid`] for `tenant: None`.
+    fn list_page(
+        &self,
+        page: &ListPage,
+    ) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send {
+        async move {
+            let Some(tenant) = page.tenant.as_deref() else {
+                return Err(StoreError::invalid(
+                    "this key store cannot list the keys of every tenant".to_owned(),
+                ));
+            };
+            let keys = self.list(tenant).await?;
+            Ok(page.filter(keys))
+        }
+    }
+
     /// Marks a key revoked at `at` and returns its record. Revoking a revoked key changes
     /// nothing and returns it as it is; an unknown id is [`StoreErrorKind::NotFound`].
     ///
@@ -191,6 +215,58 @@ pub trait KeyStore: Send + Sync + 'static {
             self.create(NewKey::new(old.tenant, old.environment, old.name))
                 .await
         }
+    }
+}
+
+/// Which keys one page of a listing holds: see [`KeyStore::list_page`].
+///
+/// ```
+/// use hapnd_auth::ListPage;
+///
+/// let first = ListPage::new(Some("acme"), 100);
+/// assert_eq!(first.tenant.as_deref(), Some("acme"));
+/// assert!(first.after.is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    /// Only this tenant's keys, or every tenant's.
+    pub tenant: Option<String>,
+    /// Only keys after this one in the listing's order: its tenant, creation time and id
+    /// (those of the last record of the previous page).
+    pub after: Option<(String, SystemTime, KeyId)>,
+    /// At most this many keys.
+    pub limit: u32,
+}
+
+impl ListPage {
+    /// The first page: at most `limit` keys of `tenant` (or of every tenant).
+    pub fn new(tenant: Option<&str>, limit: u32) -> Self {
+        ListPage {
+            tenant: tenant.map(str::to_owned),
+            after: None,
+            limit,
+        }
+    }
+
+    /// The page that follows the one ending with `last`.
+    pub fn after(mut self, last: &KeyRecord) -> Self {
+        self.after = Some((last.tenant.clone(), last.created_at, last.id.clone()));
+        self
+    }
+
+    /// Keeps the keys of `keys` that belong on this page, in the listing's order.
+    pub(crate) fn filter(&self, mut keys: Vec<KeyRecord>) -> Vec<KeyRecord> {
+        keys.sort_by(|a, b| {
+            (&a.tenant, a.created_at, &a.id).cmp(&(&b.tenant, b.created_at, &b.id))
+        });
+        keys.into_iter()
+            .filter(|r| self.tenant.as_deref().is_none_or(|t| r.tenant == t))
+            .filter(|r| match &self.after {
+                Some((tenant, at, id)) => (&r.tenant, r.created_at, &r.id) > (tenant, *at, id),
+                None => true,
+            })
+            .take(self.limit as usize)
+            .collect()
     }
 }
 

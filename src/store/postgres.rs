@@ -13,7 +13,7 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel revocations travel on.
 pub const NOTIFY_CHANNEL: &str = "hapnd_auth_keys";
@@ -334,6 +334,45 @@ impl KeyStore for PostgresKeyStore {
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let query = sqlx::query(select!("WHERE tenant = $1 ORDER BY created_at, id"))
             .bind(tenant.to_owned());
+        let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        // One statement per shape, so each can walk the (tenant, created_at) index.
+        let limit = i64::from(page.limit);
+        let query = match (&page.tenant, &page.after) {
+            (Some(tenant), None) => sqlx::query(select!(
+                "WHERE tenant = $1 ORDER BY created_at, id LIMIT $2"
+            ))
+            .bind(tenant.clone())
+            .bind(limit),
+            (Some(tenant), Some((_, at, id))) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM hapnd_api_keys WHERE tenant = $1 AND (created_at, id) > (",
+                ts!(2),
+                ", $3) ORDER BY created_at, id LIMIT $4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+            (None, None) => {
+                sqlx::query(select!("ORDER BY tenant, created_at, id LIMIT $1")).bind(limit)
+            }
+            (None, Some((tenant, at, id))) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM hapnd_api_keys WHERE (tenant, created_at, id) > ($1, ",
+                ts!(2),
+                ", $3) ORDER BY tenant, created_at, id LIMIT $4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+        };
         let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
         rows.iter().map(decode).collect()
     }

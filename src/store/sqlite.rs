@@ -16,7 +16,7 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -239,6 +239,39 @@ impl KeyStore for SqliteKeyStore {
     async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let query = sqlx::query(select!("WHERE tenant = ?1 ORDER BY created_at, id"))
             .bind(tenant.to_owned());
+        let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn list_page(&self, page: &ListPage) -> Result<Vec<KeyRecord>, StoreError> {
+        // One statement per shape: an `?n IS NULL OR ...` would keep SQLite off the index.
+        let limit = i64::from(page.limit);
+        let query = match (&page.tenant, &page.after) {
+            (Some(tenant), None) => sqlx::query(select!(
+                "WHERE tenant = ?1 ORDER BY created_at, id LIMIT ?2"
+            ))
+            .bind(tenant.clone())
+            .bind(limit),
+            (Some(tenant), Some((_, at, id))) => sqlx::query(select!(
+                "WHERE tenant = ?1 AND (created_at, id) > (?2, ?3) \
+                 ORDER BY created_at, id LIMIT ?4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+            (None, None) => {
+                sqlx::query(select!("ORDER BY tenant, created_at, id LIMIT ?1")).bind(limit)
+            }
+            (None, Some((tenant, at, id))) => sqlx::query(select!(
+                "WHERE (tenant, created_at, id) > (?1, ?2, ?3) \
+                 ORDER BY tenant, created_at, id LIMIT ?4"
+            ))
+            .bind(tenant.clone())
+            .bind(to_millis(*at))
+            .bind(id.as_str().to_owned())
+            .bind(limit),
+        };
         let rows = bounded(self.query_timeout, query.fetch_all(&self.pool)).await?;
         rows.iter().map(decode).collect()
     }

@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             case!(authenticator_over_the_store);
             case!(invalid_new_key_is_refused);
             case!(look_alike_identities_are_refused_on_every_write);
+            case!(list_page_walks_a_tenant_and_every_tenant);
         }
     };
 }
@@ -439,4 +440,82 @@ pub async fn look_alike_identities_are_refused_on_every_write<F: Fixture>(f: &F)
     let listed = store.list(&tenant).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, good.id);
+}
+
+/// Pages of `limit`, walked to the end (or until `stop` pages: a loop would be a bug).
+async fn walk<S: KeyStore>(store: &S, tenant: Option<&str>, limit: u32) -> Vec<KeyRecord> {
+    let mut page = hapnd_auth::ListPage::new(tenant, limit);
+    let mut all = Vec::new();
+    for _ in 0..100_000 {
+        let got = store.list_page(&page).await.unwrap();
+        assert!(got.len() <= limit as usize, "a page over its limit");
+        let Some(last) = got.last().cloned() else {
+            return all;
+        };
+        all.extend(got);
+        page = page.after(&last);
+    }
+    panic!("paging never ended");
+}
+
+pub async fn list_page_walks_a_tenant_and_every_tenant<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("paged");
+    let other = unique("paged-other");
+    let mut ids = Vec::new();
+    for (i, t) in [&tenant, &other, &tenant, &tenant, &other]
+        .into_iter()
+        .enumerate()
+    {
+        let created = store
+            .create(NewKey::new(t, Environment::Live, format!("k{i}")))
+            .await
+            .unwrap();
+        if t == &tenant {
+            ids.push(created.record.id.clone());
+        }
+    }
+    // Pages of 2 cover the tenant's 3 keys exactly once, in the listing's order.
+    let paged: Vec<KeyId> = walk(store, Some(&tenant), 2)
+        .await
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let listed: Vec<KeyId> = store
+        .list(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(paged, listed);
+    let mut sorted = paged.clone();
+    sorted.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert!(walk(store, Some(&unique("nobody")), 2).await.is_empty());
+
+    // Every tenant: both tenants' keys, each once, by tenant, then (created, id).
+    match store.list_page(&hapnd_auth::ListPage::new(None, 1)).await {
+        Ok(first) => assert_eq!(first.len(), 1, "limit 1 is one key"),
+        Err(e) => {
+            assert_eq!(e.kind(), hapnd_auth::StoreErrorKind::Invalid);
+            return;
+        }
+    }
+    let all = walk(store, None, 3).await;
+    let order: Vec<_> = all
+        .iter()
+        .map(|r| (r.tenant.clone(), r.created_at, r.id.clone()))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order or repeated"
+    );
+    let mine = all
+        .iter()
+        .filter(|r| r.tenant == tenant || r.tenant == other)
+        .count();
+    assert_eq!(mine, 5);
 }
