@@ -9,6 +9,7 @@ mod keys;
 mod serve;
 mod store;
 mod time;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

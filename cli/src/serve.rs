@@ -3,9 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::http::header::AUTHORIZATION;
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, KeyStore, NewKey, Principal};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -15,6 +14,7 @@ use crate::Database;
 use crate::admin::{self, AdminState};
 use crate::keys::store_error;
 use crate::store::AnyStore;
+use crate::verify;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -127,12 +127,11 @@ fn app(auth: Authenticator) -> Router {
     );
     Router::new()
         .route("/v1/whoami", get(whoami))
-        .route("/auth/verify", any(verify))
-        // Envoy's ext_authz (HTTP) appends the original path to its path_prefix.
-        .route("/auth/verify/{*original}", any(verify))
         .route_service("/v1/events", EnvironmentRouter::new(live, sandbox))
         // Not `layer`: that would cover the fallback too, and unknown paths would get 401.
         .route_layer(auth.layer())
+        // Forward auth, each route behind the layer of its own.
+        .merge(verify::router(&auth))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
@@ -152,24 +151,6 @@ fn principal_json(p: &Principal) -> serde_json::Value {
 
 async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
     Json(principal_json(&principal))
-}
-
-/// Forward auth (nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`): 200 with
-/// the identity in headers, or the layer's rejection.
-async fn verify(Extension(p): Extension<Principal>) -> Response {
-    let mut response = StatusCode::OK.into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-hapnd-tenant", p.tenant()),
-        ("x-hapnd-environment", p.environment().as_str()),
-        ("x-hapnd-key-id", p.key_id().as_str()),
-    ] {
-        // Tenants are validated on creation, but a header must never fail the request.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    response
 }
 
 async fn shutdown_signal() {
