@@ -14,8 +14,7 @@
 //! configuration fixes. The `/*` forms exist for Envoy; `/` for Envoy asking about `/`.
 //!
 //! A 200 carries the identity in `X-Hapnd-Tenant`, `X-Hapnd-Environment`, `X-Hapnd-Key-Id`
-//! and `X-Hapnd-Key-Name` (omitted when the name is not visible ASCII) and
-//! `Cache-Control: no-store`; never the key. A rejection carries the layer's JSON body,
+//! and `X-Hapnd-Key-Name` (percent-encoded UTF-8) and `Cache-Control: no-store`; never the key. A rejection carries the layer's JSON body,
 //! `WWW-Authenticate` and `Retry-After`, and its code in `X-Hapnd-Error`, because proxies
 //! replace bodies.
 
@@ -94,10 +93,25 @@ async fn verify(Extension(p): Extension<Principal>) -> Response {
             }
         }
     }
-    if let Some(name) = header_value(p.key_name()) {
+    // Always sent, so a proxy copying it always overwrites what the client sent (Caddy
+    // 2.6 would set a missing one to its literal placeholder).
+    if let Some(name) = header_value(&percent_encode(p.key_name())) {
         headers.insert("x-hapnd-key-name", name);
     }
     response
+}
+
+/// Names are free text: everything but RFC 3986's unreserved characters is `%XX` (UTF-8).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Visible ASCII and inner spaces only: what every proxy passes on unchanged.
@@ -183,7 +197,7 @@ mod tests {
             assert_eq!(header(&r, "x-hapnd-tenant"), Some("acme"), "{path}");
             assert_eq!(header(&r, "x-hapnd-environment"), Some("live"));
             assert!(header(&r, "x-hapnd-key-id").unwrap().starts_with("key_"));
-            assert_eq!(header(&r, "x-hapnd-key-name"), Some("ci pipeline"));
+            assert_eq!(header(&r, "x-hapnd-key-name"), Some("ci%20pipeline"));
             assert_eq!(header(&r, "cache-control"), Some("no-store"));
             assert_eq!(header(&r, "x-hapnd-error"), None);
             for (_, value) in r.headers() {
@@ -210,8 +224,8 @@ mod tests {
         let r = call(&app, "/auth/verify-sandbox/", Some(&sandbox)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-hapnd-environment"), Some("sandbox"));
-        // A name that is not visible ASCII is left out, never mangled.
-        assert_eq!(header(&r, "x-hapnd-key-name"), None);
+        // Free text, percent-encoded: any name can be sent.
+        assert_eq!(header(&r, "x-hapnd-key-name"), Some("na%C3%AFve"));
         // Not a verify route: no prefix match on the environment's name.
         assert_eq!(
             call(&app, "/auth/verify-livex", Some(&live)).await.status(),
