@@ -7,6 +7,7 @@ mod admin;
 mod client;
 mod keys;
 mod serve;
+mod server;
 mod store;
 mod time;
 mod verify;

@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::Database;
 use crate::admin::{self, AdminState};
 use crate::keys::store_error;
+use crate::server;
 use crate::store::AnyStore;
 use crate::verify;
 
@@ -32,7 +33,12 @@ pub(crate) struct Args {
     /// How long a key stays cached, in seconds (revocation does not wait for it).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     cache_ttl_secs: u64,
+    #[command(flatten)]
+    limits: server::Limits,
 }
+
+/// Connections the admin listener serves at once (health checks, operators).
+const ADMIN_MAX_CONNECTIONS: u64 = 32;
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
     let level = match std::env::var("HAPND_LOG") {
@@ -76,12 +82,20 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         auth: auth.clone(),
         store,
     };
-    let public = axum::serve(listener, app(auth.clone()))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let admin = axum::serve(admin_listener, admin::router(admin_state))
-        .with_graceful_shutdown(until_stopped(stopped));
-    tokio::try_join!(public.into_future(), admin.into_future())
-        .map_err(|e| format!("server error: {e}"))?;
+    let public = server::serve(
+        listener,
+        app(auth.clone()),
+        args.limits,
+        until_stopped(stopped.clone()),
+    );
+    // A cap of its own: a full public listener leaves /healthz answering.
+    let admin = server::serve(
+        admin_listener,
+        admin::router(admin_state),
+        args.limits.with_max_connections(ADMIN_MAX_CONNECTIONS),
+        until_stopped(stopped),
+    );
+    tokio::join!(public, admin);
     drop(feed);
     if let Err(e) = auth.flush_usage().await {
         tracing::warn!(error = %e, "last-used times of the final batch were not saved");
