@@ -313,6 +313,21 @@ fn forward_auth_contract(kind: Kind) {
         revoked.elapsed()
     );
 
+    // The gateway frozen: 503 once the proxy's timeout, above the gateway's own 4 s bound
+    // on a request, has passed (not after nginx's default 60 s, nor never).
+    gateway.signal("STOP");
+    let frozen = Instant::now();
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&live))]);
+    let took = frozen.elapsed();
+    gateway.signal("CONT");
+    assert_refused(&r, 503, "auth_unavailable", None);
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "a frozen gateway held the client {took:?}"
+    );
+    eprintln!("{kind:?}: frozen gateway answered 503 after {took:?}");
+
     // The gateway gone: 503 with Retry-After, at once (no 60 s wait, no 401).
     gateway.kill();
     let stopped = Instant::now();

@@ -145,6 +145,15 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Sends a signal (`STOP`, `CONT`, `TERM`) to the process, by its pid.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills the process (by its pid) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
