@@ -220,3 +220,32 @@ fn connections_over_the_cap_wait_and_health_still_answers() {
     assert_eq!(r.status, 401);
     drop(held);
 }
+
+#[test]
+fn the_limits_have_the_documented_defaults() {
+    let out = std::process::Command::new(gateway::BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // One flag per paragraph in clap's long help; the default closes it.
+    let help = gateway::text(&out.stdout).replace('\n', " ");
+    for (flag, default) in [
+        ("--header-read-timeout-secs", "10"),
+        ("--idle-timeout-secs", "60"),
+        ("--max-header-bytes", "16384"),
+        ("--max-connections", "512"),
+    ] {
+        let after = &help[help
+            .find(flag)
+            .unwrap_or_else(|| panic!("no {flag}: {help}"))..];
+        let default_at = after.find("[default: ").expect("a default");
+        assert!(
+            after[default_at..].starts_with(&format!("[default: {default}]")),
+            "{flag}: {}",
+            &after[..default_at + 20]
+        );
+        // The default belongs to this flag, not the next one.
+        assert!(!after[flag.len()..default_at].contains(" --"), "{flag}");
+    }
+}
