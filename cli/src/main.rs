@@ -8,8 +8,10 @@ mod client;
 mod keys;
 mod output;
 mod serve;
+mod server;
 mod store;
 mod time;
+mod verify;
 
 use std::process::ExitCode;
 

@@ -3,9 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header::AUTHORIZATION};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::http::header::AUTHORIZATION;
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, NewKey, Principal};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -16,7 +15,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Database;
 use crate::admin::{self, AdminState, AdminToken};
+use crate::server;
 use crate::store::{AnyStore, Create, explain};
+use crate::verify;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -42,7 +43,12 @@ pub(crate) struct Args {
     /// How long a key stays cached, in seconds (revocation does not wait for it).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     cache_ttl_secs: u64,
+    #[command(flatten)]
+    limits: server::Limits,
 }
+
+/// Connections the admin listener serves at once (health checks, operators).
+const ADMIN_MAX_CONNECTIONS: u64 = 32;
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
     let level = match std::env::var("HAPND_LOG") {
@@ -105,14 +111,20 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
     let admin_state = AdminState::new(auth.clone(), store, admin_token);
-    let public = axum::serve(listener, app(auth.clone()))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
-    // The peer address counts failed admin-token attempts per client.
-    let admin_app = admin::router(admin_state).into_make_service_with_connect_info::<SocketAddr>();
-    let admin =
-        axum::serve(admin_listener, admin_app).with_graceful_shutdown(until_stopped(stopped));
-    tokio::try_join!(public.into_future(), admin.into_future())
-        .map_err(|e| format!("server error: {e}"))?;
+    let public = server::serve(
+        listener,
+        app(auth.clone()),
+        args.limits,
+        until_stopped(stopped.clone()),
+    );
+    // A cap of its own: a full public listener leaves /healthz answering.
+    let admin = server::serve(
+        admin_listener,
+        admin::router(admin_state),
+        args.limits.with_max_connections(ADMIN_MAX_CONNECTIONS),
+        until_stopped(stopped),
+    );
+    tokio::join!(public, admin);
     drop(feed);
     if let Err(e) = auth.flush_usage().await {
         tracing::warn!(error = %e, "last-used times of the final batch were not saved");
@@ -179,12 +191,11 @@ fn app(auth: Authenticator) -> Router {
     );
     Router::new()
         .route("/v1/whoami", get(whoami))
-        .route("/auth/verify", any(verify))
-        // Envoy's ext_authz (HTTP) appends the original path to its path_prefix.
-        .route("/auth/verify/{*original}", any(verify))
         .route_service("/v1/events", EnvironmentRouter::new(live, sandbox))
         // Not `layer`: that would cover the fallback too, and unknown paths would get 401.
         .route_layer(auth.layer())
+        // Forward auth, each route behind the layer of its own.
+        .merge(verify::router(&auth))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
@@ -204,24 +215,6 @@ fn principal_json(p: &Principal) -> serde_json::Value {
 
 async fn whoami(Extension(principal): Extension<Principal>) -> Json<serde_json::Value> {
     Json(principal_json(&principal))
-}
-
-/// Forward auth (nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`): 200 with
-/// the identity in headers, or the layer's rejection.
-async fn verify(Extension(p): Extension<Principal>) -> Response {
-    let mut response = StatusCode::OK.into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-hapnd-tenant", p.tenant()),
-        ("x-hapnd-environment", p.environment().as_str()),
-        ("x-hapnd-key-id", p.key_id().as_str()),
-    ] {
-        // Tenants are validated on creation, but a header must never fail the request.
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    response
 }
 
 async fn shutdown_signal() {
