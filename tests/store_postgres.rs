@@ -194,8 +194,9 @@ async fn without_a_listener_the_cached_key_survives() {
         .unwrap();
 }
 
-/// `NOTIFY hapnd_auth_keys, 'flush'` (bulk changes made with SQL) empties every
-/// listening instance's cache.
+/// `SELECT hapnd_auth_flush()` (after bulk changes made with the triggers off) empties every
+/// listening instance's cache; a bare `NOTIFY hapnd_auth_keys, 'flush'`, which any role that
+/// can connect may send, does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_notification_empties_the_cache() {
     let Some(url) = database_url() else { return };
@@ -220,7 +221,7 @@ async fn flush_notification_empties_the_cache() {
     // it): the cache still answers with the old record...
     exec(
         &admin,
-        format!("ALTER TABLE {schema}.hapnd_api_keys DISABLE TRIGGER hapnd_api_keys_changed"),
+        format!("ALTER TABLE {schema}.hapnd_api_keys DISABLE TRIGGER hapnd_api_keys_updated"),
     )
     .await;
     exec(
@@ -234,12 +235,18 @@ async fn flush_notification_empties_the_cache() {
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
-    // ...until the flush arrives.
+    // A forged flush only makes the listener read the change log, which names nothing new.
     exec(
         &admin,
         "SELECT pg_notify('hapnd_auth_keys', 'flush')".to_owned(),
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .expect("a bare NOTIFY flush is not trusted");
+    // ...until the real flush arrives.
+    exec(&admin, format!("SELECT {schema}.hapnd_auth_flush()")).await;
     eventually(Duration::from_secs(1), || is_revoked(&auth, &created.key))
         .await
         .expect("the flush reaches the cache");
@@ -535,14 +542,15 @@ async fn silent_network_is_bounded_and_detected() {
     .expect("lookups work again");
 }
 
-/// Any role that can connect may NOTIFY. A forged heartbeat (another session's token, a
-/// send time far in the future, as the payload once carried) must not keep a silent
-/// listener looking healthy: send times are kept by the listener, never read from the wire.
+/// Any role that can connect may NOTIFY any channel. Heartbeats forged on the listener's
+/// own channel (its backend pid is public in `pg_stat_activity`), replaying the nonces it
+/// sent or claiming any other, must not keep a silent listener looking healthy: only a
+/// nonce this session sent, from this session's backend, counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_heartbeats_do_not_hide_a_silent_listener() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
-    let (_, options) = schema(&url, &admin).await;
+    let (schema, options) = schema(&url, &admin).await;
     let upstream: SocketAddr = format!("{}:{}", options.get_host(), options.get_port())
         .parse()
         .unwrap();
@@ -560,37 +568,50 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
     let _feed = store.listen_with(auth.invalidator(), heartbeat);
     healthy(&auth, Duration::from_secs(3)).await;
 
-    // The attacker listens like any instance, and learns the sessions' tokens.
+    // The attacker finds the listener's backend, listens on its heartbeat channel like the
+    // listener does, and learns the nonces it sends.
+    let pid: i32 =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(format!("{schema}:listener"))
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    let channel = format!("hapnd_auth_hb_{pid}");
     let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
-    let mut tokens = std::collections::HashSet::new();
+    spy.listen(&channel).await.unwrap();
+    let mut nonces = Vec::new();
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await
-            && let Some(rest) = n.payload().strip_prefix("heartbeat:")
-        {
-            tokens.insert(rest.split(':').next().unwrap().to_owned());
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
+            nonces.push(n.payload().to_owned());
         }
     }
-    assert!(!tokens.is_empty(), "no heartbeat seen");
-    for token in &tokens {
-        for forged in [format!("{}", 3_600_000_000u64), u64::MAX.to_string()] {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(hapnd_auth::NOTIFY_CHANNEL)
-                .bind(format!("heartbeat:{token}:{forged}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!nonces.is_empty(), "no heartbeat seen on {channel}");
+    nonces.extend([u64::MAX.to_string(), "0".to_owned()]);
 
     relay.frozen.store(true, Ordering::Release);
+    // Forged heartbeats keep coming while the network is silent.
+    let forging = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            loop {
+                for nonce in &nonces {
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&channel)
+                        .bind(nonce)
+                        .execute(&admin)
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     eventually(Duration::from_secs(2), || async {
         auth.channel_health() == ChannelHealth::Degraded
     })
     .await
     .expect("a silent listener is detected despite forged heartbeats");
+    forging.abort();
     relay.frozen.store(false, Ordering::Release);
 }
 
