@@ -670,3 +670,485 @@ async fn a_revocation_by_raw_sql_reaches_the_cache() {
         }
     }
 }
+
+/// A database of its own, for tests that count notifications: channels are per database,
+/// so other tests' notifications do not reach it. Returns its name and connect options;
+/// [`drop_database`] removes it.
+async fn fresh_database(url: &str, admin: &PgPool) -> (String, PgConnectOptions) {
+    let name = unique("hapnd_db");
+    exec(admin, format!("CREATE DATABASE {name}")).await;
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .database(&name)
+        .application_name(&name);
+    (name, options)
+}
+
+async fn drop_database(admin: &PgPool, name: &str) {
+    exec(admin, format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+/// sqlx's migration lock for `database`: `pg_advisory_lock` of this key.
+fn sqlx_migration_lock(database: &str) -> i64 {
+    0x3d32ad9e * i64::from(crc32fast::hash(database.as_bytes()))
+}
+
+/// A role with no privileges can take sqlx's migration advisory lock and hold it. A store
+/// on an up-to-date database connects and revokes anyway: the applied versions are read
+/// first, and the lock is taken only when a migration is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_migration_lock_blocks_neither_startup_nor_revocation() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let first = store_on(options.clone()).await;
+    let created = Authenticator::new(first)
+        .create_key(NewKey::new(unique("locked"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+
+    let database = options.get_database().unwrap_or("hapnd").to_owned();
+    let mut holder = admin.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(sqlx_migration_lock(&database))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let connected = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await;
+    let revoked = match &connected {
+        Ok(store) => Some(
+            hapnd_auth::KeyStore::revoke(store, &created.record.id, std::time::SystemTime::now())
+                .await,
+        ),
+        Err(_) => None,
+    };
+    let took = started.elapsed();
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(sqlx_migration_lock(&database))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let store = connected.expect("connects while another session holds the migration lock");
+    assert!(revoked.unwrap().unwrap().is_revoked());
+    eprintln!("postgres: connect + revoke with the migration lock held took {took:?}");
+    drop(store);
+}
+
+/// The fakes of a full `NOTIFY` queue, in a schema put before `pg_catalog` on the
+/// search_path: `pg_notify` on the revocation channel fails with PostgreSQL's own error for a
+/// full queue (SQLSTATE 54000), and the queue reports itself full. (PostgreSQL 15's queue is
+/// 8 GB and cannot be shrunk, so a test cannot fill it for real.) Heartbeats, on their own
+/// channels, pass.
+async fn fake_full_queue(admin: &PgPool, schema: &str) {
+    exec(
+        admin,
+        format!(
+            "CREATE FUNCTION {schema}.pg_notify(channel text, payload text) RETURNS void \
+             LANGUAGE plpgsql AS $$ BEGIN \
+             IF channel = 'hapnd_auth_keys' THEN \
+             RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000'; \
+             END IF; PERFORM pg_catalog.pg_notify(channel, payload); END $$"
+        ),
+    )
+    .await;
+    exec(
+        admin,
+        format!(
+            "CREATE FUNCTION {schema}.pg_notification_queue_usage() RETURNS float8 \
+             LANGUAGE sql AS $$ SELECT 1.0::float8 $$"
+        ),
+    )
+    .await;
+}
+
+/// With the `NOTIFY` queue full, revocations (the store's and hand-written ones) still
+/// commit, and another instance, which hears no notification at all, rejects the key
+/// within one heartbeat: its listener reads the change log on every heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_commits_and_propagates_when_notify_fails() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let schema = unique("hapnd_t");
+    exec(&admin, format!("CREATE SCHEMA {schema}")).await;
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", format!("{schema}, pg_catalog"))])
+        .application_name(&schema);
+    let store_a = store_on(options.clone()).await;
+    let store_b = store_on(options).await;
+    let a = Authenticator::new(store_a);
+    let b = Authenticator::builder(store_b.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let heartbeat = ListenOptions::new()
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(1000));
+    let feed = store_b.listen_with(b.invalidator(), heartbeat);
+    healthy(&b, Duration::from_secs(3)).await;
+    let tenant = unique("full");
+    let by_store = a
+        .create_key(NewKey::new(&tenant, Environment::Live, "store"))
+        .await
+        .unwrap();
+    let by_sql = a
+        .create_key(NewKey::new(&tenant, Environment::Live, "sql"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for key in [&by_store.key, &by_sql.key] {
+        b.authenticate_key(key.expose_secret()).await.unwrap();
+    }
+
+    fake_full_queue(&admin, &schema).await;
+    let heard = feed.notifications_received();
+    a.revoke(&by_store.record.id)
+        .await
+        .expect("a revocation commits although NOTIFY fails");
+    // A DBA's revocation, in a session of their own on the same search path.
+    let mut dba = admin.acquire().await.unwrap();
+    exec_on(&mut dba, format!("SET search_path = {schema}, pg_catalog")).await;
+    exec_on(
+        &mut dba,
+        format!(
+            "UPDATE hapnd_api_keys SET revoked_at = now() WHERE id = '{}'",
+            by_sql.record.id
+        ),
+    )
+    .await;
+    for key in [&by_store.key, &by_sql.key] {
+        let took = eventually(Duration::from_secs(1), || is_revoked(&b, key))
+            .await
+            .expect("B rejects the key within a heartbeat, without a notification");
+        eprintln!("postgres: revocation without NOTIFY reached B in {took:?} (heartbeat 100 ms)");
+    }
+    assert_eq!(b.channel_health(), ChannelHealth::Healthy);
+    let logged = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.hapnd_key_changes"
+    )))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(logged, 4, "both creations and both revocations are logged");
+    assert!(feed.notifications_received() > heard);
+}
+
+async fn exec_on(conn: &mut sqlx::PgConnection, sql: String) {
+    sqlx::query(AssertSqlSafe(sql)).execute(conn).await.unwrap();
+}
+
+/// `notification_queue_usage` reads PostgreSQL's queue usage: a session that LISTENs and
+/// then idles in a transaction holds every later notification in the queue, and the usage
+/// shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_listener_shows_in_the_queue_usage() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let channel = unique("stalled");
+    let mut stalled = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    stalled.listen(&channel).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut stalled).await.unwrap();
+    // About 400 kB: some 50 of the queue's 8 kB pages.
+    let payload = "x".repeat(7900);
+    for _ in 0..50 {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&channel)
+            .bind(&payload)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let usage = store.notification_queue_usage().await.unwrap();
+    eprintln!("postgres: queue usage with a stalled listener holding ~400 kB: {usage:e}");
+    assert!(usage > 0.0, "usage {usage}");
+    assert!(usage < 0.5);
+    sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+}
+
+/// One statement that changes many keys logs and notifies one flush, not one notification
+/// per row, and every instance forgets those keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_change_sends_one_flush() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let store = store_on(options.clone()).await;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store.listen(auth.invalidator());
+    healthy(&auth, Duration::from_secs(3)).await;
+    let tenant = unique("bulk");
+    let cached = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "cached"))
+        .await
+        .unwrap();
+    exec(
+        &db,
+        format!(
+            "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, created_at) \
+             SELECT 'key_bulk' || i, '{tenant}', 'live', 'bulk', sha256(i::text::bytea), 'h', now() \
+             FROM generate_series(1, 1000) AS i"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    auth.authenticate_key(cached.key.expose_secret())
+        .await
+        .unwrap();
+
+    let mut spy = sqlx::postgres::PgListener::connect_with(&db).await.unwrap();
+    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
+    exec(
+        &db,
+        format!("UPDATE hapnd_api_keys SET revoked_at = now() WHERE tenant = '{tenant}'"),
+    )
+    .await;
+    let mut payloads = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
+            payloads.push(n.payload().to_owned());
+        }
+    }
+    assert_eq!(
+        payloads.len(),
+        1,
+        "1,001 rows changed by one statement: {} notifications",
+        payloads.len()
+    );
+    assert_eq!(payloads[0], "flush");
+    eventually(Duration::from_secs(1), || is_revoked(&auth, &cached.key))
+        .await
+        .expect("the bulk revocation reaches the cache");
+    drop((spy, _feed, auth, store));
+    db.close().await;
+    drop_database(&admin, &database).await;
+}
+
+/// 'infinity' in a time column (written before migration 3's CHECK, which now refuses it)
+/// reads as a far-away time: the key is not a store error on every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_times_are_refused_and_read_defensively() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("inf");
+    let created = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "forever"))
+        .await
+        .unwrap();
+    let set_infinite = format!(
+        "UPDATE {schema}.hapnd_api_keys SET expires_at = 'infinity' WHERE id = '{}'",
+        created.record.id
+    );
+    let refused = sqlx::query(AssertSqlSafe(set_infinite.clone()))
+        .execute(&admin)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("hapnd_api_keys_finite_times"));
+
+    exec(
+        &admin,
+        format!("ALTER TABLE {schema}.hapnd_api_keys DROP CONSTRAINT hapnd_api_keys_finite_times"),
+    )
+    .await;
+    exec(&admin, set_infinite).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .expect("a key that never expires authenticates");
+    let listed = hapnd_auth::KeyStore::list(&store, &tenant).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].expires_at.unwrap() > std::time::SystemTime::now());
+}
+
+/// `n` instances on a database of their own, each with its own store (a pool of 2), authenticator and
+/// listener, as separate gateways would have; instance `i`'s sessions are named
+/// `{database}_{i}` and `{database}_{i}:listener`.
+async fn fleet(
+    url: &str,
+    admin: &PgPool,
+    n: usize,
+) -> (
+    String,
+    Vec<(PostgresKeyStore, Authenticator, hapnd_auth::ChangeFeed)>,
+) {
+    let (database, options) = fresh_database(url, admin).await;
+    let mut fleet = Vec::with_capacity(n);
+    for i in 0..n {
+        let store = PostgresKeyStore::builder()
+            .max_connections(2)
+            .connect_with(options.clone().application_name(&format!("{database}_{i}")))
+            .await
+            .unwrap();
+        let auth = Authenticator::builder(store.clone())
+            .ttl(Duration::from_secs(60))
+            .build();
+        let feed = store.listen(auth.invalidator());
+        fleet.push((store, auth, feed));
+    }
+    for (_, auth, _) in &fleet {
+        healthy(auth, Duration::from_secs(10)).await;
+    }
+    (database, fleet)
+}
+
+/// 50 instances on one database: at idle each listener hears O(1) notifications per
+/// second (its own heartbeat, not everyone's); a revocation through one reaches all of
+/// them, including one whose listener was killed just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_instances_idle_quietly_and_all_see_a_revocation() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, fleet) = fleet(&url, &admin, 50).await;
+
+    let before: Vec<u64> = fleet.iter().map(|f| f.2.notifications_received()).collect();
+    let idle = Duration::from_secs(3);
+    tokio::time::sleep(idle).await;
+    let heard: Vec<u64> = fleet
+        .iter()
+        .zip(&before)
+        .map(|(f, before)| f.2.notifications_received() - before)
+        .collect();
+    let most = *heard.iter().max().unwrap();
+    eprintln!(
+        "postgres: 50 idle instances, notifications per listener in {idle:?} (1 s heartbeat): \
+         min {}, max {most}",
+        heard.iter().min().unwrap()
+    );
+    // One heartbeat per second each; with one shared channel it was 50 per second.
+    assert!(
+        most <= 5,
+        "an idle listener heard {most} notifications in {idle:?}"
+    );
+
+    let tenant = unique("fleet");
+    let created = fleet[0]
+        .1
+        .create_key(NewKey::new(&tenant, Environment::Live, "shared"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (_, auth, _) in &fleet {
+        auth.authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap();
+    }
+    let killed = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) AS t",
+    )
+    .bind(format!("{schema}_7:listener"))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    let started = Instant::now();
+    fleet[0].1.revoke(&created.record.id).await.unwrap();
+    for (i, (_, auth, _)) in fleet.iter().enumerate() {
+        eventually(Duration::from_secs(5), || is_revoked(auth, &created.key))
+            .await
+            .unwrap_or_else(|| panic!("instance {i} still accepts the revoked key"));
+    }
+    eprintln!(
+        "postgres: revocation reached all 50 instances (one reconnecting) in {:?}",
+        started.elapsed()
+    );
+    for (_, auth, _) in &fleet {
+        healthy(auth, Duration::from_secs(5)).await;
+    }
+    drop(fleet);
+    drop_database(&admin, &schema).await;
+}
+
+/// Every instance flushes last-used times for the same keys at once, each batch in its own
+/// order, while keys are revoked: no flush fails (no deadlock, no timeout) and every
+/// revocation succeeds, because usage rows live in a table of their own, written in id
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let mut stores = Vec::new();
+    for _ in 0..20 {
+        stores.push(
+            PostgresKeyStore::builder()
+                .max_connections(2)
+                .connect_with(options.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let tenant = unique("usage");
+    let mut keys = Vec::new();
+    for i in 0..200 {
+        let created = hapnd_auth::KeyStore::create(
+            &stores[0],
+            NewKey::new(&tenant, Environment::Live, format!("k{i}")),
+        )
+        .await
+        .unwrap();
+        keys.push(created.record.id);
+    }
+    let mut flushes = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        // A different order per instance: rotated and, for odd instances, reversed.
+        let mut ids = keys.clone();
+        let by = n * 7 % ids.len();
+        ids.rotate_left(by);
+        if n % 2 == 1 {
+            ids.reverse();
+        }
+        flushes.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..10u64 {
+                let at = std::time::SystemTime::now() + Duration::from_millis(round);
+                let batch: Vec<hapnd_auth::LastUsed> = ids
+                    .iter()
+                    .map(|id| hapnd_auth::LastUsed { id: id.clone(), at })
+                    .collect();
+                if let Err(e) = hapnd_auth::KeyStore::record_usage(&store, &batch).await {
+                    failures.push(e.to_string());
+                }
+            }
+            failures
+        }));
+    }
+    let mut revocations = Vec::new();
+    for id in keys.iter().step_by(20) {
+        let started = Instant::now();
+        hapnd_auth::KeyStore::revoke(&stores[1], id, std::time::SystemTime::now())
+            .await
+            .expect("a revocation succeeds during usage flushes");
+        revocations.push(started.elapsed());
+    }
+    let mut failures = Vec::new();
+    for flush in flushes {
+        failures.extend(flush.await.unwrap());
+    }
+    revocations.sort();
+    eprintln!(
+        "postgres: {} revocations during 200 usage flushes of 200 keys from 20 stores: \
+         median {:?}, max {:?}",
+        revocations.len(),
+        revocations[revocations.len() / 2],
+        revocations.last().unwrap()
+    );
+    assert!(failures.is_empty(), "usage flushes failed: {failures:?}");
+    let used = hapnd_auth::KeyStore::get(&stores[0], &keys[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(used.last_used_at.is_some());
+}
