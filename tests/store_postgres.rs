@@ -1152,3 +1152,53 @@ async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
         .unwrap();
     assert!(used.last_used_at.is_some());
 }
+
+/// A transaction left open after changing one key (a DBA's session, a stuck tool) blocks no
+/// other key's revocation: the change log numbers its entries only at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_does_not_block_other_revocations() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let tenant = unique("open");
+    let mut ids = Vec::new();
+    for name in ["edited", "revoked"] {
+        let created =
+            hapnd_auth::KeyStore::create(&store, NewKey::new(&tenant, Environment::Live, name))
+                .await
+                .unwrap();
+        ids.push(created.record.id);
+    }
+    let mut dba = admin.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {schema}.hapnd_api_keys SET name = 'renamed' WHERE id = '{}'",
+        ids[0]
+    )))
+    .execute(&mut *dba)
+    .await
+    .unwrap();
+    let revoked = hapnd_auth::KeyStore::revoke(&store, &ids[1], std::time::SystemTime::now()).await;
+    dba.commit().await.unwrap();
+    assert!(
+        revoked
+            .expect("revoked while another transaction is open")
+            .is_revoked()
+    );
+    // Both are logged, in commit order: the revocation first.
+    let logged: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT gen FROM {schema}.hapnd_key_changes ORDER BY gen"
+    )))
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        logged,
+        [1, 2, 3, 4],
+        "two creations, the revocation, the rename"
+    );
+}

@@ -14,10 +14,13 @@ ON CONFLICT (id) DO NOTHING;
 
 -- 2. A change log every instance can read, so a notification that was never sent (the NOTIFY
 --    queue full, a process that died between its commit and its notify) or never received is
---    caught by the next read. Each statement that changes keys takes the next generation from
---    a one-row counter; the row lock is held until commit, so generations become visible in
---    order and without gaps: a reader that has seen generation g has seen every one before.
---    A NULL key_hash means "forget everything" (a bulk change, or hapnd_auth_flush()).
+--    caught by the next read. Rows are written without a generation; a deferred trigger
+--    numbers them at commit time from a one-row counter, whose row lock it holds only from
+--    then until the commit completes (as PostgreSQL's own notify lock is held), so
+--    generations become visible in commit order and without gaps: a reader that has seen
+--    generation g has seen every one before. A transaction left open after changing a key
+--    holds no lock that anyone else's change waits for. A NULL key_hash means "forget
+--    everything" (a bulk change, or hapnd_auth_flush()).
 CREATE TABLE IF NOT EXISTS hapnd_key_generation (
     only_row  BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
     gen       BIGINT  NOT NULL
@@ -25,36 +28,32 @@ CREATE TABLE IF NOT EXISTS hapnd_key_generation (
 INSERT INTO hapnd_key_generation (only_row, gen) VALUES (TRUE, 0) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS hapnd_key_changes (
-    gen       BIGINT NOT NULL,
+    gen       BIGINT,
     key_hash  BYTEA
 );
 CREATE INDEX IF NOT EXISTS hapnd_key_changes_gen ON hapnd_key_changes (gen);
 
--- Logs one statement's changed hashes under a new generation and wakes the listeners.
--- A NULL hash, or more than 64 hashes, are logged (and notified) as one flush: a bulk change
--- costs every instance one notification, not one per row. The notification is best effort: skipped when
--- the queue is half full (a full queue would fail this transaction at commit, revocation
--- included) or when the session says hapnd_auth.notify = off (the store's own writes, which
--- notify after their commit instead). Listeners read the log on every notification and every
--- heartbeat, so a skipped notification delays an invalidation by one heartbeat at most.
+-- Logs one statement's changed hashes and wakes the listeners. A NULL hash, or more than 64
+-- hashes, are logged (and notified) as one flush: a bulk change costs every instance one
+-- notification, not one per row. The notification is best effort: skipped when the queue is
+-- half full (a full queue would fail this transaction at commit, revocation included) or
+-- when the session says hapnd_auth.notify = off (the store's own writes, which notify after
+-- their commit instead). Listeners read the log on every notification and every heartbeat,
+-- so a skipped notification delays an invalidation by one heartbeat at most.
 CREATE OR REPLACE FUNCTION hapnd_auth_log_changes(hashes BYTEA[]) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
-    g BIGINT;
     n INT := coalesce(cardinality(hashes), 0);
     flush BOOLEAN := n > 64 OR array_position(hashes, NULL) IS NOT NULL;
 BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
-    UPDATE hapnd_key_generation SET gen = gen + 1 RETURNING gen INTO g;
     IF NOT flush THEN
-        INSERT INTO hapnd_key_changes (gen, key_hash) SELECT g, h FROM unnest(hashes) AS h;
+        INSERT INTO hapnd_key_changes (key_hash) SELECT h FROM unnest(hashes) AS h;
     ELSE
-        INSERT INTO hapnd_key_changes (gen, key_hash) VALUES (g, NULL);
+        INSERT INTO hapnd_key_changes (key_hash) VALUES (NULL);
     END IF;
-    -- Readers notice a pruned generation (a gap) and flush, so pruning is always safe.
-    DELETE FROM hapnd_key_changes WHERE gen <= g - 10000;
     IF current_setting('hapnd_auth.notify', true) IS DISTINCT FROM 'off'
        AND pg_notification_queue_usage() < 0.5 THEN
         IF NOT flush THEN
@@ -65,6 +64,30 @@ BEGIN
     END IF;
 END
 $$;
+
+-- At commit: this transaction's log rows (the only unnumbered rows it can see; other
+-- transactions' are uncommitted, hence invisible) get the next generation. Fires once per
+-- logged row; all but the first find nothing to number.
+CREATE OR REPLACE FUNCTION hapnd_key_changes_number() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    g BIGINT;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM hapnd_key_changes WHERE gen IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    UPDATE hapnd_key_generation SET gen = gen + 1 RETURNING gen INTO g;
+    UPDATE hapnd_key_changes SET gen = g WHERE gen IS NULL;
+    -- Readers notice a pruned generation (a gap) and flush, so pruning is always safe.
+    DELETE FROM hapnd_key_changes WHERE gen <= g - 10000;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS hapnd_key_changes_number ON hapnd_key_changes;
+CREATE CONSTRAINT TRIGGER hapnd_key_changes_number AFTER INSERT ON hapnd_key_changes
+DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW EXECUTE FUNCTION hapnd_key_changes_number();
 
 -- For bulk changes made with the triggers disabled: every instance forgets everything.
 CREATE OR REPLACE FUNCTION hapnd_auth_flush() RETURNS void
