@@ -542,15 +542,14 @@ async fn silent_network_is_bounded_and_detected() {
     .expect("lookups work again");
 }
 
-/// Any role that can connect may NOTIFY any channel. Heartbeats forged on the listener's
-/// own channel (its backend pid is public in `pg_stat_activity`), replaying the nonces it
-/// sent or claiming any other, must not keep a silent listener looking healthy: only a
-/// nonce this session sent, from this session's backend, counts.
+/// Any role that can connect may NOTIFY. Notifications forged on the revocation channel
+/// (flushes, hashes, anything) while the network to the listener is silent must not keep it
+/// looking healthy: only a successful read of the change log on its own connection does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_heartbeats_do_not_hide_a_silent_listener() {
+async fn forged_notifications_do_not_hide_a_silent_listener() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
-    let (schema, options) = schema(&url, &admin).await;
+    let (_, options) = schema(&url, &admin).await;
     let upstream: SocketAddr = format!("{}:{}", options.get_host(), options.get_port())
         .parse()
         .unwrap();
@@ -567,38 +566,19 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
         .max_backoff(Duration::from_millis(200));
     let _feed = store.listen_with(auth.invalidator(), heartbeat);
     healthy(&auth, Duration::from_secs(3)).await;
-
-    // The attacker finds the listener's backend, listens on its heartbeat channel like the
-    // listener does, and learns the nonces it sends.
-    let pid: i32 =
-        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
-            .bind(format!("{schema}:listener"))
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-    let channel = format!("hapnd_auth_hb_{pid}");
-    let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-    spy.listen(&channel).await.unwrap();
-    let mut nonces = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
-            nonces.push(n.payload().to_owned());
-        }
-    }
-    assert!(!nonces.is_empty(), "no heartbeat seen on {channel}");
-    nonces.extend([u64::MAX.to_string(), "0".to_owned()]);
+    let channel = hapnd_auth::NOTIFY_CHANNEL.to_owned();
+    let payloads = vec!["flush".to_owned(), "heartbeat".to_owned(), "0".repeat(64)];
 
     relay.frozen.store(true, Ordering::Release);
-    // Forged heartbeats keep coming while the network is silent.
+    // Forged notifications keep coming while the network is silent.
     let forging = {
         let admin = admin.clone();
         tokio::spawn(async move {
             loop {
-                for nonce in &nonces {
+                for payload in &payloads {
                     let _ = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(&channel)
-                        .bind(nonce)
+                        .bind(payload)
                         .execute(&admin)
                         .await;
                 }
@@ -610,7 +590,7 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
         auth.channel_health() == ChannelHealth::Degraded
     })
     .await
-    .expect("a silent listener is detected despite forged heartbeats");
+    .expect("a silent listener is detected despite forged notifications");
     forging.abort();
     relay.frozen.store(false, Ordering::Release);
 }
@@ -772,12 +752,10 @@ async fn fake_full_queue(admin: &PgPool, schema: &str) {
 async fn revocation_commits_and_propagates_when_notify_fails() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
-    let schema = unique("hapnd_t");
-    exec(&admin, format!("CREATE SCHEMA {schema}")).await;
-    let options = PgConnectOptions::from_str(&url)
-        .unwrap()
-        .options([("search_path", format!("{schema}, pg_catalog"))])
-        .application_name(&schema);
+    // A database of its own: no other test's notification reaches B.
+    let (database, options) = fresh_database(&url, &admin).await;
+    let options = options.options([("search_path", "public, pg_catalog")]);
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
     let store_a = store_on(options.clone()).await;
     let store_b = store_on(options).await;
     let a = Authenticator::new(store_a);
@@ -803,16 +781,14 @@ async fn revocation_commits_and_propagates_when_notify_fails() {
         b.authenticate_key(key.expose_secret()).await.unwrap();
     }
 
-    fake_full_queue(&admin, &schema).await;
+    fake_full_queue(&db, "public").await;
     let heard = feed.notifications_received();
     a.revoke(&by_store.record.id)
         .await
         .expect("a revocation commits although NOTIFY fails");
-    // A DBA's revocation, in a session of their own on the same search path.
-    let mut dba = admin.acquire().await.unwrap();
-    exec_on(&mut dba, format!("SET search_path = {schema}, pg_catalog")).await;
-    exec_on(
-        &mut dba,
+    // A DBA's revocation, by hand.
+    exec(
+        &db,
         format!(
             "UPDATE hapnd_api_keys SET revoked_at = now() WHERE id = '{}'",
             by_sql.record.id
@@ -826,18 +802,19 @@ async fn revocation_commits_and_propagates_when_notify_fails() {
         eprintln!("postgres: revocation without NOTIFY reached B in {took:?} (heartbeat 100 ms)");
     }
     assert_eq!(b.channel_health(), ChannelHealth::Healthy);
-    let logged = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {schema}.hapnd_key_changes"
-    )))
-    .fetch_one(&admin)
-    .await
-    .unwrap();
+    assert_eq!(
+        feed.notifications_received(),
+        heard,
+        "B heard no notification: the change log carried both revocations"
+    );
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM hapnd_key_changes")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(logged, 4, "both creations and both revocations are logged");
-    assert!(feed.notifications_received() > heard);
-}
-
-async fn exec_on(conn: &mut sqlx::PgConnection, sql: String) {
-    sqlx::query(AssertSqlSafe(sql)).execute(conn).await.unwrap();
+    drop((feed, a, b, store_b));
+    db.close().await;
+    drop_database(&admin, &database).await;
 }
 
 /// `notification_queue_usage` reads PostgreSQL's queue usage: a session that LISTENs and
@@ -1002,9 +979,10 @@ async fn fleet(
     (database, fleet)
 }
 
-/// 50 instances on one database: at idle each listener hears O(1) notifications per
-/// second (its own heartbeat, not everyone's); a revocation through one reaches all of
-/// them, including one whose listener was killed just before.
+/// 50 instances on one database: at idle no listener hears any notification (heartbeats are
+/// reads of the change log, not notifications; with one shared heartbeat channel each heard
+/// 50 per second); a revocation through one reaches all of them, including one whose
+/// listener was killed just before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_instances_idle_quietly_and_all_see_a_revocation() {
     let Some(url) = database_url() else { return };

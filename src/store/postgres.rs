@@ -2,14 +2,13 @@
 //!
 //! See [`PostgresKeyStore`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
@@ -37,9 +36,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_fleet.sql"),
     ),
 ];
-
-/// The prefix of each listener's own heartbeat channel; its backend pid follows.
-const HEARTBEAT_CHANNEL_PREFIX: &str = "hapnd_auth_hb_";
 
 /// The most change-log rows one catch-up reads; past it the listener flushes instead.
 const MAX_CHANGES_READ: i64 = 1000;
@@ -129,11 +125,12 @@ macro_rules! ts {
 /// it read the change log from the last generation it applied and invalidate the hashes it
 /// names (payloads are not trusted: any role that can connect may `NOTIFY`). Notifications
 /// sent while the listener is disconnected are lost for good, and a half-open connection is
-/// silent. So every [`ListenOptions::heartbeat_interval`] the listener also notifies itself
-/// on a channel of its own and reads the change log: a missed notification is caught on the
-/// next tick, and until a heartbeat has come back within [`ListenOptions::heartbeat_timeout`]
-/// the channel is reported lost and the cache is not trusted: every request reads the store.
-/// The same holds from `listen` until the first heartbeat returns. `LISTEN` needs a direct
+/// silent. So every [`ListenOptions::heartbeat_interval`] the listener also reads the change
+/// log unprompted, on the same connection: a missed notification is caught on the next
+/// tick, and until a read has succeeded within [`ListenOptions::heartbeat_timeout`] the
+/// channel is reported lost and the cache is not trusted: every request reads the store.
+/// The same holds from `listen` until the first read succeeds. An idle instance costs the
+/// server one index probe per interval and sends no notification. `LISTEN` needs a direct
 /// session on the primary, not PgBouncer in transaction mode and not a replica.
 ///
 /// Bulk changes made with the triggers disabled can flush every instance with
@@ -270,19 +267,21 @@ impl Default for ListenOptions {
 }
 
 impl ListenOptions {
-    /// The defaults: a heartbeat every second that must return within 3 s.
+    /// The defaults: a heartbeat (a read of the change log) every second that must succeed
+    /// within 3 s.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// How often the listener notifies itself (default 1 s).
+    /// How often the listener reads the change log unprompted (default 1 s): the bound on
+    /// how late a change whose notification was lost is applied.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = every;
         self
     }
 
-    /// How long the listener may go without hearing its own heartbeat before it stops
-    /// trusting the channel and reconnects (default 3 s). The bound on how long a silently
+    /// How long the listener may go without a successful read of the change log before it
+    /// stops trusting the channel and reconnects (default 3 s). The bound on how long a silently
     /// dead connection can leave a revoked key cached.
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
@@ -329,12 +328,7 @@ impl PostgresKeyStore {
         let listener_options = self
             .options
             .clone()
-            .application_name(&format!("{app}:listener"))
-            // A heartbeat commits nothing worth a WAL flush, and every notifying commit
-            // holds PostgreSQL's cluster-wide notify lock until its commit completes, flush
-            // included. Without the wait the lock is held for microseconds, not a disk
-            // flush; the queue order, which the heartbeat relies on, is the same.
-            .options([("synchronous_commit", "off")]);
+            .application_name(&format!("{app}:listener"));
         let query_timeout = self.query_timeout;
         ChangeFeed::spawn(invalidator, move |invalidator, received| {
             let feed = Feed {
@@ -484,9 +478,12 @@ impl KeyStore for PostgresKeyStore {
         if used.is_empty() {
             return Ok(());
         }
-        // Rows of a table of their own: a revocation never waits for a usage write. Sorted
-        // by id (and grouped: one row per key), so batches from many instances lock rows in
-        // one order and cannot deadlock each other. Keys that no longer exist are skipped.
+        // Rows of a table of their own: a revocation never waits for a usage write. Rows
+        // another instance is writing at this moment are skipped, not waited for (it is
+        // recording a use from the same moment); so many instances flushing the same keys at
+        // once neither queue behind each other nor deadlock. New rows are inserted in id
+        // order, the one wait left (on another instance inserting the same new id). Keys that
+        // no longer exist are skipped.
         let mut batch: Vec<(&str, i64)> = used
             .iter()
             .map(|u| (u.id.as_str(), to_millis(u.at)))
@@ -495,13 +492,18 @@ impl KeyStore for PostgresKeyStore {
         let ids: Vec<String> = batch.iter().map(|(id, _)| (*id).to_owned()).collect();
         let times: Vec<i64> = batch.iter().map(|(_, ms)| *ms).collect();
         let query = sqlx::query(concat!(
-            "INSERT INTO hapnd_key_usage AS u (id, last_used_at) ",
-            "SELECT t.id, timestamptz 'epoch' + max(t.ms) * interval '1 millisecond' ",
-            "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) ",
-            "WHERE EXISTS (SELECT 1 FROM hapnd_api_keys AS k WHERE k.id = t.id) ",
-            "GROUP BY t.id ORDER BY t.id ",
-            "ON CONFLICT (id) DO UPDATE SET last_used_at = EXCLUDED.last_used_at ",
-            "WHERE u.last_used_at < EXCLUDED.last_used_at"
+            "WITH input AS (",
+            "SELECT t.id, timestamptz 'epoch' + max(t.ms) * interval '1 millisecond' AS at ",
+            "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) GROUP BY t.id), ",
+            "free AS (SELECT u.id FROM hapnd_key_usage AS u JOIN input AS i ON i.id = u.id ",
+            "WHERE u.last_used_at < i.at ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
+            "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = i.at ",
+            "FROM free AS f JOIN input AS i ON i.id = f.id ",
+            "WHERE u.id = f.id AND u.last_used_at < i.at) ",
+            "INSERT INTO hapnd_key_usage (id, last_used_at) SELECT i.id, i.at FROM input AS i ",
+            "WHERE NOT EXISTS (SELECT 1 FROM hapnd_key_usage AS u WHERE u.id = i.id) ",
+            "AND EXISTS (SELECT 1 FROM hapnd_api_keys AS k WHERE k.id = i.id) ",
+            "ORDER BY i.id ON CONFLICT (id) DO NOTHING"
         ))
         .bind(ids)
         .bind(times);
@@ -527,10 +529,6 @@ enum Ended {
 /// One listening connection and what it has read.
 struct Session {
     listener: PgListener,
-    /// This session's backend: the only sender whose heartbeats count.
-    pid: u32,
-    /// Where this session's heartbeats travel; no other instance listens there.
-    heartbeat_channel: String,
     /// The newest change-log generation applied.
     generation: i64,
 }
@@ -574,82 +572,53 @@ impl Feed {
             .connect_lazy_with(self.listener_options.clone());
         bounded(self.query_timeout, async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(&mut listener)
-                .await?;
-            let heartbeat_channel = format!("{HEARTBEAT_CHANNEL_PREFIX}{pid}");
-            listener
-                .listen_all([NOTIFY_CHANNEL, heartbeat_channel.as_str()])
-                .await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
             // Read after LISTEN: a change committed later is notified or in a later read.
             let generation = sqlx::query_scalar("SELECT gen FROM hapnd_key_generation")
                 .fetch_one(&mut listener)
                 .await?;
             Ok(Session {
                 listener,
-                pid: pid.unsigned_abs(),
-                heartbeat_channel,
                 generation,
             })
         })
         .await
     }
 
-    /// Heartbeats. Every `heartbeat_interval` the listener notifies itself on its own
-    /// channel, from its own session, and reads the change log. Nobody else listens on that
-    /// channel, so an idle instance receives one notification per interval however many
-    /// instances share the database (with one shared channel each heard all the others').
+    /// Heartbeats. Every `heartbeat_interval` the listener reads the change log on its
+    /// `LISTEN` connection. The read is a round trip that proves the connection alive, and
+    /// its snapshot holds every change committed before it began, notified or not: once it
+    /// returns, every such change is applied here. A silent connection makes it time out.
+    /// The generations it reads have no gaps and appear in commit order (see migration 3),
+    /// so nothing is skipped between two reads.
     ///
-    /// Why the return of a heartbeat proves that every change committed before it was sent
-    /// has reached this listener: PostgreSQL keeps one notification queue for the whole
-    /// cluster, all channels together, and a notifying transaction takes a cluster-wide lock
-    /// in `PreCommit_Notify` before it appends to the queue and holds it until its commit has
-    /// completed (`src/backend/commands/async.c`: "Serialize writers by acquiring a special
-    /// lock that we hold till after commit. This ensures that queue entries appear in commit
-    /// order"). A listener reads the queue in order, so when its heartbeat arrives, every
-    /// notification committed before the heartbeat was sent has been read. Changes whose
-    /// notification was never sent (the queue half full, a process that died after its
-    /// commit) are in the change log, read on the same tick.
+    /// Heartbeats are not notifications. PostgreSQL signals every backend that listens in a
+    /// database on every `NOTIFY`, whatever the channel (`SignalBackends` in
+    /// `src/backend/commands/async.c`: "Always signal listeners in our own database, unless
+    /// they're already caught up"), and every notifying commit takes a cluster-wide lock from
+    /// pre-commit until its commit completes, WAL flush included ("Serialize writers by
+    /// acquiring a special lock that we hold till after commit. This ensures that queue
+    /// entries appear in commit order"). A notification per instance per interval therefore
+    /// costs the server O(N) wakeups each, O(N²) in all, and N serialized commits, even on
+    /// per-instance channels. A read costs one index probe, commits nothing, and wakes no one.
     ///
-    /// A heartbeat counts only if it comes from this session's backend (the notification
-    /// carries the sender's pid, which no other session can forge) and its nonce is one we
-    /// sent; send times are kept here, never read from the wire. Any role that can connect
-    /// may `NOTIFY` any channel: a forged heartbeat confirms nothing.
+    /// Notifications only make the listener read the log sooner. Their payloads are not
+    /// trusted: any role that can connect may `NOTIFY` anything.
     async fn session(&self, mut session: Session, invalidator: &Invalidator) -> Ended {
         let started = Instant::now();
-        // When the newest heartbeat that came back was sent. The send time, not the arrival
-        // time: a heartbeat delayed on its way proves only what it carried.
+        // When the newest successful read of the log began.
         let mut confirmed: Option<Instant> = None;
-        let mut in_flight: HashMap<u64, Instant> = HashMap::new();
-        let mut healthy = false;
         let mut ticks = tokio::time::interval(self.options.heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // try_recv is cancel-safe: sqlx consumes a message only once it is complete.
                 received = session.listener.try_recv() => match received {
-                    Ok(Some(first)) => {
-                        let mut changed = false;
-                        let mut next = Some(first);
+                    Ok(Some(_)) => {
+                        self.received.fetch_add(1, Ordering::Relaxed);
                         // Everything already buffered is handled by one read of the log.
-                        while let Some(notification) = next {
+                        while session.listener.next_buffered().is_some() {
                             self.received.fetch_add(1, Ordering::Relaxed);
-                            match own_heartbeat(&notification, &session) {
-                                Some(nonce) => {
-                                    if let Some(&sent) = in_flight.get(&nonce) {
-                                        confirmed = confirmed.max(Some(sent));
-                                        if !healthy {
-                                            invalidator.channel_restored();
-                                            healthy = true;
-                                        }
-                                    }
-                                }
-                                None => changed |= notification.channel() == NOTIFY_CHANNEL,
-                            }
-                            next = session.listener.next_buffered();
-                        }
-                        if changed && let Err(error) = self.catch_up(&mut session, invalidator).await {
-                            return Ended::Disconnected(error.to_string());
                         }
                     }
                     // Ok(None): the connection dropped and notifications may have been lost.
@@ -657,29 +626,26 @@ impl Feed {
                     Err(error) => return Ended::Disconnected(error.to_string()),
                 },
                 _ = ticks.tick() => {
-                    let silent_since = confirmed.unwrap_or(started);
-                    if silent_since.elapsed() > self.options.heartbeat_timeout {
+                    if confirmed.unwrap_or(started).elapsed() > self.options.heartbeat_timeout {
                         return Ended::HeartbeatOverdue;
-                    }
-                    // Older than the timeout, a heartbeat can no longer keep the channel up.
-                    in_flight.retain(|_, sent| sent.elapsed() <= self.options.heartbeat_timeout);
-                    let nonce = heartbeat_nonce();
-                    in_flight.insert(nonce, Instant::now());
-                    let send = sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(session.heartbeat_channel.as_str())
-                        .bind(nonce.to_string())
-                        .execute(&mut session.listener);
-                    // A silent connection hangs here: bounded like the heartbeat itself.
-                    match tokio::time::timeout(self.options.heartbeat_timeout, send).await {
-                        Err(_) => return Ended::HeartbeatOverdue,
-                        Ok(Err(error)) => return Ended::Disconnected(error.to_string()),
-                        Ok(Ok(_)) => {}
-                    }
-                    if let Err(error) = self.catch_up(&mut session, invalidator).await {
-                        return Ended::Disconnected(error.to_string());
                     }
                 }
             }
+            let began = Instant::now();
+            let read = tokio::time::timeout(
+                self.options.heartbeat_timeout,
+                self.catch_up(&mut session, invalidator),
+            );
+            match read.await {
+                Err(_) => return Ended::HeartbeatOverdue,
+                Ok(Err(error)) => return Ended::Disconnected(error.to_string()),
+                Ok(Ok(())) => {}
+            }
+            if confirmed.is_none() {
+                // The first read of a session: trusted from here on (restoring flushes).
+                invalidator.channel_restored();
+            }
+            confirmed = Some(began);
         }
     }
 
@@ -735,18 +701,4 @@ impl Feed {
         session.generation = current;
         Ok(())
     }
-}
-
-fn heartbeat_nonce() -> u64 {
-    u64::from_ne_bytes(crate::key::random())
-}
-
-/// For a heartbeat this session sent, its nonce.
-fn own_heartbeat(notification: &PgNotification, session: &Session) -> Option<u64> {
-    if notification.channel() != session.heartbeat_channel
-        || notification.process_id() != session.pid
-    {
-        return None;
-    }
-    notification.payload().parse().ok()
 }
