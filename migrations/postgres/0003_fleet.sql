@@ -4,12 +4,14 @@
 --    lock a key's row, so a revocation never waits for them. hapnd_api_keys.last_used_at
 --    stays (instances of an older version still write it during a rolling upgrade) and is
 --    read as the greater of the two.
+--    Each key's row is created with the key (by the insert trigger below), so a usage write
+--    only ever updates, and can skip rows another instance is updating.
 CREATE TABLE IF NOT EXISTS hapnd_key_usage (
     id            TEXT        PRIMARY KEY,
-    last_used_at  TIMESTAMPTZ NOT NULL
+    last_used_at  TIMESTAMPTZ
 );
 INSERT INTO hapnd_key_usage (id, last_used_at)
-SELECT id, last_used_at FROM hapnd_api_keys WHERE last_used_at IS NOT NULL
+SELECT id, last_used_at FROM hapnd_api_keys
 ON CONFLICT (id) DO NOTHING;
 
 -- 2. A change log every instance can read, so a notification that was never sent (the NOTIFY
@@ -102,6 +104,7 @@ LANGUAGE sql SET search_path FROM CURRENT AS $$ SELECT hapnd_auth_log_changes(AR
 CREATE OR REPLACE FUNCTION hapnd_api_keys_inserted() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
+    INSERT INTO hapnd_key_usage (id) SELECT id FROM new_rows ON CONFLICT (id) DO NOTHING;
     PERFORM hapnd_auth_log_changes(ARRAY(SELECT key_hash FROM new_rows LIMIT 65));
     RETURN NULL;
 END

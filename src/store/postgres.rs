@@ -478,12 +478,12 @@ impl KeyStore for PostgresKeyStore {
         if used.is_empty() {
             return Ok(());
         }
-        // Rows of a table of their own: a revocation never waits for a usage write. Rows
-        // another instance is writing at this moment are skipped, not waited for (it is
-        // recording a use from the same moment); so many instances flushing the same keys at
-        // once neither queue behind each other nor deadlock. New rows are inserted in id
-        // order, the one wait left (on another instance inserting the same new id). Keys that
-        // no longer exist are skipped.
+        // Rows of a table of their own: a revocation never waits for a usage write. Each
+        // key's row exists from its creation (a trigger), so this only updates, and rows
+        // another instance is updating at this moment are skipped, not waited for (it is
+        // recording a use from the same moment): many instances flushing the same keys at
+        // once neither queue behind each other nor deadlock. A key without a row (deleted by
+        // hand) gets one, in id order. Keys that no longer exist are skipped.
         let mut batch: Vec<(&str, i64)> = used
             .iter()
             .map(|u| (u.id.as_str(), to_millis(u.at)))
@@ -496,10 +496,11 @@ impl KeyStore for PostgresKeyStore {
             "SELECT t.id, timestamptz 'epoch' + max(t.ms) * interval '1 millisecond' AS at ",
             "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) GROUP BY t.id), ",
             "free AS (SELECT u.id FROM hapnd_key_usage AS u JOIN input AS i ON i.id = u.id ",
-            "WHERE u.last_used_at < i.at ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
-            "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = i.at ",
+            "WHERE u.last_used_at IS NULL OR u.last_used_at < i.at ",
+            "ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
+            "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = GREATEST(u.last_used_at, i.at) ",
             "FROM free AS f JOIN input AS i ON i.id = f.id ",
-            "WHERE u.id = f.id AND u.last_used_at < i.at) ",
+            "WHERE u.id = f.id) ",
             "INSERT INTO hapnd_key_usage (id, last_used_at) SELECT i.id, i.at FROM input AS i ",
             "WHERE NOT EXISTS (SELECT 1 FROM hapnd_key_usage AS u WHERE u.id = i.id) ",
             "AND EXISTS (SELECT 1 FROM hapnd_api_keys AS k WHERE k.id = i.id) ",
