@@ -443,6 +443,15 @@ async fn relay(upstream: SocketAddr) -> Relay {
     Relay { addr, frozen }
 }
 
+/// `options` through `relay`, in cleartext: these tests are about a silent network, and a
+/// TLS handshake on a loaded machine can eat a short query timeout on its own.
+fn through(options: PgConnectOptions, relay: &Relay) -> PgConnectOptions {
+    options
+        .host("127.0.0.1")
+        .port(relay.addr.port())
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -478,7 +487,7 @@ async fn silent_network_is_bounded_and_detected() {
     let timeout = Duration::from_millis(500);
     let store = PostgresKeyStore::builder()
         .query_timeout(timeout)
-        .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+        .connect_with(through(options, &relay))
         .await
         .unwrap();
     let auth = Authenticator::builder(store.clone())
@@ -556,7 +565,7 @@ async fn forged_notifications_do_not_hide_a_silent_listener() {
     let relay = relay(upstream).await;
     let store = PostgresKeyStore::builder()
         .query_timeout(Duration::from_millis(500))
-        .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+        .connect_with(through(options, &relay))
         .await
         .unwrap();
     let auth = Authenticator::new(store.clone());
@@ -1180,4 +1189,74 @@ async fn an_open_transaction_does_not_block_other_revocations() {
         [1, 2, 3, 4],
         "two creations, the revocation, the rename"
     );
+}
+
+/// The server's certificate when it serves TLS (`HAPND_PG_SSL=1 scripts/pg-start.sh`
+/// copies it to `DATADIR-root.crt`; `.ci/run` exports this variable).
+fn root_cert() -> Option<String> {
+    match std::env::var("HAPND_TEST_PG_ROOT_CERT") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ => {
+            eprintln!("SKIPPED: HAPND_TEST_PG_ROOT_CERT not set (a server without TLS)");
+            None
+        }
+    }
+}
+
+async fn encrypted(store: &PostgresKeyStore) -> bool {
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// TLS against the throwaway server's self-signed certificate: `verify-full` with it as
+/// `sslrootcert` connects encrypted; with another root it is refused; to loopback without
+/// `sslmode`, the connection is encrypted when the server offers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verifies_the_server_certificate() {
+    let Some(url) = database_url() else { return };
+    let Some(root) = root_cert() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+
+    let verified = PostgresKeyStore::builder()
+        .connect_with(
+            options
+                .clone()
+                .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+                .ssl_root_cert(&root),
+        )
+        .await
+        .expect("verify-full with the server's certificate as root");
+    assert!(encrypted(&verified).await);
+    let default = store_on(options.clone()).await;
+    assert!(encrypted(&default).await, "prefer: TLS when offered");
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let refused = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_secs(1))
+        .connect_with(
+            options
+                .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+                .ssl_root_cert(&other),
+        )
+        .await
+        .expect_err("a certificate that does not chain to the root is refused");
+    assert_eq!(refused.kind(), StoreErrorKind::Unavailable, "{refused}");
+    assert!(!refused.to_string().contains("hapnd:hapnd"));
 }

@@ -3,12 +3,13 @@
 //! See [`PostgresKeyStore`].
 
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
@@ -169,7 +170,8 @@ impl PostgresKeyStoreBuilder {
     }
 
     /// Connects to the database at `url` (`postgres://user:password@host/db`) and brings
-    /// its schema up to date.
+    /// its schema up to date. TLS: see [`connect_with`](Self::connect_with); in a URL,
+    /// `?sslmode=verify-full&sslrootcert=/path/to/ca.pem`.
     pub async fn connect(self, url: &str) -> Result<PostgresKeyStore, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(sql::map_error)?;
         self.connect_with(options).await
@@ -178,6 +180,17 @@ impl PostgresKeyStoreBuilder {
     /// Connects with `options` and brings the schema up to date. `statement_timeout` is
     /// added to `options`, and `application_name` (`hapnd-auth`) if they set none.
     ///
+    /// # TLS
+    /// To any host but a loopback address, `localhost` or a Unix socket, the connection is
+    /// encrypted and the server's certificate verified by default: `sslmode` `prefer` (the
+    /// default) and `allow`, which would fall back to cleartext without a word, become
+    /// `verify-full` (the certificate must chain to a trusted root and name the host). Trusted
+    /// roots are the Mozilla set (webpki-roots) plus `sslrootcert`, for a private CA.
+    /// `sslmode=require` (encrypted, certificate not checked) and `verify-ca` are kept as
+    /// asked; cleartext needs an explicit `sslmode=disable`. To loopback the default stays
+    /// `prefer` (TLS when the server offers it, unverified).
+    ///
+    /// # Migrations
     /// Migrations take sqlx's advisory lock, which any role that can connect may hold too.
     /// So the applied versions are read first, and the lock is taken only when one of ours
     /// is missing: a started, up-to-date database never waits for it.
@@ -185,7 +198,7 @@ impl PostgresKeyStoreBuilder {
         self,
         options: PgConnectOptions,
     ) -> Result<PostgresKeyStore, StoreError> {
-        let mut options = options.options([
+        let mut options = secure(options).options([
             (
                 "statement_timeout",
                 format!("{}ms", self.query_timeout.as_millis().max(1)),
@@ -222,6 +235,30 @@ impl PostgresKeyStoreBuilder {
             query_timeout: self.query_timeout,
         })
     }
+}
+
+/// The transport policy of [`PostgresKeyStoreBuilder::connect_with`]: verified TLS to any
+/// host that is not this machine, unless the caller asked otherwise.
+fn secure(options: PgConnectOptions) -> PgConnectOptions {
+    if is_local(&options) {
+        return options;
+    }
+    match options.get_ssl_mode() {
+        PgSslMode::Prefer | PgSslMode::Allow => options.ssl_mode(PgSslMode::VerifyFull),
+        _ => options,
+    }
+}
+
+fn is_local(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether every one of our migrations is applied, with the checksum we embed. Takes no lock.
@@ -701,5 +738,53 @@ impl Feed {
         }
         session.generation = current;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mode `secure` settles on, by name (`PgSslMode` has no `PartialEq`).
+    fn mode(url: &str) -> String {
+        format!(
+            "{:?}",
+            secure(PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+        )
+    }
+
+    #[test]
+    fn remote_hosts_get_verified_tls_unless_told_otherwise() {
+        for url in [
+            "postgres://u@db.internal/hapnd",
+            "postgres://u@10.1.2.3/hapnd",
+            "postgres://u@db.internal/hapnd?sslmode=prefer",
+            "postgres://u@db.internal/hapnd?sslmode=allow",
+            "postgres://u@[2001:db8::1]/hapnd",
+        ] {
+            assert_eq!(mode(url), "VerifyFull", "{url}");
+        }
+        // Explicit choices are kept, cleartext included.
+        let kept = [
+            ("postgres://u@db.internal/h?sslmode=disable", "Disable"),
+            ("postgres://u@db.internal/h?sslmode=require", "Require"),
+            ("postgres://u@db.internal/h?sslmode=verify-ca", "VerifyCa"),
+        ];
+        for (url, kept) in kept {
+            assert_eq!(mode(url), kept, "{url}");
+        }
+    }
+
+    #[test]
+    fn loopback_keeps_the_default() {
+        for url in [
+            "postgres://u@127.0.0.1/hapnd",
+            "postgres://u@127.8.9.10/hapnd",
+            "postgres://u@localhost/hapnd",
+            "postgres://u@[::1]/hapnd",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/hapnd",
+        ] {
+            assert_eq!(mode(url), "Prefer", "{url}");
+        }
     }
 }
