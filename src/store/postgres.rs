@@ -634,7 +634,7 @@ impl Feed {
     /// database on every `NOTIFY`, whatever the channel (`SignalBackends` in
     /// `src/backend/commands/async.c`: "Always signal listeners in our own database, unless
     /// they're already caught up"), and every notifying commit takes a cluster-wide lock from
-    /// pre-commit until its commit completes, WAL flush included ("Serialize writers by
+    /// pre-commit until its commit completes ("Serialize writers by
     /// acquiring a special lock that we hold till after commit. This ensures that queue
     /// entries appear in commit order"). A notification per instance per interval therefore
     /// costs the server O(N) wakeups each, O(N²) in all, and N serialized commits, even on
