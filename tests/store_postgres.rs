@@ -201,8 +201,9 @@ async fn without_a_listener_the_cached_key_survives() {
         .unwrap();
 }
 
-/// `NOTIFY hapnd_auth_keys, 'flush'` (bulk changes made with SQL) empties every
-/// listening instance's cache.
+/// `SELECT hapnd_auth_flush()` (after bulk changes made with the triggers off) empties every
+/// listening instance's cache; a bare `NOTIFY hapnd_auth_keys, 'flush'`, which any role that
+/// can connect may send, does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_notification_empties_the_cache() {
     let Some(url) = database_url() else { return };
@@ -227,7 +228,7 @@ async fn flush_notification_empties_the_cache() {
     // it): the cache still answers with the old record...
     exec(
         &admin,
-        format!("ALTER TABLE {schema}.hapnd_api_keys DISABLE TRIGGER hapnd_api_keys_changed"),
+        format!("ALTER TABLE {schema}.hapnd_api_keys DISABLE TRIGGER hapnd_api_keys_updated"),
     )
     .await;
     exec(
@@ -241,12 +242,18 @@ async fn flush_notification_empties_the_cache() {
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
-    // ...until the flush arrives.
+    // A forged flush only makes the listener read the change log, which names nothing new.
     exec(
         &admin,
         "SELECT pg_notify('hapnd_auth_keys', 'flush')".to_owned(),
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .expect("a bare NOTIFY flush is not trusted");
+    // ...until the real flush arrives.
+    exec(&admin, format!("SELECT {schema}.hapnd_auth_flush()")).await;
     eventually(Duration::from_secs(1), || is_revoked(&auth, &created.key))
         .await
         .expect("the flush reaches the cache");
@@ -443,6 +450,15 @@ async fn relay(upstream: SocketAddr) -> Relay {
     Relay { addr, frozen }
 }
 
+/// `options` through `relay`, in cleartext: these tests are about a silent network, and a
+/// TLS handshake on a loaded machine can eat a short query timeout on its own.
+fn through(options: PgConnectOptions, relay: &Relay) -> PgConnectOptions {
+    options
+        .host("127.0.0.1")
+        .port(relay.addr.port())
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -478,7 +494,7 @@ async fn silent_network_is_bounded_and_detected() {
     let timeout = Duration::from_millis(500);
     let store = PostgresKeyStore::builder()
         .query_timeout(timeout)
-        .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+        .connect_with(through(options, &relay))
         .await
         .unwrap();
     let auth = Authenticator::builder(store.clone())
@@ -542,11 +558,11 @@ async fn silent_network_is_bounded_and_detected() {
     .expect("lookups work again");
 }
 
-/// Any role that can connect may NOTIFY. A forged heartbeat (another session's token, a
-/// send time far in the future, as the payload once carried) must not keep a silent
-/// listener looking healthy: send times are kept by the listener, never read from the wire.
+/// Any role that can connect may NOTIFY. Notifications forged on the revocation channel
+/// (flushes, hashes, anything) while the network to the listener is silent must not keep it
+/// looking healthy: only a successful read of the change log on its own connection does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_heartbeats_do_not_hide_a_silent_listener() {
+async fn forged_notifications_do_not_hide_a_silent_listener() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (_, options) = schema(&url, &admin).await;
@@ -556,7 +572,7 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
     let relay = relay(upstream).await;
     let store = PostgresKeyStore::builder()
         .query_timeout(Duration::from_millis(500))
-        .connect_with(options.host("127.0.0.1").port(relay.addr.port()))
+        .connect_with(through(options, &relay))
         .await
         .unwrap();
     let auth = Authenticator::new(store.clone());
@@ -566,38 +582,32 @@ async fn forged_heartbeats_do_not_hide_a_silent_listener() {
         .max_backoff(Duration::from_millis(200));
     let _feed = store.listen_with(auth.invalidator(), heartbeat);
     healthy(&auth, Duration::from_secs(3)).await;
-
-    // The attacker listens like any instance, and learns the sessions' tokens.
-    let mut spy = sqlx::postgres::PgListener::connect(&url).await.unwrap();
-    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
-    let mut tokens = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await
-            && let Some(rest) = n.payload().strip_prefix("heartbeat:")
-        {
-            tokens.insert(rest.split(':').next().unwrap().to_owned());
-        }
-    }
-    assert!(!tokens.is_empty(), "no heartbeat seen");
-    for token in &tokens {
-        for forged in [format!("{}", 3_600_000_000u64), u64::MAX.to_string()] {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(hapnd_auth::NOTIFY_CHANNEL)
-                .bind(format!("heartbeat:{token}:{forged}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let channel = hapnd_auth::NOTIFY_CHANNEL.to_owned();
+    let payloads = vec!["flush".to_owned(), "heartbeat".to_owned(), "0".repeat(64)];
 
     relay.frozen.store(true, Ordering::Release);
+    // Forged notifications keep coming while the network is silent.
+    let forging = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            loop {
+                for payload in &payloads {
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(&channel)
+                        .bind(payload)
+                        .execute(&admin)
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     eventually(Duration::from_secs(2), || async {
         auth.channel_health() == ChannelHealth::Degraded
     })
     .await
-    .expect("a silent listener is detected despite forged heartbeats");
+    .expect("a silent listener is detected despite forged notifications");
+    forging.abort();
     relay.frozen.store(false, Ordering::Release);
 }
 
@@ -688,4 +698,605 @@ async fn a_look_alike_tenant_written_by_hand_fails_closed() {
         err.store_error().map(|e| e.kind()),
         Some(StoreErrorKind::Invalid)
     );
+}
+
+/// A database of its own, for tests that count notifications: channels are per database,
+/// so other tests' notifications do not reach it. Returns its name and connect options;
+/// [`drop_database`] removes it.
+async fn fresh_database(url: &str, admin: &PgPool) -> (String, PgConnectOptions) {
+    let name = unique("hapnd_db");
+    exec(admin, format!("CREATE DATABASE {name}")).await;
+    let options = PgConnectOptions::from_str(url)
+        .unwrap()
+        .database(&name)
+        .application_name(&name);
+    (name, options)
+}
+
+async fn drop_database(admin: &PgPool, name: &str) {
+    exec(admin, format!("DROP DATABASE {name} WITH (FORCE)")).await;
+}
+
+/// sqlx's migration lock for `database`: `pg_advisory_lock` of this key.
+fn sqlx_migration_lock(database: &str) -> i64 {
+    0x3d32ad9e * i64::from(crc32fast::hash(database.as_bytes()))
+}
+
+/// A role with no privileges can take sqlx's migration advisory lock and hold it. A store
+/// on an up-to-date database connects and revokes anyway: the applied versions are read
+/// first, and the lock is taken only when a migration is pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_migration_lock_blocks_neither_startup_nor_revocation() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let first = store_on(options.clone()).await;
+    let created = Authenticator::new(first)
+        .create_key(NewKey::new(unique("locked"), Environment::Live, "ci"))
+        .await
+        .unwrap();
+
+    let database = options.get_database().unwrap_or("hapnd").to_owned();
+    let mut holder = admin.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(sqlx_migration_lock(&database))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let connected = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await;
+    let revoked = match &connected {
+        Ok(store) => Some(
+            hapnd_auth::KeyStore::revoke(store, &created.record.id, std::time::SystemTime::now())
+                .await,
+        ),
+        Err(_) => None,
+    };
+    let took = started.elapsed();
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(sqlx_migration_lock(&database))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let store = connected.expect("connects while another session holds the migration lock");
+    assert!(revoked.unwrap().unwrap().is_revoked());
+    eprintln!("postgres: connect + revoke with the migration lock held took {took:?}");
+    drop(store);
+}
+
+/// The fakes of a full `NOTIFY` queue, in a schema put before `pg_catalog` on the
+/// search_path: `pg_notify` on the revocation channel fails with PostgreSQL's own error for a
+/// full queue (SQLSTATE 54000), and the queue reports itself full. (PostgreSQL 15's queue is
+/// 8 GB and cannot be shrunk, so a test cannot fill it for real.) Heartbeats, on their own
+/// channels, pass.
+async fn fake_full_queue(admin: &PgPool, schema: &str) {
+    exec(
+        admin,
+        format!(
+            "CREATE FUNCTION {schema}.pg_notify(channel text, payload text) RETURNS void \
+             LANGUAGE plpgsql AS $$ BEGIN \
+             IF channel = 'hapnd_auth_keys' THEN \
+             RAISE EXCEPTION 'too many notifications in the NOTIFY queue' USING ERRCODE = '54000'; \
+             END IF; PERFORM pg_catalog.pg_notify(channel, payload); END $$"
+        ),
+    )
+    .await;
+    exec(
+        admin,
+        format!(
+            "CREATE FUNCTION {schema}.pg_notification_queue_usage() RETURNS float8 \
+             LANGUAGE sql AS $$ SELECT 1.0::float8 $$"
+        ),
+    )
+    .await;
+}
+
+/// With the `NOTIFY` queue full, creations and revocations (the store's and hand-written
+/// ones) still commit, and another instance, which hears no notification at all, rejects
+/// the keys within one heartbeat: its listener reads the change log on every heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_commits_and_propagates_when_notify_fails() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    // A database of its own: no other test's notification reaches B.
+    let (database, options) = fresh_database(&url, &admin).await;
+    let options = options.options([("search_path", "public, pg_catalog")]);
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
+    // Before any store connects: a connection's cached statement keeps calling the function
+    // it was planned with.
+    fake_full_queue(&db, "public").await;
+    let store_a = store_on(options.clone()).await;
+    let store_b = store_on(options).await;
+    let a = Authenticator::new(store_a);
+    let b = Authenticator::builder(store_b.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let heartbeat = ListenOptions::new()
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(1000));
+    let feed = store_b.listen_with(b.invalidator(), heartbeat);
+    healthy(&b, Duration::from_secs(3)).await;
+    let tenant = unique("full");
+    let by_store = a
+        .create_key(NewKey::new(&tenant, Environment::Live, "store"))
+        .await
+        .unwrap();
+    let by_sql = a
+        .create_key(NewKey::new(&tenant, Environment::Live, "sql"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for key in [&by_store.key, &by_sql.key] {
+        b.authenticate_key(key.expose_secret()).await.unwrap();
+    }
+
+    a.revoke(&by_store.record.id)
+        .await
+        .expect("a revocation commits although NOTIFY fails");
+    // A DBA's revocation, by hand.
+    exec(
+        &db,
+        format!(
+            "UPDATE hapnd_api_keys SET revoked_at = now() WHERE id = '{}'",
+            by_sql.record.id
+        ),
+    )
+    .await;
+    for key in [&by_store.key, &by_sql.key] {
+        let took = eventually(Duration::from_secs(1), || is_revoked(&b, key))
+            .await
+            .expect("B rejects the key within a heartbeat, without a notification");
+        eprintln!("postgres: revocation without NOTIFY reached B in {took:?} (heartbeat 100 ms)");
+    }
+    assert_eq!(b.channel_health(), ChannelHealth::Healthy);
+    assert_eq!(
+        feed.notifications_received(),
+        0,
+        "B heard no notification: the change log carried everything"
+    );
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM hapnd_key_changes")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(logged, 4, "both creations and both revocations are logged");
+    drop((feed, a, b, store_b));
+    db.close().await;
+    drop_database(&admin, &database).await;
+}
+
+/// `notification_queue_usage` reads PostgreSQL's queue usage: a session that LISTENs and
+/// then idles in a transaction holds every later notification in the queue, and the usage
+/// shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_listener_shows_in_the_queue_usage() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let channel = unique("stalled");
+    let mut stalled = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    stalled.listen(&channel).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut stalled).await.unwrap();
+    // About 400 kB: some 50 of the queue's 8 kB pages.
+    let payload = "x".repeat(7900);
+    for _ in 0..50 {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&channel)
+            .bind(&payload)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    let usage = store.notification_queue_usage().await.unwrap();
+    eprintln!("postgres: queue usage with a stalled listener holding ~400 kB: {usage:e}");
+    assert!(usage > 0.0, "usage {usage}");
+    assert!(usage < 0.5);
+    sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+}
+
+/// One statement that changes many keys logs and notifies one flush, not one notification
+/// per row, and every instance forgets those keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_change_sends_one_flush() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let store = store_on(options.clone()).await;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store.listen(auth.invalidator());
+    healthy(&auth, Duration::from_secs(3)).await;
+    let tenant = unique("bulk");
+    let cached = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "cached"))
+        .await
+        .unwrap();
+    exec(
+        &db,
+        format!(
+            "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, created_at) \
+             SELECT 'key_bulk' || i, '{tenant}', 'live', 'bulk', sha256(i::text::bytea), 'h', now() \
+             FROM generate_series(1, 1000) AS i"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    auth.authenticate_key(cached.key.expose_secret())
+        .await
+        .unwrap();
+
+    let mut spy = sqlx::postgres::PgListener::connect_with(&db).await.unwrap();
+    spy.listen(hapnd_auth::NOTIFY_CHANNEL).await.unwrap();
+    exec(
+        &db,
+        format!("UPDATE hapnd_api_keys SET revoked_at = now() WHERE tenant = '{tenant}'"),
+    )
+    .await;
+    let mut payloads = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(50), spy.recv()).await {
+            payloads.push(n.payload().to_owned());
+        }
+    }
+    assert_eq!(
+        payloads.len(),
+        1,
+        "1,001 rows changed by one statement: {} notifications",
+        payloads.len()
+    );
+    assert_eq!(payloads[0], "flush");
+    eventually(Duration::from_secs(1), || is_revoked(&auth, &cached.key))
+        .await
+        .expect("the bulk revocation reaches the cache");
+    drop((spy, _feed, auth, store));
+    db.close().await;
+    drop_database(&admin, &database).await;
+}
+
+/// 'infinity' in a time column (written before migration 3's CHECK, which now refuses it)
+/// reads as a far-away time: the key is not a store error on every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_times_are_refused_and_read_defensively() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::new(store.clone());
+    let tenant = unique("inf");
+    let created = auth
+        .create_key(NewKey::new(&tenant, Environment::Live, "forever"))
+        .await
+        .unwrap();
+    let set_infinite = format!(
+        "UPDATE {schema}.hapnd_api_keys SET expires_at = 'infinity' WHERE id = '{}'",
+        created.record.id
+    );
+    let refused = sqlx::query(AssertSqlSafe(set_infinite.clone()))
+        .execute(&admin)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("hapnd_api_keys_finite_times"));
+
+    exec(
+        &admin,
+        format!("ALTER TABLE {schema}.hapnd_api_keys DROP CONSTRAINT hapnd_api_keys_finite_times"),
+    )
+    .await;
+    exec(&admin, set_infinite).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .expect("a key that never expires authenticates");
+    let listed = hapnd_auth::KeyStore::list(&store, &tenant).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].expires_at.unwrap() > std::time::SystemTime::now());
+}
+
+/// `n` instances on a database of their own, each with its own store (a pool of 2), authenticator and
+/// listener, as separate gateways would have; instance `i`'s sessions are named
+/// `{database}_{i}` and `{database}_{i}:listener`.
+async fn fleet(
+    url: &str,
+    admin: &PgPool,
+    n: usize,
+) -> (
+    String,
+    Vec<(PostgresKeyStore, Authenticator, hapnd_auth::ChangeFeed)>,
+) {
+    let (database, options) = fresh_database(url, admin).await;
+    let mut fleet = Vec::with_capacity(n);
+    for i in 0..n {
+        let store = PostgresKeyStore::builder()
+            .max_connections(2)
+            .connect_with(options.clone().application_name(&format!("{database}_{i}")))
+            .await
+            .unwrap();
+        let auth = Authenticator::builder(store.clone())
+            .ttl(Duration::from_secs(60))
+            .build();
+        let feed = store.listen(auth.invalidator());
+        fleet.push((store, auth, feed));
+    }
+    for (_, auth, _) in &fleet {
+        healthy(auth, Duration::from_secs(10)).await;
+    }
+    (database, fleet)
+}
+
+/// 50 instances on one database: at idle no listener hears any notification (heartbeats are
+/// reads of the change log, not notifications; with one shared heartbeat channel each heard
+/// 50 per second); a revocation through one reaches all of them, including one whose
+/// listener was killed just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_instances_idle_quietly_and_all_see_a_revocation() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, fleet) = fleet(&url, &admin, 50).await;
+
+    let before: Vec<u64> = fleet.iter().map(|f| f.2.notifications_received()).collect();
+    let idle = Duration::from_secs(3);
+    tokio::time::sleep(idle).await;
+    let heard: Vec<u64> = fleet
+        .iter()
+        .zip(&before)
+        .map(|(f, before)| f.2.notifications_received() - before)
+        .collect();
+    let most = *heard.iter().max().unwrap();
+    eprintln!(
+        "postgres: 50 idle instances, notifications per listener in {idle:?} (1 s heartbeat): \
+         min {}, max {most}",
+        heard.iter().min().unwrap()
+    );
+    // One heartbeat per second each; with one shared channel it was 50 per second.
+    assert!(
+        most <= 5,
+        "an idle listener heard {most} notifications in {idle:?}"
+    );
+
+    let tenant = unique("fleet");
+    let created = fleet[0]
+        .1
+        .create_key(NewKey::new(&tenant, Environment::Live, "shared"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (_, auth, _) in &fleet {
+        auth.authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap();
+    }
+    let killed = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) AS t",
+    )
+    .bind(format!("{schema}_7:listener"))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    let started = Instant::now();
+    fleet[0].1.revoke(&created.record.id).await.unwrap();
+    for (i, (_, auth, _)) in fleet.iter().enumerate() {
+        eventually(Duration::from_secs(5), || is_revoked(auth, &created.key))
+            .await
+            .unwrap_or_else(|| panic!("instance {i} still accepts the revoked key"));
+    }
+    eprintln!(
+        "postgres: revocation reached all 50 instances (one reconnecting) in {:?}",
+        started.elapsed()
+    );
+    for (_, auth, _) in &fleet {
+        healthy(auth, Duration::from_secs(5)).await;
+    }
+    drop(fleet);
+    drop_database(&admin, &schema).await;
+}
+
+/// Every instance flushes last-used times for the same keys at once, each batch in its own
+/// order, while keys are revoked: no flush fails (no deadlock, no timeout) and every
+/// revocation succeeds, because usage rows live in a table of their own, written in id
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let mut stores = Vec::new();
+    for _ in 0..20 {
+        stores.push(
+            PostgresKeyStore::builder()
+                .max_connections(2)
+                .connect_with(options.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let tenant = unique("usage");
+    let mut keys = Vec::new();
+    for i in 0..200 {
+        let created = hapnd_auth::KeyStore::create(
+            &stores[0],
+            NewKey::new(&tenant, Environment::Live, format!("k{i}")),
+        )
+        .await
+        .unwrap();
+        keys.push(created.record.id);
+    }
+    let mut flushes = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        // A different order per instance: rotated and, for odd instances, reversed.
+        let mut ids = keys.clone();
+        let by = n * 7 % ids.len();
+        ids.rotate_left(by);
+        if n % 2 == 1 {
+            ids.reverse();
+        }
+        flushes.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..10u64 {
+                let at = std::time::SystemTime::now() + Duration::from_millis(round);
+                let batch: Vec<hapnd_auth::LastUsed> = ids
+                    .iter()
+                    .map(|id| hapnd_auth::LastUsed { id: id.clone(), at })
+                    .collect();
+                if let Err(e) = hapnd_auth::KeyStore::record_usage(&store, &batch).await {
+                    failures.push(e.to_string());
+                }
+            }
+            failures
+        }));
+    }
+    let mut revocations = Vec::new();
+    for id in keys.iter().step_by(20) {
+        let started = Instant::now();
+        hapnd_auth::KeyStore::revoke(&stores[1], id, std::time::SystemTime::now())
+            .await
+            .expect("a revocation succeeds during usage flushes");
+        revocations.push(started.elapsed());
+    }
+    let mut failures = Vec::new();
+    for flush in flushes {
+        failures.extend(flush.await.unwrap());
+    }
+    revocations.sort();
+    eprintln!(
+        "postgres: {} revocations during 200 usage flushes of 200 keys from 20 stores: \
+         median {:?}, max {:?}",
+        revocations.len(),
+        revocations[revocations.len() / 2],
+        revocations.last().unwrap()
+    );
+    assert!(failures.is_empty(), "usage flushes failed: {failures:?}");
+    let used = hapnd_auth::KeyStore::get(&stores[0], &keys[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(used.last_used_at.is_some());
+}
+
+/// A transaction left open after changing one key (a DBA's session, a stuck tool) blocks no
+/// other key's revocation: the change log numbers its entries only at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_does_not_block_other_revocations() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let tenant = unique("open");
+    let mut ids = Vec::new();
+    for name in ["edited", "revoked"] {
+        let created =
+            hapnd_auth::KeyStore::create(&store, NewKey::new(&tenant, Environment::Live, name))
+                .await
+                .unwrap();
+        ids.push(created.record.id);
+    }
+    let mut dba = admin.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {schema}.hapnd_api_keys SET name = 'renamed' WHERE id = '{}'",
+        ids[0]
+    )))
+    .execute(&mut *dba)
+    .await
+    .unwrap();
+    let revoked = hapnd_auth::KeyStore::revoke(&store, &ids[1], std::time::SystemTime::now()).await;
+    dba.commit().await.unwrap();
+    assert!(
+        revoked
+            .expect("revoked while another transaction is open")
+            .is_revoked()
+    );
+    // Both are logged, in commit order: the revocation first.
+    let logged: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT gen FROM {schema}.hapnd_key_changes ORDER BY gen"
+    )))
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        logged,
+        [1, 2, 3, 4],
+        "two creations, the revocation, the rename"
+    );
+}
+
+/// The server's certificate when it serves TLS (`HAPND_PG_SSL=1 scripts/pg-start.sh`
+/// copies it to `DATADIR-root.crt`; `.ci/run` exports this variable).
+fn root_cert() -> Option<String> {
+    match std::env::var("HAPND_TEST_PG_ROOT_CERT") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ => {
+            eprintln!("SKIPPED: HAPND_TEST_PG_ROOT_CERT not set (a server without TLS)");
+            None
+        }
+    }
+}
+
+async fn encrypted(store: &PostgresKeyStore) -> bool {
+    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// TLS against the throwaway server's self-signed certificate: `verify-full` with it as
+/// `sslrootcert` connects encrypted; with another root it is refused; to loopback without
+/// `sslmode`, the connection is encrypted when the server offers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verifies_the_server_certificate() {
+    let Some(url) = database_url() else { return };
+    let Some(root) = root_cert() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+
+    let verified = PostgresKeyStore::builder()
+        .connect_with(
+            options
+                .clone()
+                .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+                .ssl_root_cert(&root),
+        )
+        .await
+        .expect("verify-full with the server's certificate as root");
+    assert!(encrypted(&verified).await);
+    let default = store_on(options.clone()).await;
+    assert!(encrypted(&default).await, "prefer: TLS when offered");
+
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let refused = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_secs(1))
+        .connect_with(
+            options
+                .ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+                .ssl_root_cert(&other),
+        )
+        .await
+        .expect_err("a certificate that does not chain to the root is refused");
+    assert_eq!(refused.kind(), StoreErrorKind::Unavailable, "{refused}");
+    assert!(!refused.to_string().contains("hapnd:hapnd"));
 }

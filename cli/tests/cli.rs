@@ -1550,8 +1550,28 @@ fn postgres_notices_are_logged_at_debug_only() {
         return;
     };
     let sandbox = Sandbox::new("notices");
-    // The schema exists after the first start, so each start's CREATE TABLE IF NOT EXISTS
-    // draws a NOTICE from the server.
+    // A database of its own, whose first migration is marked not applied before each start:
+    // re-running it (its statements are `IF NOT EXISTS`) draws a NOTICE from the server.
+    let database = format!("hapnd_notices_{}", std::process::id());
+    let sql = |url: &str, statement: String| {
+        let url = url.to_owned();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            });
+    };
+    sql(&url, format!("DROP DATABASE IF EXISTS {database}"));
+    sql(&url, format!("CREATE DATABASE {database}"));
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let url = format!("{base}/{database}");
     let logs = |level: &str| {
         let mut child = sandbox
             .command()
@@ -1569,7 +1589,12 @@ fn postgres_notices_are_logged_at_debug_only() {
             }
         }
         let _ = child.kill();
-        stderr(&child.wait_with_output().unwrap())
+        let out = stderr(&child.wait_with_output().unwrap());
+        sql(
+            &url,
+            "DELETE FROM _hapnd_auth_migrations WHERE version = 1".to_owned(),
+        );
+        out
     };
     logs("info");
     let info = logs("info");
@@ -1577,4 +1602,9 @@ fn postgres_notices_are_logged_at_debug_only() {
     assert!(info.contains("database: PostgreSQL"), "{info}");
     let debug = logs("debug");
     assert!(debug.contains("already exists, skipping"), "{debug}");
+    let (admin_base, _) = url.rsplit_once('/').unwrap();
+    sql(
+        &format!("{admin_base}/hapnd"),
+        format!("DROP DATABASE {database} WITH (FORCE)"),
+    );
 }

@@ -2,12 +2,14 @@
 //!
 //! See [`PostgresKeyStore`].
 
-use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
@@ -29,22 +31,58 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "notify trigger",
         include_str!("../../migrations/postgres/0002_notify_trigger.sql"),
     ),
+    (
+        3,
+        "fleet",
+        include_str!("../../migrations/postgres/0003_fleet.sql"),
+    ),
 ];
 
-/// Times travel as integer milliseconds both ways: exact, and no date-time crate needed.
+/// The most change-log rows one catch-up reads; past it the listener flushes instead.
+const MAX_CHANGES_READ: i64 = 1000;
+
+/// `$col` (a `timestamptz`) as integer milliseconds: exact, and no date-time crate needed.
+/// `'infinity'` (which migration 3 forbids, but older rows may hold) reads as a time some
+/// 270,000 years away instead of failing every read of the row.
+macro_rules! millis {
+    ($col:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $col,
+            " IS NULL THEN NULL WHEN isfinite(",
+            $col,
+            ") THEN (extract(epoch FROM ",
+            $col,
+            ") * 1000)::int8 WHEN ",
+            $col,
+            " > 'epoch' THEN 8640000000000000 ELSE -8640000000000000 END"
+        )
+    };
+}
+
+/// The record columns of `hapnd_api_keys AS k`. Last use is kept in `hapnd_key_usage`;
+/// `k.last_used_at` is still written by instances of older versions.
 macro_rules! columns {
     () => {
-        "id, tenant, environment, name, key_hash, hint, \
-         (extract(epoch FROM created_at) * 1000)::int8, \
-         (extract(epoch FROM revoked_at) * 1000)::int8, \
-         (extract(epoch FROM expires_at) * 1000)::int8, \
-         (extract(epoch FROM last_used_at) * 1000)::int8"
+        concat!(
+            "k.id, k.tenant, k.environment, k.name, k.key_hash, k.hint, ",
+            millis!("k.created_at"),
+            ", ",
+            millis!("k.revoked_at"),
+            ", ",
+            millis!("k.expires_at"),
+            ", ",
+            millis!(
+                "GREATEST(k.last_used_at, \
+                 (SELECT u.last_used_at FROM hapnd_key_usage AS u WHERE u.id = k.id))"
+            )
+        )
     };
 }
 
 macro_rules! select {
     ($where:literal) => {
-        concat!("SELECT ", columns!(), " FROM hapnd_api_keys ", $where)
+        concat!("SELECT ", columns!(), " FROM hapnd_api_keys AS k ", $where)
     };
 }
 
@@ -77,18 +115,28 @@ macro_rules! ts {
 /// ```
 ///
 /// # The change feed
-/// [`KeyStore::revoke`] commits the update and a `NOTIFY hapnd_auth_keys, '<hash hex>'` in
-/// one transaction. [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open and
-/// invalidates each hash it hears about; the payload `flush` empties the whole cache (for
-/// bulk changes made with SQL: `SELECT pg_notify('hapnd_auth_keys', 'flush')`).
+/// Every statement that changes keys (the store's own, and any hand-written SQL) gets the
+/// next generation in the change log `hapnd_key_changes`, written by a trigger in the same
+/// transaction, and a `NOTIFY hapnd_auth_keys` wakes the listeners: after the commit for the
+/// store's own writes, so that a full `NOTIFY` queue can never fail a revocation; inside the
+/// transaction, unless the queue is half full, for everyone else's. A statement that
+/// changes more than 64 keys logs and notifies one flush.
 ///
-/// Notifications sent while the listener is disconnected are lost for good, and a
-/// half-open connection is silent. So the listener also sends itself a heartbeat
-/// notification every [`ListenOptions::heartbeat_interval`]; until a heartbeat has come
-/// back within [`ListenOptions::heartbeat_timeout`], the channel is reported lost and the
-/// cache is not trusted: every request reads the store. The same holds from `listen` until
-/// the first heartbeat returns. `LISTEN` needs a direct session on the primary, not
-/// PgBouncer in transaction mode and not a replica.
+/// [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open; each notification makes
+/// it read the change log from the last generation it applied and invalidate the hashes it
+/// names (payloads are not trusted: any role that can connect may `NOTIFY`). Notifications
+/// sent while the listener is disconnected are lost for good, and a half-open connection is
+/// silent. So every [`ListenOptions::heartbeat_interval`] the listener also reads the change
+/// log unprompted, on the same connection: a missed notification is caught on the next
+/// tick, and until a read has succeeded within [`ListenOptions::heartbeat_timeout`] the
+/// channel is reported lost and the cache is not trusted: every request reads the store.
+/// The same holds from `listen` until the first read succeeds. An idle instance costs the
+/// server one index probe per interval and sends no notification. `LISTEN` needs a direct
+/// session on the primary, not PgBouncer in transaction mode and not a replica.
+///
+/// Bulk changes made with the triggers disabled can flush every instance with
+/// `SELECT hapnd_auth_flush()`. A bare `NOTIFY hapnd_auth_keys, 'flush'` only makes the
+/// listeners read the log.
 #[derive(Clone)]
 pub struct PostgresKeyStore {
     pool: PgPool,
@@ -122,7 +170,8 @@ impl PostgresKeyStoreBuilder {
     }
 
     /// Connects to the database at `url` (`postgres://user:password@host/db`) and brings
-    /// its schema up to date.
+    /// its schema up to date. TLS: see [`connect_with`](Self::connect_with); in a URL,
+    /// `?sslmode=verify-full&sslrootcert=/path/to/ca.pem`.
     pub async fn connect(self, url: &str) -> Result<PostgresKeyStore, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(sql::map_error)?;
         self.connect_with(options).await
@@ -130,14 +179,34 @@ impl PostgresKeyStoreBuilder {
 
     /// Connects with `options` and brings the schema up to date. `statement_timeout` is
     /// added to `options`, and `application_name` (`hapnd-auth`) if they set none.
+    ///
+    /// # TLS
+    /// To any host but a loopback address, `localhost` or a Unix socket, the connection is
+    /// encrypted and the server's certificate verified by default: `sslmode` `prefer` (the
+    /// default) and `allow`, which would fall back to cleartext without a word, become
+    /// `verify-full` (the certificate must chain to a trusted root and name the host). Trusted
+    /// roots are the Mozilla set (webpki-roots) plus `sslrootcert`, for a private CA.
+    /// `sslmode=require` (encrypted, certificate not checked) and `verify-ca` are kept as
+    /// asked; cleartext needs an explicit `sslmode=disable`. To loopback the default stays
+    /// `prefer` (TLS when the server offers it, unverified).
+    ///
+    /// # Migrations
+    /// Migrations take sqlx's advisory lock, which any role that can connect may hold too.
+    /// So the applied versions are read first, and the lock is taken only when one of ours
+    /// is missing: a started, up-to-date database never waits for it.
     pub async fn connect_with(
         self,
         options: PgConnectOptions,
     ) -> Result<PostgresKeyStore, StoreError> {
-        let mut options = options.options([(
-            "statement_timeout",
-            format!("{}ms", self.query_timeout.as_millis().max(1)),
-        )]);
+        let mut options = secure(options).options([
+            (
+                "statement_timeout",
+                format!("{}ms", self.query_timeout.as_millis().max(1)),
+            ),
+            // The store notifies after its own commits (see `revoke`); the trigger's
+            // in-transaction notification is for everyone else's SQL.
+            ("hapnd_auth.notify", "off".to_owned()),
+        ]);
         if options.get_application_name().is_none() {
             options = options.application_name("hapnd-auth");
         }
@@ -149,20 +218,70 @@ impl PostgresKeyStoreBuilder {
                 .connect_with(options.clone()),
         )
         .await?;
-        // Migrations take an advisory lock: other instances starting at once wait their turn.
-        bounded(self.query_timeout * 5, async {
-            sql::migrator(MIGRATIONS)
-                .run(&pool)
-                .await
-                .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
-        })
-        .await?;
+        let migrator = sql::migrator(MIGRATIONS);
+        if !bounded(self.query_timeout, up_to_date(&pool, &migrator)).await? {
+            // Other instances starting at once wait their turn on the lock.
+            bounded(self.query_timeout * 5, async {
+                migrator
+                    .run(&pool)
+                    .await
+                    .map_err(|e| sqlx::Error::Migrate(Box::new(e)))
+            })
+            .await?;
+        }
         Ok(PostgresKeyStore {
             pool,
             options,
             query_timeout: self.query_timeout,
         })
     }
+}
+
+/// The transport policy of [`PostgresKeyStoreBuilder::connect_with`]: verified TLS to any
+/// host that is not this machine, unless the caller asked otherwise.
+fn secure(options: PgConnectOptions) -> PgConnectOptions {
+    if is_local(&options) {
+        return options;
+    }
+    match options.get_ssl_mode() {
+        PgSslMode::Prefer | PgSslMode::Allow => options.ssl_mode(PgSslMode::VerifyFull),
+        _ => options,
+    }
+}
+
+fn is_local(options: &PgConnectOptions) -> bool {
+    let host = options.get_host();
+    options.get_socket().is_some()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether every one of our migrations is applied, with the checksum we embed. Takes no lock.
+async fn up_to_date(
+    pool: &PgPool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<bool, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(sql::MIGRATIONS_TABLE)
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _hapnd_auth_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    Ok(migrator.iter().all(|m| {
+        applied
+            .iter()
+            .any(|(version, checksum)| *version == m.version && *checksum == *m.checksum)
+    }))
 }
 
 /// How [`PostgresKeyStore::listen_with`] watches its channel.
@@ -185,19 +304,21 @@ impl Default for ListenOptions {
 }
 
 impl ListenOptions {
-    /// The defaults: a heartbeat every second that must return within 3 s.
+    /// The defaults: a heartbeat (a read of the change log) every second that must succeed
+    /// within 3 s.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// How often the listener notifies itself (default 1 s).
+    /// How often the listener reads the change log unprompted (default 1 s): the bound on
+    /// how late a change whose notification was lost is applied.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
         self.heartbeat_interval = every;
         self
     }
 
-    /// How long the listener may go without hearing its own heartbeat before it stops
-    /// trusting the channel and reconnects (default 3 s). The bound on how long a silently
+    /// How long the listener may go without a successful read of the change log before it
+    /// stops trusting the channel and reconnects (default 3 s). The bound on how long a silently
     /// dead connection can leave a revoked key cached.
     pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
@@ -241,26 +362,56 @@ impl PostgresKeyStore {
     /// within a tokio runtime.
     pub fn listen_with(&self, invalidator: Invalidator, options: ListenOptions) -> ChangeFeed {
         let app = self.options.get_application_name().unwrap_or("hapnd-auth");
-        let feed = Feed {
-            listener_options: self
-                .options
-                .clone()
-                .application_name(&format!("{app}:listener")),
-            // Heartbeats get a connection of their own: queued behind request lookups in
-            // the store's pool, a slow database would make them late, the channel "lost",
-            // the cache bypassed, and the database slower still.
-            heartbeats: PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(self.query_timeout)
-                .connect_lazy_with(
-                    self.options
-                        .clone()
-                        .application_name(&format!("{app}:heartbeat")),
-                ),
-            query_timeout: self.query_timeout,
-            options,
-        };
-        ChangeFeed::spawn(invalidator, move |invalidator| feed.run(invalidator))
+        let listener_options = self
+            .options
+            .clone()
+            .application_name(&format!("{app}:listener"));
+        let query_timeout = self.query_timeout;
+        ChangeFeed::spawn(invalidator, move |invalidator, received| {
+            let feed = Feed {
+                listener_options,
+                query_timeout,
+                options,
+                received,
+            };
+            feed.run(invalidator)
+        })
+    }
+
+    /// `pg_notification_queue_usage()`: the fraction (0 to 1) of PostgreSQL's `NOTIFY`
+    /// queue in use, for health checks and metrics.
+    ///
+    /// One session that `LISTEN`s and stops reading (idle in a transaction, or a client that
+    /// stopped polling its socket) holds every later notification in the queue, for every
+    /// channel of the cluster. Near 0 is normal. Alert well before 0.5: from there the
+    /// change trigger stops notifying (a full queue fails the notifying transaction), and
+    /// instances learn of changes from the change log on their next heartbeat instead of
+    /// within milliseconds. Find the stalled session with
+    /// `SELECT pid, usename, application_name, state, xact_start FROM pg_stat_activity
+    /// WHERE state LIKE 'idle in transaction%'`.
+    pub async fn notification_queue_usage(&self) -> Result<f64, StoreError> {
+        bounded(
+            self.query_timeout,
+            sqlx::query_scalar("SELECT pg_notification_queue_usage()").fetch_one(&self.pool),
+        )
+        .await
+    }
+
+    /// After a committed change, wakes the listeners at once. Best effort: a notification
+    /// that cannot be sent (queue full, connection lost) delays other instances until their
+    /// next heartbeat reads the change log, and never undoes or fails the change.
+    async fn notify(&self, hash: &KeyHash) {
+        let sent = bounded(
+            self.query_timeout,
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(hash.to_hex())
+                .execute(&self.pool),
+        )
+        .await;
+        if let Err(error) = sent {
+            tracing::warn!(target: "hapnd_auth", %error, "change committed but not notified; other instances see it at their next heartbeat");
+        }
     }
 
     async fn fetch_optional(
@@ -323,6 +474,8 @@ impl KeyStore for PostgresKeyStore {
         .bind(record.expires_at.map(to_millis))
         .bind(record.last_used_at.map(to_millis));
         bounded(self.query_timeout, query.execute(&self.pool)).await?;
+        // Instances that cached the hash as unknown forget that.
+        self.notify(&record.hash).await;
         Ok(())
     }
 
@@ -350,7 +503,7 @@ impl KeyStore for PostgresKeyStore {
             (Some(tenant), Some((_, at, id))) => sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM hapnd_api_keys WHERE tenant = $1 AND (created_at, id) > (",
+                " FROM hapnd_api_keys AS k WHERE tenant = $1 AND (created_at, id) > (",
                 ts!(2),
                 ", $3) ORDER BY created_at, id LIMIT $4"
             ))
@@ -364,7 +517,7 @@ impl KeyStore for PostgresKeyStore {
             (None, Some((tenant, at, id))) => sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
-                " FROM hapnd_api_keys WHERE (tenant, created_at, id) > ($1, ",
+                " FROM hapnd_api_keys AS k WHERE (tenant, created_at, id) > ($1, ",
                 ts!(2),
                 ", $3) ORDER BY tenant, created_at, id LIMIT $4"
             ))
@@ -378,51 +531,57 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        bounded(self.query_timeout, async {
-            let mut tx = self.pool.begin().await?;
-            // COALESCE keeps the first revocation time: revoking twice changes nothing.
-            let row = sqlx::query(concat!(
-                "UPDATE hapnd_api_keys SET revoked_at = COALESCE(revoked_at, ",
-                ts!(2),
-                ") WHERE id = $1 RETURNING ",
-                columns!()
-            ))
-            .bind(id.as_str().to_owned())
-            .bind(to_millis(at))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            // Same transaction: the notification goes out if and only if the update commits.
-            let hash: Vec<u8> = sqlx::Row::try_get(&row, 4)?;
-            sqlx::query("SELECT pg_notify($1, encode($2, 'hex'))")
-                .bind(NOTIFY_CHANNEL)
-                .bind(hash)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(row))
-        })
-        .await?
-        .map(|row| decode(&row))
-        .transpose()?
-        .ok_or_else(|| StoreError::not_found(id))
+        // One statement: the revocation and its change-log entry (written by the trigger)
+        // commit together, and nothing in it can fail because of the NOTIFY queue. The
+        // notification follows the commit. COALESCE keeps the first revocation time:
+        // revoking twice changes nothing.
+        let query = sqlx::query(concat!(
+            "UPDATE hapnd_api_keys AS k SET revoked_at = COALESCE(k.revoked_at, ",
+            ts!(2),
+            ") WHERE k.id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(id.as_str().to_owned())
+        .bind(to_millis(at));
+        let record = self
+            .fetch_optional(query)
+            .await?
+            .ok_or_else(|| StoreError::not_found(id))?;
+        self.notify(&record.hash).await;
+        Ok(record)
     }
 
     async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = used.iter().map(|u| u.id.as_str().to_owned()).collect();
-        let times: Vec<i64> = used.iter().map(|u| to_millis(u.at)).collect();
-        // One statement for the batch. Grouped first: UPDATE ... FROM applies only one of
-        // several source rows matching the same key, and which one is unspecified.
+        // Rows of a table of their own: a revocation never waits for a usage write. Each
+        // key's row exists from its creation (a trigger), so this only updates, and rows
+        // another instance is updating at this moment are skipped, not waited for (it is
+        // recording a use from the same moment): many instances flushing the same keys at
+        // once neither queue behind each other nor deadlock. A key without a row (deleted by
+        // hand) gets one, in id order. Keys that no longer exist are skipped.
+        let mut batch: Vec<(&str, i64)> = used
+            .iter()
+            .map(|u| (u.id.as_str(), to_millis(u.at)))
+            .collect();
+        batch.sort_unstable();
+        let ids: Vec<String> = batch.iter().map(|(id, _)| (*id).to_owned()).collect();
+        let times: Vec<i64> = batch.iter().map(|(_, ms)| *ms).collect();
         let query = sqlx::query(concat!(
-            "UPDATE hapnd_api_keys AS k SET last_used_at = GREATEST(k.last_used_at, ",
-            "timestamptz 'epoch' + u.ms * interval '1 millisecond') ",
-            "FROM (SELECT id, max(ms) AS ms FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) ",
-            "GROUP BY id) AS u WHERE k.id = u.id"
+            "WITH input AS (",
+            "SELECT t.id, timestamptz 'epoch' + max(t.ms) * interval '1 millisecond' AS at ",
+            "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) GROUP BY t.id), ",
+            "free AS (SELECT u.id FROM hapnd_key_usage AS u JOIN input AS i ON i.id = u.id ",
+            "WHERE u.last_used_at IS NULL OR u.last_used_at < i.at ",
+            "ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
+            "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = GREATEST(u.last_used_at, i.at) ",
+            "FROM free AS f JOIN input AS i ON i.id = f.id ",
+            "WHERE u.id = f.id) ",
+            "INSERT INTO hapnd_key_usage (id, last_used_at) SELECT i.id, i.at FROM input AS i ",
+            "WHERE NOT EXISTS (SELECT 1 FROM hapnd_key_usage AS u WHERE u.id = i.id) ",
+            "AND EXISTS (SELECT 1 FROM hapnd_api_keys AS k WHERE k.id = i.id) ",
+            "ORDER BY i.id ON CONFLICT (id) DO NOTHING"
         ))
         .bind(ids)
         .bind(times);
@@ -434,9 +593,9 @@ impl KeyStore for PostgresKeyStore {
 /// What the listener task owns.
 struct Feed {
     listener_options: PgConnectOptions,
-    heartbeats: PgPool,
     query_timeout: Duration,
     options: ListenOptions,
+    received: Arc<AtomicU64>,
 }
 
 /// Why a listening session ended.
@@ -445,12 +604,19 @@ enum Ended {
     HeartbeatOverdue,
 }
 
+/// One listening connection and what it has read.
+struct Session {
+    listener: PgListener,
+    /// The newest change-log generation applied.
+    generation: i64,
+}
+
 impl Feed {
     async fn run(self, invalidator: Invalidator) {
         let mut backoff = Backoff::new(Duration::from_millis(50), self.options.max_backoff);
         loop {
-            let listener = match self.connect().await {
-                Ok(listener) => listener,
+            let session = match self.connect().await {
+                Ok(session) => session,
                 Err(error) => {
                     tracing::warn!(target: "hapnd_auth", %error, "cannot LISTEN for key revocations; retrying");
                     backoff.wait().await;
@@ -458,7 +624,7 @@ impl Feed {
                 }
             };
             backoff.reset();
-            let ended = self.session(listener, &invalidator).await;
+            let ended = self.session(session, &invalidator).await;
             // Whatever was sent while we were not listening is lost: stop trusting the cache.
             invalidator.channel_lost();
             match ended {
@@ -475,7 +641,7 @@ impl Feed {
 
     /// A listener on a pool of its own, fresh each time: a connection that went half-open
     /// is dropped with its pool instead of being handed back.
-    async fn connect(&self) -> Result<PgListener, StoreError> {
+    async fn connect(&self) -> Result<Session, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(self.query_timeout)
@@ -485,40 +651,52 @@ impl Feed {
         bounded(self.query_timeout, async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(NOTIFY_CHANNEL).await?;
-            Ok(listener)
+            // Read after LISTEN: a change committed later is notified or in a later read.
+            let generation = sqlx::query_scalar("SELECT gen FROM hapnd_key_generation")
+                .fetch_one(&mut listener)
+                .await?;
+            Ok(Session {
+                listener,
+                generation,
+            })
         })
         .await
     }
 
-    async fn session(&self, mut listener: PgListener, invalidator: &Invalidator) -> Ended {
-        let token = heartbeat_token();
+    /// Heartbeats. Every `heartbeat_interval` the listener reads the change log on its
+    /// `LISTEN` connection. The read is a round trip that proves the connection alive, and
+    /// its snapshot holds every change committed before it began, notified or not: once it
+    /// returns, every such change is applied here. A silent connection makes it time out.
+    /// The generations it reads have no gaps and appear in commit order (see migration 3),
+    /// so nothing is skipped between two reads.
+    ///
+    /// Heartbeats are not notifications. PostgreSQL signals every backend that listens in a
+    /// database on every `NOTIFY`, whatever the channel (`SignalBackends` in
+    /// `src/backend/commands/async.c`: "Always signal listeners in our own database, unless
+    /// they're already caught up"), and every notifying commit takes a cluster-wide lock from
+    /// pre-commit until its commit completes ("Serialize writers by
+    /// acquiring a special lock that we hold till after commit. This ensures that queue
+    /// entries appear in commit order"). A notification per instance per interval therefore
+    /// costs the server O(N) wakeups each, O(N²) in all, and N serialized commits, even on
+    /// per-instance channels. A read costs one index probe, commits nothing, and wakes no one.
+    ///
+    /// Notifications only make the listener read the log sooner. Their payloads are not
+    /// trusted: any role that can connect may `NOTIFY` anything.
+    async fn session(&self, mut session: Session, invalidator: &Invalidator) -> Ended {
         let started = Instant::now();
-        // When the newest heartbeat that came back was sent. NOTIFYs arrive in commit order,
-        // so everything committed before then has reached this listener. The send time, not
-        // the arrival time: a heartbeat delayed on its way proves only what it carried.
+        // When the newest successful read of the log began.
         let mut confirmed: Option<Instant> = None;
-        // Send times are kept here, never read from the wire: any role that can connect may
-        // NOTIFY, and a forged "sent in the future" would silence the half-open check. A
-        // nonce we did not send confirms nothing; a replayed one at most its real send time.
-        let mut in_flight: HashMap<u64, Instant> = HashMap::new();
-        let mut healthy = false;
         let mut ticks = tokio::time::interval(self.options.heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // try_recv is cancel-safe: sqlx consumes a message only once it is complete.
-                received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => {
-                        if let Some(nonce) = own_heartbeat(&notification, &token) {
-                            if let Some(&sent) = in_flight.get(&nonce) {
-                                confirmed = confirmed.max(Some(sent));
-                            }
-                            if !healthy {
-                                invalidator.channel_restored();
-                                healthy = true;
-                            }
-                        } else {
-                            apply(&notification, invalidator);
+                received = session.listener.try_recv() => match received {
+                    Ok(Some(_)) => {
+                        self.received.fetch_add(1, Ordering::Relaxed);
+                        // Everything already buffered is handled by one read of the log.
+                        while session.listener.next_buffered().is_some() {
+                            self.received.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     // Ok(None): the connection dropped and notifications may have been lost.
@@ -526,71 +704,127 @@ impl Feed {
                     Err(error) => return Ended::Disconnected(error.to_string()),
                 },
                 _ = ticks.tick() => {
-                    let silent_since = confirmed.unwrap_or(started);
-                    if silent_since.elapsed() > self.options.heartbeat_timeout {
+                    if confirmed.unwrap_or(started).elapsed() > self.options.heartbeat_timeout {
                         return Ended::HeartbeatOverdue;
                     }
-                    // Older than the timeout, a heartbeat can no longer keep the channel up.
-                    in_flight.retain(|_, sent| sent.elapsed() <= self.options.heartbeat_timeout);
-                    let nonce = heartbeat_nonce();
-                    in_flight.insert(nonce, Instant::now());
-                    self.send_heartbeat(&token, nonce);
                 }
             }
+            let began = Instant::now();
+            let read = tokio::time::timeout(
+                self.options.heartbeat_timeout,
+                self.catch_up(&mut session, invalidator),
+            );
+            match read.await {
+                Err(_) => return Ended::HeartbeatOverdue,
+                Ok(Err(error)) => return Ended::Disconnected(error.to_string()),
+                Ok(Ok(())) => {}
+            }
+            if confirmed.is_none() {
+                // The first read of a session: trusted from here on (restoring flushes).
+                invalidator.channel_restored();
+            }
+            confirmed = Some(began);
         }
     }
 
-    /// Sent over a connection of its own, not the listener's: the round trip proves that a
-    /// commit elsewhere reaches this listener.
-    fn send_heartbeat(&self, token: &str, nonce: u64) {
-        let pool = self.heartbeats.clone();
-        let payload = format!("heartbeat:{token}:{nonce}");
-        let timeout = self.query_timeout;
-        // A task of its own, so a slow send never delays receiving.
-        tokio::spawn(async move {
-            let send = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(payload)
-                .execute(&pool);
-            if let Err(error) = bounded(timeout, send).await {
-                tracing::debug!(target: "hapnd_auth", %error, "heartbeat not sent");
-            }
-        });
-    }
-}
-
-fn heartbeat_nonce() -> u64 {
-    u64::from_ne_bytes(crate::key::random())
-}
-
-fn heartbeat_token() -> String {
-    crate::key::hex(&crate::key::random::<8>())
-}
-
-/// For this session's heartbeat (`heartbeat:<token>:<nonce>`), its nonce.
-fn own_heartbeat(notification: &PgNotification, token: &str) -> Option<u64> {
-    let rest = notification.payload().strip_prefix("heartbeat:")?;
-    let (from, sent_ms) = rest.split_once(':')?;
-    if from != token {
-        return None;
-    }
-    sent_ms.parse().ok()
-}
-
-fn apply(notification: &PgNotification, invalidator: &Invalidator) {
-    let payload = notification.payload();
-    if payload.starts_with("heartbeat:") {
-        // Another instance's heartbeat.
-        return;
-    }
-    match KeyHash::from_hex(payload) {
-        Some(hash) => invalidator.invalidate(&hash),
-        None => {
-            if payload != "flush" {
-                // From a newer version, perhaps: forgetting everything is always safe.
-                tracing::debug!(target: "hapnd_auth", "unknown notification payload; flushing");
-            }
+    /// Reads the change log past the session's generation and invalidates what it names:
+    /// the authority on what changed. Notification payloads are not trusted (any role that
+    /// can connect may send one); they only say when to read. A gap (pruned entries), a
+    /// flush entry, or more entries than [`MAX_CHANGES_READ`] flushes the whole cache.
+    async fn catch_up(
+        &self,
+        session: &mut Session,
+        invalidator: &Invalidator,
+    ) -> Result<(), StoreError> {
+        let since = session.generation;
+        let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = bounded(
+            self.query_timeout,
+            sqlx::query_as(
+                "SELECT g.gen, c.gen, c.key_hash FROM hapnd_key_generation AS g \
+                 LEFT JOIN LATERAL (SELECT gen, key_hash FROM hapnd_key_changes \
+                 WHERE gen > $1 ORDER BY gen LIMIT $2) AS c ON true",
+            )
+            .bind(since)
+            .bind(MAX_CHANGES_READ + 1)
+            .fetch_all(&mut session.listener),
+        )
+        .await?;
+        let Some(&(current, _, _)) = rows.first() else {
+            // The counter row is gone: someone edited the schema. Trust nothing.
             invalidator.invalidate_all();
+            return Ok(());
+        };
+        if current == since {
+            return Ok(());
+        }
+        let entries: Vec<(i64, Option<KeyHash>)> = rows
+            .into_iter()
+            .filter_map(|(_, generation, hash)| {
+                let hash = hash.and_then(|h| <[u8; 32]>::try_from(h).ok());
+                generation.map(|g| (g, hash.map(KeyHash::from_bytes)))
+            })
+            .collect();
+        let complete = current > since
+            && entries.len() <= MAX_CHANGES_READ as usize
+            && entries.first().map(|e| e.0) == Some(since + 1)
+            && entries.last().map(|e| e.0) == Some(current)
+            && entries.iter().all(|e| e.1.is_some());
+        if complete {
+            for hash in entries.iter().filter_map(|e| e.1.as_ref()) {
+                invalidator.invalidate(hash);
+            }
+        } else {
+            invalidator.invalidate_all();
+        }
+        session.generation = current;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mode `secure` settles on, by name (`PgSslMode` has no `PartialEq`).
+    fn mode(url: &str) -> String {
+        format!(
+            "{:?}",
+            secure(PgConnectOptions::from_str(url).unwrap()).get_ssl_mode()
+        )
+    }
+
+    #[test]
+    fn remote_hosts_get_verified_tls_unless_told_otherwise() {
+        for url in [
+            "postgres://u@db.internal/hapnd",
+            "postgres://u@10.1.2.3/hapnd",
+            "postgres://u@db.internal/hapnd?sslmode=prefer",
+            "postgres://u@db.internal/hapnd?sslmode=allow",
+            "postgres://u@[2001:db8::1]/hapnd",
+        ] {
+            assert_eq!(mode(url), "VerifyFull", "{url}");
+        }
+        // Explicit choices are kept, cleartext included.
+        let kept = [
+            ("postgres://u@db.internal/h?sslmode=disable", "Disable"),
+            ("postgres://u@db.internal/h?sslmode=require", "Require"),
+            ("postgres://u@db.internal/h?sslmode=verify-ca", "VerifyCa"),
+        ];
+        for (url, kept) in kept {
+            assert_eq!(mode(url), kept, "{url}");
+        }
+    }
+
+    #[test]
+    fn loopback_keeps_the_default() {
+        for url in [
+            "postgres://u@127.0.0.1/hapnd",
+            "postgres://u@127.8.9.10/hapnd",
+            "postgres://u@localhost/hapnd",
+            "postgres://u@[::1]/hapnd",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/hapnd",
+        ] {
+            assert_eq!(mode(url), "Prefer", "{url}");
         }
     }
 }

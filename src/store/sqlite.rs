@@ -173,7 +173,7 @@ impl SqliteKeyStore {
     pub fn watch(&self, invalidator: Invalidator, interval: Duration) -> ChangeFeed {
         let options = self.options.clone();
         let timeout = self.query_timeout;
-        ChangeFeed::spawn(invalidator, move |invalidator| {
+        ChangeFeed::spawn(invalidator, move |invalidator, _| {
             watch(options, invalidator, interval, timeout)
         })
     }
