@@ -5,12 +5,15 @@
 //!
 //! Run: `cargo bench --bench latency` (one row: `cargo bench --bench latency -- 'hit/1k'`).
 //!
-//! Requests are built in criterion's batch setup (untimed): a uniform random pick among
-//! pre-built header values, so the timing holds only the service. Store lookups are
+//! Requests are built in criterion's batch setup (untimed): a random pick among pre-built
+//! header values, so the timing holds only the service. The pick is uniform, except in
+//! `hit/1m_keys_zipf`, where key popularity follows Zipf's law (s = 1.0), the shape of real
+//! traffic: the most used keys stay in the CPU's caches, as they would on a real gateway. Store lookups are
 //! counted and printed after the group: hit rows must show 0 per request, miss rows 1.
 
 mod common;
 
+use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +31,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-use common::{Body, Counting, Fixture, LONG_TTL, Rng, bearer, create_keys, ok, prefill, request};
+use common::{
+    Body, Counting, Fixture, LONG_TTL, Rng, Zipf, bearer, create_keys, ok, prefill, request,
+};
 
 /// Requests per timed batch: small enough that the miss row's pool (below) never repeats a
 /// key inside one batch.
@@ -150,15 +155,15 @@ fn row<S, P, M>(
     });
 }
 
-/// Our layer over `ok`, over `keys` created in a fresh memory store, all cached; requests
-/// pick a key uniformly.
-fn hits(
+/// Our layer over `ok`, over `keys` keys created in a fresh memory store, all cached; the
+/// keys' header values; the store's lookup counter.
+fn cached_keys(
     rt: &Runtime,
-    row_name: &str,
     keys: usize,
 ) -> (
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + use<>,
-    impl FnMut() -> Request<Body> + use<>,
+    Arc<[HeaderValue]>,
+    Arc<AtomicU64>,
 ) {
     let (store, lookups) = Counting::new(MemoryKeyStore::new());
     let auth = Authenticator::builder(store)
@@ -172,15 +177,46 @@ fn hits(
         fixtures
     });
     assert_eq!(auth.cached_entries(), keys as u64, "every key cached");
-    let requests = audit(row_name, &lookups);
     let svc = auth.layer().layer(service_fn(ok));
-    let headers: Vec<HeaderValue> = fixtures.into_iter().map(|f| f.header).collect();
+    let headers = fixtures.into_iter().map(|f| f.header).collect();
+    (svc, headers, lookups)
+}
+
+/// Requests that pick among `headers` uniformly.
+fn uniform(
+    row_name: &str,
+    headers: Arc<[HeaderValue]>,
+    lookups: &Arc<AtomicU64>,
+) -> impl FnMut() -> Request<Body> + use<> {
+    let requests = audit(row_name, lookups);
     let mut rng = Rng::new(0x5eed);
-    let pick = move || {
+    move || {
         requests.fetch_add(1, Ordering::Relaxed);
         request(&headers[rng.below(headers.len())])
-    };
-    (svc, pick)
+    }
+}
+
+/// Requests that pick among `headers` with Zipf(s = 1.0) popularity: key `k` is asked
+/// `1 / (k + 1)` as often as key 0.
+fn zipf(
+    row_name: &str,
+    headers: Arc<[HeaderValue]>,
+    lookups: &Arc<AtomicU64>,
+) -> impl FnMut() -> Request<Body> + use<> {
+    let mut ranks = Zipf::new(headers.len(), 1.0, 0x21bf);
+    // The sampler has the promised shape: key 0 takes 1/H(n) of the traffic.
+    let draws = 200_000;
+    let top = (0..draws).filter(|_| ranks.sample() == 0).count() as f64 / draws as f64;
+    let expected = 1.0 / (1..=headers.len()).map(|k| 1.0 / k as f64).sum::<f64>();
+    assert!(
+        (top / expected - 1.0).abs() < 0.05,
+        "Zipf sampler: key 0 drew {top:.4} of requests, expected {expected:.4}"
+    );
+    let requests = audit(row_name, lookups);
+    move || {
+        requests.fetch_add(1, Ordering::Relaxed);
+        request(&headers[ranks.sample()])
+    }
 }
 
 /// A from_fn-style middleware with no cache: validate, hash, and ask the store on every
@@ -240,15 +276,25 @@ fn latency(c: &mut Criterion) {
         (layer.layer(service_fn(ok)), move || request(&header))
     });
 
-    for (name, keys) in [
-        ("hit/1_key", 1),
-        ("hit/1k_keys", 1_000),
-        ("hit/1m_keys", 1_000_000),
-    ] {
+    for (name, keys) in [("hit/1_key", 1), ("hit/1k_keys", 1_000)] {
         row(&mut group, &rt, name, StatusCode::OK, |rt| {
-            hits(rt, name, keys)
+            let (svc, headers, lookups) = cached_keys(rt, keys);
+            (svc, uniform(name, headers, &lookups))
         });
     }
+    // One million cached keys, built once (the first of these rows that runs) for both
+    // traffic shapes.
+    let million = OnceCell::new();
+    let name = "hit/1m_keys_uniform";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let (svc, headers, lookups) = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        (svc.clone(), uniform(name, Arc::clone(headers), lookups))
+    });
+    let name = "hit/1m_keys_zipf";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let (svc, headers, lookups) = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        (svc.clone(), zipf(name, Arc::clone(headers), lookups))
+    });
 
     row(
         &mut group,

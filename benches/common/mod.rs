@@ -144,10 +144,53 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
+        // Multiply-shift: unbiased enough for picking among at most a few million keys.
+        ((u128::from(self.next()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        // Multiply-shift: unbiased enough for picking among at most a few million keys.
-        ((u128::from(self.0) * n as u128) >> 64) as usize
+        self.0
+    }
+}
+
+/// Zipf-distributed ranks in `0..n`: rank `k` (0-based) is drawn with probability
+/// proportional to `1 / (k + 1)^s`, the shape of real API traffic (a few keys make most
+/// requests). Inverse-CDF sampling over a precomputed table: exact, and cheap enough for
+/// criterion's untimed batch setup.
+pub struct Zipf {
+    cdf: Vec<f64>,
+    rng: Rng,
+}
+
+impl Zipf {
+    pub fn new(n: usize, s: f64, seed: u64) -> Self {
+        assert!(n > 0, "Zipf over an empty set");
+        let mut total = 0.0;
+        let cdf = (1..=n)
+            .map(|k| {
+                total += (k as f64).powf(-s);
+                total
+            })
+            .collect();
+        Zipf {
+            cdf,
+            rng: Rng::new(seed),
+        }
+    }
+
+    pub fn sample(&mut self) -> usize {
+        let total = *self.cdf.last().expect("n > 0");
+        let u = self.rng.unit() * total;
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 }
