@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use hapnd_auth::{
     ApiKey, Authenticator, Environment, KeyStore, MemoryKeyStore, PostgresKeyStore, Principal,
@@ -32,7 +31,7 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use common::{
-    Body, Counting, Fixture, LONG_TTL, Rng, Zipf, bearer, create_keys, ok, prefill, request,
+    Body, Clock, Counting, Fixture, LONG_TTL, Rng, Zipf, bearer, create_keys, ok, prefill, request,
 };
 
 /// Requests per timed batch: small enough that the miss row's pool (below) never repeats a
@@ -45,7 +44,7 @@ const MISS_POOL: usize = 1024;
 /// path (store lookup, flight, insert), and what a `from_fn` middleware that asks the store
 /// on every request costs: what the cache buys. `Counting` proves each miss reached the store.
 fn store_rows<S: KeyStore + Clone>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
+    group: &mut BenchmarkGroup<'_, Clock>,
     rt: &Runtime,
     store_name: &str,
     store: S,
@@ -122,7 +121,7 @@ fn runtime() -> Runtime {
 /// One row: `make` builds the service and a request picker the first time criterion calls
 /// the row (so a filtered run skips the 1M-key setup), `expect` is checked once.
 fn row<S, P, M>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
+    group: &mut BenchmarkGroup<'_, Clock>,
     rt: &Runtime,
     name: &str,
     expect: StatusCode,
@@ -155,16 +154,20 @@ fn row<S, P, M>(
     });
 }
 
-/// Our layer over `ok`, over `keys` keys created in a fresh memory store, all cached; the
-/// keys' header values; the store's lookup counter.
+/// Our layer over `ok`, over keys created in a fresh memory store, all cached.
+struct CachedKeys<S> {
+    svc: S,
+    headers: Arc<[HeaderValue]>,
+    /// The store's lookup counter.
+    lookups: Arc<AtomicU64>,
+}
+
 fn cached_keys(
     rt: &Runtime,
     keys: usize,
-) -> (
+) -> CachedKeys<
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + use<>,
-    Arc<[HeaderValue]>,
-    Arc<AtomicU64>,
-) {
+> {
     let (store, lookups) = Counting::new(MemoryKeyStore::new());
     let auth = Authenticator::builder(store)
         .capacity(keys as u64 * 2)
@@ -179,7 +182,11 @@ fn cached_keys(
     assert_eq!(auth.cached_entries(), keys as u64, "every key cached");
     let svc = auth.layer().layer(service_fn(ok));
     let headers = fixtures.into_iter().map(|f| f.header).collect();
-    (svc, headers, lookups)
+    CachedKeys {
+        svc,
+        headers,
+        lookups,
+    }
 }
 
 /// Requests that pick among `headers` uniformly.
@@ -250,7 +257,8 @@ async fn lookup_every_request<St: KeyStore>(
     }
 }
 
-fn latency(c: &mut Criterion) {
+fn latency(c: &mut Criterion<Clock>) {
+    println!("in-process rows measured in {}", Clock::from_env());
     let rt = runtime();
     let mut group = c.benchmark_group("latency");
     group
@@ -278,8 +286,8 @@ fn latency(c: &mut Criterion) {
 
     for (name, keys) in [("hit/1_key", 1), ("hit/1k_keys", 1_000)] {
         row(&mut group, &rt, name, StatusCode::OK, |rt| {
-            let (svc, headers, lookups) = cached_keys(rt, keys);
-            (svc, uniform(name, headers, &lookups))
+            let keys = cached_keys(rt, keys);
+            (keys.svc, uniform(name, keys.headers, &keys.lookups))
         });
     }
     // One million cached keys, built once (the first of these rows that runs) for both
@@ -287,13 +295,15 @@ fn latency(c: &mut Criterion) {
     let million = OnceCell::new();
     let name = "hit/1m_keys_uniform";
     row(&mut group, &rt, name, StatusCode::OK, |rt| {
-        let (svc, headers, lookups) = million.get_or_init(|| cached_keys(rt, 1_000_000));
-        (svc.clone(), uniform(name, Arc::clone(headers), lookups))
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = uniform(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
     });
     let name = "hit/1m_keys_zipf";
     row(&mut group, &rt, name, StatusCode::OK, |rt| {
-        let (svc, headers, lookups) = million.get_or_init(|| cached_keys(rt, 1_000_000));
-        (svc.clone(), zipf(name, Arc::clone(headers), lookups))
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = zipf(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
     });
 
     row(
@@ -380,6 +390,9 @@ fn latency(c: &mut Criterion) {
         },
     );
 
+    // The store rows wait on other threads (sqlx's SQLite worker) and processes.
+    Clock::wall_time_from_here();
+    println!("store rows measured in wall time");
     store_rows(&mut group, &rt, "memory", MemoryKeyStore::new());
     let dir = std::env::temp_dir().join(format!("hapnd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -426,5 +439,9 @@ async fn prefill_rejected(auth: &Authenticator, keys: &[Fixture]) {
     }
 }
 
-criterion_group!(benches, latency);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(Clock);
+    targets = latency
+}
 criterion_main!(benches);
