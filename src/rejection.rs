@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response};
 
-use crate::error::{AuthError, Message};
+use crate::error::{AuthError, AuthErrorKind, Message};
 
 /// Builds the response for a rejected request. Implemented by [`JsonRejection`] and by
 /// any `Fn(&AuthError) -> Response<B>` closure.
@@ -39,10 +39,12 @@ impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
         let mut response = Response::new(B::from(json_body(error)));
         *response.status_mut() = kind.status();
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = kind.challenge() {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        // Statics: validated at compile time, and a clone of a static value copies a
+        // pointer, with no allocation and no reference count.
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON.clone());
+        headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        if let Some(challenge) = challenge(kind) {
+            headers.insert(WWW_AUTHENTICATE, challenge.clone());
         }
         if let Some(after) = error.retry_after() {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -52,28 +54,79 @@ impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     }
 }
 
-/// `{"error":{"type":"authentication_error","code":...,"message":...}}` in one allocation,
-/// with serde_json escaping the message. Runs on every rejection, so no JSON tree.
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// [`AuthErrorKind::challenge`] as a prebuilt header value.
+fn challenge(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
+    // One static per distinct challenge; `from_static` is evaluated at compile time, where
+    // a challenge that is not a valid header value fails the build.
+    macro_rules! challenges {
+        ($($kind:ident),* $(,)?) => {
+            match kind {
+                $(AuthErrorKind::$kind => {
+                    static VALUE: HeaderValue = HeaderValue::from_static(
+                        match AuthErrorKind::$kind.challenge() {
+                            Some(c) => c,
+                            None => "",
+                        },
+                    );
+                    Some(&VALUE)
+                })*
+                AuthErrorKind::Unavailable | AuthErrorKind::LayerMissing => None,
+            }
+        };
+    }
+    challenges!(
+        MissingApiKey,
+        InvalidRequest,
+        InvalidApiKey,
+        Revoked,
+        Expired,
+        WrongEnvironment,
+    )
+}
+
+const BODY_START: &[u8] = br#"{"error":{"type":"authentication_error","code":""#;
+const BODY_MESSAGE: &[u8] = br#"","message":"#;
+const BODY_END: &[u8] = b"}}";
+
+/// `{"error":{"type":"authentication_error","code":...,"message":...}}` with serde_json
+/// escaping the message. Runs on every rejection: no JSON tree, and one allocation, sized
+/// exactly so that `Bytes` takes it over as is (a `Vec` with spare capacity would cost
+/// `Bytes` a second allocation for its shared header).
 fn json_body(error: &AuthError) -> Bytes {
-    let mut body = Vec::with_capacity(160);
-    body.extend_from_slice(br#"{"error":{"type":"authentication_error","code":""#);
-    body.extend_from_slice(error.kind().code().as_bytes());
-    body.extend_from_slice(br#"","message":"#);
-    let written = match error.message_parts() {
-        Message::Static(text) => serde_json::to_writer(&mut body, text),
-        // Fixed ASCII text around a hint limited to [A-Za-z0-9_.]: nothing to escape.
+    let code = error.kind().code();
+    let message = error.message_parts();
+    let message_len = match &message {
+        // Quotes around it; escapes, if any, grow the buffer (none of our texts has one).
+        Message::Static(text) => text.len() + 2,
+        Message::Hinted { hint, what } => HINTED_PREFIX.len() + hint.len() + 1 + what.len() + 1,
+    };
+    let mut body = Vec::with_capacity(
+        BODY_START.len() + code.len() + BODY_MESSAGE.len() + message_len + BODY_END.len(),
+    );
+    body.extend_from_slice(BODY_START);
+    body.extend_from_slice(code.as_bytes());
+    body.extend_from_slice(BODY_MESSAGE);
+    match message {
+        Message::Static(text) => {
+            let written = serde_json::to_writer(&mut body, text);
+            // Writing a string into a Vec cannot fail.
+            debug_assert!(written.is_ok());
+        }
+        // Fixed ASCII text around a hint limited to [A-Za-z0-9_.?]: nothing to escape.
         Message::Hinted { hint, what } => {
-            for part in [r#""the API key "#, hint, " ", what, r#"""#] {
+            for part in [HINTED_PREFIX, hint, " ", what, "\""] {
                 body.extend_from_slice(part.as_bytes());
             }
-            Ok(())
         }
-    };
-    // Writing a string into a Vec cannot fail.
-    debug_assert!(written.is_ok());
-    body.extend_from_slice(b"}}");
+    }
+    body.extend_from_slice(BODY_END);
     Bytes::from(body)
 }
+
+const HINTED_PREFIX: &str = r#""the API key "#;
 
 #[cfg(test)]
 mod tests {
