@@ -211,8 +211,36 @@ fn bench_shape(c: &mut Criterion<Clock>, shape: &str, n: usize, zipf: bool) {
     group.finish();
 }
 
+/// The hash of one 32-byte key alone, as moka computes it on every get.
+fn hash_only(c: &mut Criterion<Clock>) {
+    let keys = keys(1024, 3);
+    let mut group = c.benchmark_group("config/hash_one");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let sip = std::collections::hash_map::RandomState::new();
+    let fold = folded();
+    let mut i = 0;
+    group.bench_function("siphash", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            sip.hash_one(&keys[i])
+        })
+    });
+    let mut i = 0;
+    group.bench_function("foldhash", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            fold.hash_one(&keys[i])
+        })
+    });
+    group.finish();
+}
+
 fn config(c: &mut Criterion<Clock>) {
     println!("measured in {}", Clock::from_env());
+    hash_only(c);
     bench_shape(c, "1k", 1_000, false);
     bench_shape(c, "1m_uniform", 1_000_000, false);
     bench_shape(c, "1m_zipf", 1_000_000, true);

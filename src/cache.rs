@@ -74,8 +74,8 @@ pub(crate) struct KeyCache {
 }
 
 /// The hasher of the cache's table (and of moka's frequency sketch): foldhash, keyed from
-/// the OS random generator. It costs a few nanoseconds per lookup where std's SipHash-1-3
-/// costs tens (measured: `benches/cache_config.rs`).
+/// the OS random generator. Hashing a 32-byte key costs about 6 ns with it against 19 ns
+/// with std's SipHash-1-3 (`benches/cache_config.rs`, `config/hash_one`), once per get.
 ///
 /// Why a fast hash is safe against collision flooding here. The table is keyed by
 /// SHA-256 digests of presented keys, and a client can present as many well-formed keys as
