@@ -225,14 +225,14 @@ fn hash_only(c: &mut Criterion<Clock>) {
     group.bench_function("siphash", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            sip.hash_one(&keys[i])
+            sip.hash_one(keys[i])
         })
     });
     let mut i = 0;
     group.bench_function("foldhash", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
-            fold.hash_one(&keys[i])
+            fold.hash_one(keys[i])
         })
     });
     group.finish();
