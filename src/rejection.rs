@@ -87,42 +87,35 @@ fn challenge(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
     )
 }
 
-const BODY_START: &[u8] = br#"{"error":{"type":"authentication_error","code":""#;
-const BODY_MESSAGE: &[u8] = br#"","message":"#;
-const BODY_END: &[u8] = b"}}";
+const BODY_START: &str = r#"{"error":{"type":"authentication_error","code":""#;
+const BODY_MESSAGE: &str = r#"","message":"#;
+const BODY_END: &str = r#""}}"#;
 
-/// `{"error":{"type":"authentication_error","code":...,"message":...}}` with serde_json
-/// escaping the message. Runs on every rejection: no JSON tree, and one allocation, sized
-/// exactly so that `Bytes` takes it over as is (a `Vec` with spare capacity would cost
-/// `Bytes` a second allocation for its shared header).
+/// `{"error":{"type":"authentication_error","code":...,"message":...}}`. Runs on every
+/// rejection: a fixed message's body was built at compile time (no allocation); a hinted
+/// one is written in one allocation, sized exactly so that `Bytes` takes it over as is (a
+/// `Vec` with spare capacity would cost `Bytes` a second allocation for its shared header).
 fn json_body(error: &AuthError) -> Bytes {
-    let code = error.kind().code();
-    let message = error.message_parts();
-    let message_len = match &message {
-        // Quotes around it; escapes, if any, grow the buffer (none of our texts has one).
-        Message::Static(text) => text.len() + 2,
-        Message::Hinted { hint, what } => HINTED_PREFIX.len() + hint.len() + 1 + what.len() + 1,
+    let (hint, what) = match error.message_parts() {
+        Message::Static { body, .. } => return Bytes::from_static(body.as_bytes()),
+        Message::Hinted { hint, what } => (hint, what),
     };
-    let mut body = Vec::with_capacity(
-        BODY_START.len() + code.len() + BODY_MESSAGE.len() + message_len + BODY_END.len(),
-    );
-    body.extend_from_slice(BODY_START);
-    body.extend_from_slice(code.as_bytes());
-    body.extend_from_slice(BODY_MESSAGE);
-    match message {
-        Message::Static(text) => {
-            let written = serde_json::to_writer(&mut body, text);
-            // Writing a string into a Vec cannot fail.
-            debug_assert!(written.is_ok());
-        }
-        // Fixed ASCII text around a hint limited to [A-Za-z0-9_.?]: nothing to escape.
-        Message::Hinted { hint, what } => {
-            for part in [HINTED_PREFIX, hint, " ", what, "\""] {
-                body.extend_from_slice(part.as_bytes());
-            }
-        }
+    let code = error.kind().code();
+    // Fixed ASCII text around a hint limited to [A-Za-z0-9_.?]: nothing to escape.
+    let parts = [
+        BODY_START,
+        code,
+        BODY_MESSAGE,
+        HINTED_PREFIX,
+        hint,
+        " ",
+        what,
+        BODY_END,
+    ];
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        body.extend_from_slice(part.as_bytes());
     }
-    body.extend_from_slice(BODY_END);
     Bytes::from(body)
 }
 
@@ -144,5 +137,63 @@ mod tests {
         assert_eq!(body["error"]["message"], hinted.to_string());
         // A hint from a store is reduced to a hint's characters.
         assert_eq!(hinted.key_hint(), Some("sk_live_...?a1?"));
+    }
+
+    /// Every error the crate builds, with and without a hint.
+    fn every_error() -> Vec<AuthError> {
+        use crate::error::Malformed;
+        use crate::key::{Environment, KeyFormatError};
+        use crate::store::{StoreError, StoreErrorKind};
+        let mut errors = vec![
+            AuthError::missing(),
+            AuthError::unknown(),
+            AuthError::revoked(),
+            AuthError::expired(),
+            AuthError::layer_missing(),
+            AuthError::wrong_environment(Environment::Live),
+            AuthError::wrong_environment(Environment::Sandbox),
+            AuthError::unavailable(
+                StoreError::new(StoreErrorKind::Timeout, "slow"),
+                std::time::Duration::from_secs(1),
+            ),
+        ];
+        for m in [
+            Malformed::MultipleHeaders,
+            Malformed::TooLong,
+            Malformed::InvalidBytes,
+            Malformed::EmptyToken,
+            Malformed::Syntax,
+        ] {
+            errors.push(AuthError::malformed(m));
+        }
+        for e in [
+            KeyFormatError::UnknownPrefix,
+            KeyFormatError::WrongLength,
+            KeyFormatError::InvalidCharacter,
+            KeyFormatError::BadChecksum,
+        ] {
+            errors.push(AuthError::format(e));
+        }
+        let hinted: Vec<AuthError> = errors
+            .iter()
+            .map(|e| e.clone().with_hint("sk_live_...a1b2".to_owned()))
+            .collect();
+        errors.extend(hinted);
+        errors
+    }
+
+    #[test]
+    fn every_body_is_the_json_serde_would_write() {
+        for error in every_error() {
+            let body = json_body(&error);
+            let parsed: serde_json::Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{:?}: not JSON ({e})", error.kind()));
+            let expected = serde_json::json!({"error": {
+                "type": "authentication_error",
+                "code": error.kind().code(),
+                "message": error.to_string(),
+            }});
+            assert_eq!(parsed, expected, "{:?}", error.kind());
+        }
     }
 }
