@@ -5,19 +5,21 @@
 //!
 //! Run: `cargo bench --bench latency` (one row: `cargo bench --bench latency -- 'hit/1k'`).
 //!
-//! Requests are built in criterion's batch setup (untimed): a uniform random pick among
-//! pre-built header values, so the timing holds only the service. Store lookups are
+//! Requests are built in criterion's batch setup (untimed): a random pick among pre-built
+//! header values, so the timing holds only the service. The pick is uniform, except in
+//! `hit/1m_keys_zipf`, where key popularity follows Zipf's law (s = 1.0), the shape of real
+//! traffic: the most used keys stay in the CPU's caches, as they would on a real gateway. Store lookups are
 //! counted and printed after the group: hit rows must show 0 per request, miss rows 1.
 
 mod common;
 
+use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use hapnd_auth::{
     ApiKey, Authenticator, Environment, KeyStore, MemoryKeyStore, PostgresKeyStore, Principal,
@@ -28,7 +30,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-use common::{Body, Counting, Fixture, LONG_TTL, Rng, bearer, create_keys, ok, prefill, request};
+use common::{
+    Body, Clock, Counting, Fixture, LONG_TTL, Rng, Zipf, bearer, create_keys, ok, prefill, request,
+};
 
 /// Requests per timed batch: small enough that the miss row's pool (below) never repeats a
 /// key inside one batch.
@@ -40,7 +44,7 @@ const MISS_POOL: usize = 1024;
 /// path (store lookup, flight, insert), and what a `from_fn` middleware that asks the store
 /// on every request costs: what the cache buys. `Counting` proves each miss reached the store.
 fn store_rows<S: KeyStore + Clone>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
+    group: &mut BenchmarkGroup<'_, Clock>,
     rt: &Runtime,
     store_name: &str,
     store: S,
@@ -117,7 +121,7 @@ fn runtime() -> Runtime {
 /// One row: `make` builds the service and a request picker the first time criterion calls
 /// the row (so a filtered run skips the 1M-key setup), `expect` is checked once.
 fn row<S, P, M>(
-    group: &mut BenchmarkGroup<'_, WallTime>,
+    group: &mut BenchmarkGroup<'_, Clock>,
     rt: &Runtime,
     name: &str,
     expect: StatusCode,
@@ -150,16 +154,20 @@ fn row<S, P, M>(
     });
 }
 
-/// Our layer over `ok`, over `keys` created in a fresh memory store, all cached; requests
-/// pick a key uniformly.
-fn hits(
+/// Our layer over `ok`, over keys created in a fresh memory store, all cached.
+struct CachedKeys<S> {
+    svc: S,
+    headers: Arc<[HeaderValue]>,
+    /// The store's lookup counter.
+    lookups: Arc<AtomicU64>,
+}
+
+fn cached_keys(
     rt: &Runtime,
-    row_name: &str,
     keys: usize,
-) -> (
+) -> CachedKeys<
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + use<>,
-    impl FnMut() -> Request<Body> + use<>,
-) {
+> {
     let (store, lookups) = Counting::new(MemoryKeyStore::new());
     let auth = Authenticator::builder(store)
         .capacity(keys as u64 * 2)
@@ -172,15 +180,50 @@ fn hits(
         fixtures
     });
     assert_eq!(auth.cached_entries(), keys as u64, "every key cached");
-    let requests = audit(row_name, &lookups);
     let svc = auth.layer().layer(service_fn(ok));
-    let headers: Vec<HeaderValue> = fixtures.into_iter().map(|f| f.header).collect();
+    let headers = fixtures.into_iter().map(|f| f.header).collect();
+    CachedKeys {
+        svc,
+        headers,
+        lookups,
+    }
+}
+
+/// Requests that pick among `headers` uniformly.
+fn uniform(
+    row_name: &str,
+    headers: Arc<[HeaderValue]>,
+    lookups: &Arc<AtomicU64>,
+) -> impl FnMut() -> Request<Body> + use<> {
+    let requests = audit(row_name, lookups);
     let mut rng = Rng::new(0x5eed);
-    let pick = move || {
+    move || {
         requests.fetch_add(1, Ordering::Relaxed);
         request(&headers[rng.below(headers.len())])
-    };
-    (svc, pick)
+    }
+}
+
+/// Requests that pick among `headers` with Zipf(s = 1.0) popularity: key `k` is asked
+/// `1 / (k + 1)` as often as key 0.
+fn zipf(
+    row_name: &str,
+    headers: Arc<[HeaderValue]>,
+    lookups: &Arc<AtomicU64>,
+) -> impl FnMut() -> Request<Body> + use<> {
+    let mut ranks = Zipf::new(headers.len(), 1.0, 0x21bf);
+    // The sampler has the promised shape: key 0 takes 1/H(n) of the traffic.
+    let draws = 200_000;
+    let top = (0..draws).filter(|_| ranks.sample() == 0).count() as f64 / draws as f64;
+    let expected = 1.0 / (1..=headers.len()).map(|k| 1.0 / k as f64).sum::<f64>();
+    assert!(
+        (top / expected - 1.0).abs() < 0.05,
+        "Zipf sampler: key 0 drew {top:.4} of requests, expected {expected:.4}"
+    );
+    let requests = audit(row_name, lookups);
+    move || {
+        requests.fetch_add(1, Ordering::Relaxed);
+        request(&headers[ranks.sample()])
+    }
 }
 
 /// A from_fn-style middleware with no cache: validate, hash, and ask the store on every
@@ -214,7 +257,8 @@ async fn lookup_every_request<St: KeyStore>(
     }
 }
 
-fn latency(c: &mut Criterion) {
+fn latency(c: &mut Criterion<Clock>) {
+    println!("in-process rows measured in {}", Clock::from_env());
     let rt = runtime();
     let mut group = c.benchmark_group("latency");
     group
@@ -240,15 +284,27 @@ fn latency(c: &mut Criterion) {
         (layer.layer(service_fn(ok)), move || request(&header))
     });
 
-    for (name, keys) in [
-        ("hit/1_key", 1),
-        ("hit/1k_keys", 1_000),
-        ("hit/1m_keys", 1_000_000),
-    ] {
+    for (name, keys) in [("hit/1_key", 1), ("hit/1k_keys", 1_000)] {
         row(&mut group, &rt, name, StatusCode::OK, |rt| {
-            hits(rt, name, keys)
+            let keys = cached_keys(rt, keys);
+            (keys.svc, uniform(name, keys.headers, &keys.lookups))
         });
     }
+    // One million cached keys, built once (the first of these rows that runs) for both
+    // traffic shapes.
+    let million = OnceCell::new();
+    let name = "hit/1m_keys_uniform";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = uniform(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
+    });
+    let name = "hit/1m_keys_zipf";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = zipf(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
+    });
 
     row(
         &mut group,
@@ -334,6 +390,9 @@ fn latency(c: &mut Criterion) {
         },
     );
 
+    // The store rows wait on other threads (sqlx's SQLite worker) and processes.
+    Clock::wall_time_from_here();
+    println!("store rows measured in wall time");
     store_rows(&mut group, &rt, "memory", MemoryKeyStore::new());
     let dir = std::env::temp_dir().join(format!("hapnd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -380,5 +439,9 @@ async fn prefill_rejected(auth: &Authenticator, keys: &[Fixture]) {
     }
 }
 
-criterion_group!(benches, latency);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(Clock);
+    targets = latency
+}
 criterion_main!(benches);

@@ -17,21 +17,26 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
 use tokio::sync::watch;
 
-use crate::key::KeyHash;
+use crate::key::{self, KeyHash};
 use crate::principal::Principal;
 use crate::store::{KeyRecord, StoreError, StoreErrorKind};
 
-/// What the cache holds for one hash: a known key, or a negative entry. 16 bytes, stored
+/// What the cache holds for one hash: a known key, or a negative entry. 24 bytes, stored
 /// inline in moka's entry; cloning it (moka's `get` clones) is one reference-count increment.
 #[derive(Clone)]
 pub(crate) struct Cached {
     epoch: u64,
+    /// For an entry whose TTL is shorter than the table's (negative entries, with the
+    /// default TTLs): when it goes stale, in microseconds on the cache's clock. Entries with
+    /// the table's TTL hold [`NO_DEADLINE`] and are expired by moka alone.
+    fresh_until: u64,
     /// The key's principal, which also carries what the request path checks (stored
     /// hash, revoked, expiry), or `None` for a key the store does not know.
     pub(crate) key: Option<Principal>,
@@ -47,11 +52,17 @@ pub enum ChannelHealth {
     Degraded,
 }
 
+const NO_DEADLINE: u64 = u64::MAX;
+
 const HEALTHY: u8 = 0;
 const DEGRADED: u8 = 1;
 
 pub(crate) struct KeyCache {
-    entries: moka::sync::Cache<KeyHash, Cached>,
+    entries: moka::sync::Cache<KeyHash, Cached, TableHasher>,
+    /// Known and unknown keys' TTLs; the table's `time_to_live` is the longer one.
+    ttl: Ttl,
+    /// The origin of [`Cached::fresh_until`].
+    clock: Instant,
     flights: Mutex<HashMap<KeyHash, Arc<Flight>>>,
     epoch: AtomicU64,
     /// Bumped, under the flights lock, by every invalidation, flush and channel loss: a
@@ -65,18 +76,54 @@ pub(crate) struct KeyCache {
     wait_limit: Duration,
 }
 
-struct TtlPolicy {
+/// The hasher of the cache's table (and of moka's frequency sketch): foldhash, keyed from
+/// the OS random generator. Hashing a 32-byte key costs about 6 ns with it against 19 ns
+/// with std's SipHash-1-3 (`benches/cache_config.rs`, `config/hash_one`), once per get.
+///
+/// Why a fast hash is safe against collision flooding here. The table is keyed by
+/// SHA-256 digests of presented keys, and a client can present as many well-formed keys as
+/// it likes, all of them unknown, each cached as a negative entry. If the table's hash were
+/// a fixed function of the digest (say its first 8 bytes), a client could grind random keys
+/// offline until their digests agree in the table's low bits (about 2^17 hashes per hit for
+/// a 100k-entry table: milliseconds) and send only those, piling them into one bucket.
+/// With a keyed hash, which digests collide depends on a seed the client never sees: 64
+/// bits drawn per process, expanded into foldhash's shared seed, plus 64 bits per cache.
+/// Grinding needs to know the function, and the client can neither choose digests (only
+/// draw them at random, through SHA-256) nor observe hash values, only response times
+/// of a table whose buckets it cannot name. What remains is foldhash's own statement: it is
+/// not meant to resist an attacker who can study a long-running process closely enough to
+/// recover its seed; nothing of the seed or of a hash value leaves this module.
+type TableHasher = SeedableRandomState;
+
+fn table_hasher() -> TableHasher {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    let seed = |bytes: [u8; 8]| u64::from_ne_bytes(bytes);
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(seed(key::random())));
+    SeedableRandomState::with_seed(seed(key::random()), shared)
+}
+
+/// One table with a plain `time_to_live` (the longer of the two TTLs), not a per-entry
+/// `expire_after` policy: an `Expiry` turns on moka's timer wheel, which every get pays
+/// for (about 35 ns a hit at 1k keys, more at 1M: `benches/cache_config.rs`). Entries
+/// with the shorter TTL carry their own deadline, checked on read: a clock read on those
+/// gets only. Two tables (known, unknown), each with its own `time_to_live`, measured as
+/// fast on a hit but slower on an unknown key, which then costs a miss in one table
+/// and a hit in the other.
+#[derive(Clone, Copy)]
+struct Ttl {
     positive: Duration,
     negative: Duration,
 }
 
-impl Expiry<KeyHash, Cached> for TtlPolicy {
-    fn expire_after_create(&self, _: &KeyHash, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(if value.key.is_some() {
-            self.positive
-        } else {
-            self.negative
-        })
+impl Ttl {
+    fn table(self) -> Duration {
+        self.positive.max(self.negative)
+    }
+
+    /// The entry's own TTL, if the table's would keep it too long.
+    fn shorter_than_table(self, known: bool) -> Option<Duration> {
+        let own = if known { self.positive } else { self.negative };
+        (own < self.table()).then_some(own)
     }
 }
 
@@ -117,15 +164,18 @@ impl KeyCache {
         stale_if_error: Option<Duration>,
         wait_limit: Duration,
     ) -> Self {
+        let ttl = Ttl {
+            positive: ttl,
+            negative: negative_ttl,
+        };
         KeyCache {
             wait_limit,
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .expire_after(TtlPolicy {
-                    positive: ttl,
-                    negative: negative_ttl,
-                })
-                .build(),
+                .time_to_live(ttl.table())
+                .build_with_hasher(table_hasher()),
+            ttl,
+            clock: Instant::now(),
             flights: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             changes: AtomicU64::new(0),
@@ -142,7 +192,30 @@ impl KeyCache {
             return None;
         }
         let cached = self.entries.get(hash)?;
-        (cached.epoch == self.epoch.load(Ordering::Acquire)).then_some(cached)
+        (cached.epoch == self.epoch.load(Ordering::Acquire) && self.is_fresh(&cached))
+            .then_some(cached)
+    }
+
+    /// An entry for what a lookup under `epoch` found.
+    fn entry(&self, epoch: u64, key: Option<Principal>) -> Cached {
+        let fresh_until = match self.ttl.shorter_than_table(key.is_some()) {
+            Some(ttl) => self.micros_now().saturating_add(micros(ttl)),
+            None => NO_DEADLINE,
+        };
+        Cached {
+            epoch,
+            fresh_until,
+            key,
+        }
+    }
+
+    #[inline]
+    fn is_fresh(&self, cached: &Cached) -> bool {
+        cached.fresh_until == NO_DEADLINE || self.micros_now() < cached.fresh_until
+    }
+
+    fn micros_now(&self) -> u64 {
+        micros(self.clock.elapsed())
     }
 
     /// Looks `hash` up through a flight: one store call however many callers miss at once.
@@ -247,10 +320,7 @@ impl KeyCache {
             Ok(result) => result,
             Err(_) => Err(overtaken()),
         }
-        .map(|record| Cached {
-            epoch,
-            key: record.map(Principal::from_record),
-        });
+        .map(|record| self.entry(epoch, record.map(Principal::from_record)));
         let mut flights = self.lock_flights();
         guard.flight = None;
         // Invalidations and flushes detach the flight under this lock: if it is still
@@ -293,7 +363,7 @@ impl KeyCache {
             return None;
         }
         let cached = self.entries.get(hash)?;
-        cached.key.is_some().then_some(cached)
+        (cached.key.is_some() && self.is_fresh(&cached)).then_some(cached)
     }
 
     fn lock_flights(&self) -> MutexGuard<'_, HashMap<KeyHash, Arc<Flight>>> {
@@ -366,6 +436,10 @@ impl KeyCache {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(NO_DEADLINE)
 }
 
 impl fmt::Debug for KeyCache {
@@ -478,6 +552,62 @@ mod tests {
             NewKey::new("acme", Environment::Live, "ci"),
             SystemTime::now(),
         )
+    }
+
+    #[test]
+    fn the_table_hash_is_keyed_not_a_function_of_the_digest() {
+        use std::hash::BuildHasher;
+        let (a, b) = (table_hasher(), table_hasher());
+        let digests: Vec<KeyHash> = (0..64u8).map(|i| KeyHash::from_bytes([i; 32])).collect();
+        // Two caches hash the same digests differently: a seed, not the digest alone,
+        // decides where an entry lands.
+        let differ = digests
+            .iter()
+            .filter(|d| a.hash_one(d) != b.hash_one(d))
+            .count();
+        assert_eq!(
+            differ,
+            digests.len(),
+            "every digest hashes differently per cache"
+        );
+        // And the hash is not the digest's own bits, which a client could grind for.
+        for d in &digests {
+            let bytes = d.as_bytes();
+            for word in bytes.chunks_exact(8) {
+                let word = u64::from_ne_bytes(word.try_into().unwrap());
+                assert_ne!(a.hash_one(d), word);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_entry_goes_stale_on_its_own_ttl() {
+        let (short, long) = (Duration::from_millis(100), Duration::from_secs(60));
+        // (known keys' TTL, unknown keys' TTL): either may be the shorter one.
+        for (ttl, negative_ttl) in [(long, short), (short, long)] {
+            let cache = KeyCache::new(100, ttl, negative_ttl, None, Duration::from_secs(5));
+            let known = record();
+            let known_hash = known.hash;
+            let unknown_hash = record().hash;
+            cache
+                .load(known_hash, || {
+                    let known = known.clone();
+                    async { Ok(Some(known)) }
+                })
+                .await
+                .unwrap();
+            cache
+                .load(unknown_hash, || async { Ok(None) })
+                .await
+                .unwrap();
+            assert!(cache.get(&known_hash).is_some());
+            assert!(cache.get(&unknown_hash).is_some());
+            // Real clock: moka's TTL and our deadlines both run on it (DESIGN.md trap 4).
+            std::thread::sleep(Duration::from_millis(250));
+            let known_is_short = ttl < negative_ttl;
+            assert_eq!(cache.get(&known_hash).is_some(), !known_is_short);
+            assert_eq!(cache.get(&unknown_hash).is_some(), known_is_short);
+        }
     }
 
     #[tokio::test]

@@ -233,9 +233,9 @@ impl AuthError {
     /// Sets what every rejection must carry whatever its body: `WWW-Authenticate` (a 401
     /// without it breaks RFC 9110), `Retry-After` on a 503, and `Cache-Control: no-store`.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = self.challenge() {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        if let Some(challenge) = challenge_value(self.kind) {
+            headers.insert(WWW_AUTHENTICATE, challenge.clone());
         }
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
@@ -312,53 +312,99 @@ fn is_hint_byte(b: u8) -> bool {
 
 /// A rejection message: fixed text, or the key's hint inside fixed text.
 pub(crate) enum Message<'a> {
-    Static(&'static str),
-    Hinted { hint: &'a str, what: &'static str },
+    /// Fixed text, and the whole JSON body that carries it under its error code, built at
+    /// compile time: a rejection with a fixed message costs no allocation for its body.
+    Static {
+        text: &'static str,
+        body: &'static str,
+    },
+    Hinted {
+        hint: &'a str,
+        what: &'static str,
+    },
+}
+
+/// A [`Message::Static`] for `code` and `text`. The text must need no JSON escaping (no
+/// `"`, `\`, control characters): `rejection`'s tests compare every body with serde_json's.
+macro_rules! fixed {
+    ($code:literal, $text:literal) => {
+        Message::Static {
+            text: $text,
+            body: concat!(
+                r#"{"error":{"type":"authentication_error","code":""#,
+                $code,
+                r#"","message":""#,
+                $text,
+                r#""}}"#
+            ),
+        }
+    };
 }
 
 impl AuthError {
     /// The message in parts, so the rejection body can be written without formatting.
     pub(crate) fn message_parts(&self) -> Message<'_> {
-        use Message::Static;
         match (&self.kind, &self.detail) {
-            (_, Detail::Malformed(m)) => Static(match m {
-                Malformed::MultipleHeaders => "send exactly one Authorization header",
-                Malformed::TooLong => "the Authorization header is too long",
-                Malformed::InvalidBytes => {
+            (_, Detail::Malformed(m)) => match m {
+                Malformed::MultipleHeaders => {
+                    fixed!("invalid_request", "send exactly one Authorization header")
+                }
+                Malformed::TooLong => {
+                    fixed!("invalid_request", "the Authorization header is too long")
+                }
+                Malformed::InvalidBytes => fixed!(
+                    "invalid_request",
                     "the Authorization header may contain only visible ASCII characters"
-                }
-                Malformed::EmptyToken => "the Bearer scheme needs an API key after it",
-                Malformed::Syntax => "expected `Authorization: Bearer <api key>`",
-            }),
-            (_, Detail::Format(e)) => Static(match e {
-                KeyFormatError::UnknownPrefix => {
+                ),
+                Malformed::EmptyToken => fixed!(
+                    "invalid_request",
+                    "the Bearer scheme needs an API key after it"
+                ),
+                Malformed::Syntax => fixed!(
+                    "invalid_request",
+                    "expected `Authorization: Bearer <api key>`"
+                ),
+            },
+            (_, Detail::Format(e)) => match e {
+                KeyFormatError::UnknownPrefix => fixed!(
+                    "invalid_api_key",
                     "invalid API key: API keys start with `sk_live_` (live) or `sk_test_` (sandbox)"
-                }
-                KeyFormatError::WrongLength => "invalid API key: API keys are 46 characters long",
-                KeyFormatError::InvalidCharacter => {
+                ),
+                KeyFormatError::WrongLength => fixed!(
+                    "invalid_api_key",
+                    "invalid API key: API keys are 46 characters long"
+                ),
+                KeyFormatError::InvalidCharacter => fixed!(
+                    "invalid_api_key",
                     "invalid API key: API keys contain only letters and digits after the prefix"
-                }
-                KeyFormatError::BadChecksum => {
+                ),
+                KeyFormatError::BadChecksum => fixed!(
+                    "invalid_api_key",
                     "invalid API key: checksum mismatch: the key is mistyped or truncated"
-                }
-            }),
-            (_, Detail::WrongEnvironment { required, .. }) => Static(match required {
-                Environment::Live => {
+                ),
+            },
+            (_, Detail::WrongEnvironment { required, .. }) => match required {
+                Environment::Live => fixed!(
+                    "wrong_environment",
                     "this endpoint needs a live key (sk_live_...), not a sandbox key"
-                }
-                Environment::Sandbox => {
+                ),
+                Environment::Sandbox => fixed!(
+                    "wrong_environment",
                     "this endpoint needs a sandbox key (sk_test_...), not a live key"
-                }
-            }),
-            (_, Detail::Store(_)) => {
-                Static("authentication is temporarily unavailable; retry shortly")
-            }
-            (AuthErrorKind::LayerMissing, _) => {
-                Static("authentication is misconfigured on this server")
-            }
-            (AuthErrorKind::MissingApiKey, _) => {
-                Static("no API key: send `Authorization: Bearer <api key>`")
-            }
+                ),
+            },
+            (_, Detail::Store(_)) => fixed!(
+                "auth_unavailable",
+                "authentication is temporarily unavailable; retry shortly"
+            ),
+            (AuthErrorKind::LayerMissing, _) => fixed!(
+                "auth_layer_missing",
+                "authentication is misconfigured on this server"
+            ),
+            (AuthErrorKind::MissingApiKey, _) => fixed!(
+                "missing_api_key",
+                "no API key: send `Authorization: Bearer <api key>`"
+            ),
             (kind, _) => {
                 let what = match kind {
                     AuthErrorKind::Revoked => "has been revoked",
@@ -367,11 +413,15 @@ impl AuthError {
                 };
                 match &self.hint {
                     Some(hint) => Message::Hinted { hint, what },
-                    None => Static(match kind {
-                        AuthErrorKind::Revoked => "the API key has been revoked",
-                        AuthErrorKind::Expired => "the API key has expired",
-                        _ => "the API key is not valid",
-                    }),
+                    None => match kind {
+                        AuthErrorKind::Revoked => {
+                            fixed!("api_key_revoked", "the API key has been revoked")
+                        }
+                        AuthErrorKind::Expired => {
+                            fixed!("api_key_expired", "the API key has expired")
+                        }
+                        _ => fixed!("invalid_api_key", "the API key is not valid"),
+                    },
                 }
             }
         }
@@ -381,7 +431,7 @@ impl AuthError {
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.message_parts() {
-            Message::Static(text) => f.write_str(text),
+            Message::Static { text, .. } => f.write_str(text),
             Message::Hinted { hint, what } => write!(f, "the API key {hint} {what}"),
         }
     }
@@ -431,4 +481,37 @@ impl AuthError {
             ),
         }
     }
+}
+
+// Statics: built at compile time; a clone copies a pointer, with no allocation.
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// [`AuthErrorKind::challenge`] as a prebuilt header value.
+fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
+    // One static per distinct challenge; `from_static` is evaluated at compile time, where
+    // a challenge that is not a valid header value fails the build.
+    macro_rules! challenges {
+        ($($kind:ident),* $(,)?) => {
+            match kind {
+                $(AuthErrorKind::$kind => {
+                    static VALUE: HeaderValue = HeaderValue::from_static(
+                        match AuthErrorKind::$kind.challenge() {
+                            Some(c) => c,
+                            None => "",
+                        },
+                    );
+                    Some(&VALUE)
+                })*
+                AuthErrorKind::Unavailable | AuthErrorKind::LayerMissing => None,
+            }
+        };
+    }
+    challenges!(
+        MissingApiKey,
+        InvalidRequest,
+        InvalidApiKey,
+        Revoked,
+        Expired,
+        WrongEnvironment,
+    )
 }

@@ -72,35 +72,48 @@ pub struct JsonRejection;
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<B> {
         let mut response = error.response(B::from(json_body(error)));
+        // A static: a clone copies a pointer, with no allocation and no reference count.
         response
             .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            .insert(CONTENT_TYPE, APPLICATION_JSON.clone());
         response
     }
 }
 
-/// `{"error":{"type":"authentication_error","code":...,"message":...}}` in one allocation,
-/// with serde_json escaping the message. Runs on every rejection, so no JSON tree.
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const BODY_START: &str = r#"{"error":{"type":"authentication_error","code":""#;
+const BODY_MESSAGE: &str = r#"","message":"#;
+const BODY_END: &str = r#""}}"#;
+
+/// `{"error":{"type":"authentication_error","code":...,"message":...}}`. Runs on every
+/// rejection: a fixed message's body was built at compile time (no allocation); a hinted
+/// one is written in one allocation, sized exactly so that `Bytes` takes it over as is (a
+/// `Vec` with spare capacity would cost `Bytes` a second allocation for its shared header).
 fn json_body(error: &AuthError) -> Bytes {
-    let mut body = Vec::with_capacity(160);
-    body.extend_from_slice(br#"{"error":{"type":"authentication_error","code":""#);
-    body.extend_from_slice(error.kind().code().as_bytes());
-    body.extend_from_slice(br#"","message":"#);
-    let written = match error.message_parts() {
-        Message::Static(text) => serde_json::to_writer(&mut body, text),
-        // Fixed ASCII text around a hint limited to [A-Za-z0-9_.]: nothing to escape.
-        Message::Hinted { hint, what } => {
-            for part in [r#""the API key "#, hint, " ", what, r#"""#] {
-                body.extend_from_slice(part.as_bytes());
-            }
-            Ok(())
-        }
+    let (hint, what) = match error.message_parts() {
+        Message::Static { body, .. } => return Bytes::from_static(body.as_bytes()),
+        Message::Hinted { hint, what } => (hint, what),
     };
-    // Writing a string into a Vec cannot fail.
-    debug_assert!(written.is_ok());
-    body.extend_from_slice(b"}}");
+    let code = error.kind().code();
+    // Fixed ASCII text around a hint limited to [A-Za-z0-9_.?]: nothing to escape.
+    let parts = [
+        BODY_START,
+        code,
+        BODY_MESSAGE,
+        HINTED_PREFIX,
+        hint,
+        " ",
+        what,
+        BODY_END,
+    ];
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        body.extend_from_slice(part.as_bytes());
+    }
     Bytes::from(body)
 }
+
+const HINTED_PREFIX: &str = r#""the API key "#;
 
 #[cfg(test)]
 mod tests {
@@ -118,5 +131,63 @@ mod tests {
         assert_eq!(body["error"]["message"], hinted.to_string());
         // A hint from a store is reduced to a hint's characters.
         assert_eq!(hinted.key_hint(), Some("sk_live_...?a1?"));
+    }
+
+    /// Every error the crate builds, with and without a hint.
+    fn every_error() -> Vec<AuthError> {
+        use crate::error::Malformed;
+        use crate::key::{Environment, KeyFormatError};
+        use crate::store::{StoreError, StoreErrorKind};
+        let mut errors = vec![
+            AuthError::missing(),
+            AuthError::unknown(),
+            AuthError::revoked(),
+            AuthError::expired(),
+            AuthError::layer_missing(),
+            AuthError::wrong_environment(Environment::Live),
+            AuthError::wrong_environment(Environment::Sandbox),
+            AuthError::unavailable(
+                StoreError::new(StoreErrorKind::Timeout, "slow"),
+                std::time::Duration::from_secs(1),
+            ),
+        ];
+        for m in [
+            Malformed::MultipleHeaders,
+            Malformed::TooLong,
+            Malformed::InvalidBytes,
+            Malformed::EmptyToken,
+            Malformed::Syntax,
+        ] {
+            errors.push(AuthError::malformed(m));
+        }
+        for e in [
+            KeyFormatError::UnknownPrefix,
+            KeyFormatError::WrongLength,
+            KeyFormatError::InvalidCharacter,
+            KeyFormatError::BadChecksum,
+        ] {
+            errors.push(AuthError::format(e));
+        }
+        let hinted: Vec<AuthError> = errors
+            .iter()
+            .map(|e| e.clone().with_hint("sk_live_...a1b2".to_owned()))
+            .collect();
+        errors.extend(hinted);
+        errors
+    }
+
+    #[test]
+    fn every_body_is_the_json_serde_would_write() {
+        for error in every_error() {
+            let body = json_body(&error);
+            let parsed: serde_json::Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{:?}: not JSON ({e})", error.kind()));
+            let expected = serde_json::json!({"error": {
+                "type": "authentication_error",
+                "code": error.kind().code(),
+                "message": error.to_string(),
+            }});
+            assert_eq!(parsed, expected, "{:?}", error.kind());
+        }
     }
 }

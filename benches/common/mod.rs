@@ -144,10 +144,141 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
+        // Multiply-shift: unbiased enough for picking among at most a few million keys.
+        ((u128::from(self.next()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        // Multiply-shift: unbiased enough for picking among at most a few million keys.
-        ((u128::from(self.0) * n as u128) >> 64) as usize
+        self.0
+    }
+}
+
+/// Zipf-distributed ranks in `0..n`: rank `k` (0-based) is drawn with probability
+/// proportional to `1 / (k + 1)^s`, the shape of real API traffic (a few keys make most
+/// requests). Inverse-CDF sampling over a precomputed table: exact, and cheap enough for
+/// criterion's untimed batch setup.
+pub struct Zipf {
+    cdf: Vec<f64>,
+    rng: Rng,
+}
+
+impl Zipf {
+    pub fn new(n: usize, s: f64, seed: u64) -> Self {
+        assert!(n > 0, "Zipf over an empty set");
+        let mut total = 0.0;
+        let cdf = (1..=n)
+            .map(|k| {
+                total += (k as f64).powf(-s);
+                total
+            })
+            .collect();
+        Zipf {
+            cdf,
+            rng: Rng::new(seed),
+        }
+    }
+
+    pub fn sample(&mut self) -> usize {
+        let total = *self.cdf.last().expect("n > 0");
+        let u = self.rng.unit() * total;
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
+    }
+}
+
+/// The clock of the in-process latency rows: wall time, or, with
+/// `HAPND_BENCH_CLOCK=thread_cpu`, the benchmark thread's CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`). On a quiet machine the two agree for a single-threaded,
+/// CPU-bound row; on a machine shared with other builds, wall time also counts the time
+/// the thread waited for a core, and CPU time does not. Rows that wait on another thread
+/// or process (a store) must use wall time: [`Clock::wall_time_from_here`].
+pub struct Clock;
+
+static THREAD_CPU: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Clock {
+    /// Reads `HAPND_BENCH_CLOCK`; returns the name of the clock in use.
+    pub fn from_env() -> &'static str {
+        let cpu = std::env::var("HAPND_BENCH_CLOCK").is_ok_and(|v| v == "thread_cpu");
+        THREAD_CPU.store(cpu, Ordering::Relaxed);
+        if cpu { "thread CPU time" } else { "wall time" }
+    }
+
+    /// Every row measured after this call uses wall time.
+    pub fn wall_time_from_here() {
+        THREAD_CPU.store(false, Ordering::Relaxed);
+    }
+}
+
+pub enum ClockStart {
+    Wall(std::time::Instant),
+    ThreadCpu(Duration),
+}
+
+fn thread_cpu_time() -> Duration {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    // Linux's CLOCK_THREAD_CPUTIME_ID.
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec (64-bit Linux layout) for the call.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+static WALL: criterion::measurement::WallTime = criterion::measurement::WallTime;
+
+impl criterion::measurement::Measurement for Clock {
+    type Intermediate = ClockStart;
+    type Value = Duration;
+
+    fn start(&self) -> ClockStart {
+        if THREAD_CPU.load(Ordering::Relaxed) {
+            ClockStart::ThreadCpu(thread_cpu_time())
+        } else {
+            ClockStart::Wall(std::time::Instant::now())
+        }
+    }
+
+    fn end(&self, start: ClockStart) -> Duration {
+        match start {
+            ClockStart::Wall(at) => at.elapsed(),
+            ClockStart::ThreadCpu(at) => thread_cpu_time().saturating_sub(at),
+        }
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        WALL.formatter()
     }
 }

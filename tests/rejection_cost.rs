@@ -1,0 +1,122 @@
+//! What building a rejection allocates: a fixed message's JSON body nothing (it is built
+//! at compile time), a body with the key's hint one allocation, the header values nothing. Counted with a global allocator that tallies this thread's allocations, so tests
+//! running in parallel do not disturb each other.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use bytes::Bytes;
+use hapnd_auth::{
+    ApiKey, AuthError, Authenticator, Environment, JsonRejection, MemoryKeyStore, NewKey,
+    RejectionResponse,
+};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response};
+use http_body_util::{BodyExt, Full};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // `try_with`: the thread-local may already be gone while a thread exits.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let out = f();
+    (out, ALLOCATIONS.with(Cell::get) - before)
+}
+
+/// What a header map with the rejection's three headers costs on its own: the map's
+/// tables, whatever the `http` version allocates for them.
+fn header_map_allocations() -> u64 {
+    let (map, n) = allocations(|| {
+        let mut map = HeaderMap::new();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        map.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        map.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        map
+    });
+    drop(map);
+    n
+}
+
+/// Rejections of each shape the request path produces, with the allocations their body
+/// may cost: none for a fixed message, one for a message with the key's hint.
+async fn errors() -> Vec<(AuthError, u64)> {
+    let auth = Authenticator::new(MemoryKeyStore::new());
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let mut bad_checksum = ApiKey::generate(Environment::Live)
+        .expose_secret()
+        .to_owned();
+    let flipped = if bad_checksum.as_bytes()[20] == b'a' {
+        "b"
+    } else {
+        "a"
+    };
+    bad_checksum.replace_range(20..21, flipped);
+    let unknown = ApiKey::generate(Environment::Live);
+    let mut out = vec![
+        (auth.authenticate_key(&bad_checksum).await.unwrap_err(), 0),
+        (
+            auth.authenticate_key(unknown.expose_secret())
+                .await
+                .unwrap_err(),
+            1,
+        ),
+        (auth.authenticate(&HeaderMap::new()).await.unwrap_err(), 0),
+    ];
+    auth.revoke(&created.record.id).await.unwrap();
+    out.push((
+        auth.authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap_err(),
+        1,
+    ));
+    out
+}
+
+#[tokio::test]
+async fn a_rejection_allocates_only_its_header_map_and_a_hinted_body() {
+    let map = header_map_allocations();
+    for (error, body) in errors().await {
+        let (response, n): (Response<Full<Bytes>>, u64) =
+            allocations(|| JsonRejection.rejection(&error));
+        assert_eq!(
+            n,
+            map + body,
+            "{:?}: {n} allocations, expected the header map's {map} and {body} for the body",
+            error.kind()
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], error.kind().code());
+        assert_eq!(json["error"]["message"], error.to_string());
+    }
+}
