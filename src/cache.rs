@@ -24,6 +24,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 
 use crate::key::KeyHash;
+use crate::metrics::{CacheMetrics, Source};
 use crate::principal::Principal;
 use crate::store::{KeyRecord, StoreError, StoreErrorKind};
 
@@ -63,6 +64,7 @@ pub(crate) struct KeyCache {
     /// How long a caller waits on another's flight. The leader's own lookup is bounded;
     /// this bounds the wait even if the leader's future is kept but no longer polled.
     wait_limit: Duration,
+    pub(crate) metrics: CacheMetrics,
 }
 
 struct TtlPolicy {
@@ -132,6 +134,7 @@ impl KeyCache {
             health: AtomicU8::new(HEALTHY),
             degraded_since: Mutex::new(None),
             stale_if_error,
+            metrics: CacheMetrics::register(),
         }
     }
 
@@ -192,6 +195,7 @@ impl KeyCache {
                     None => continue,
                 }
             };
+            self.metrics.coalesced_waiters.increment(1);
             let done = rx.wait_for(|s| !matches!(s, FlightState::Pending));
             let state = match tokio::time::timeout_at(deadline, done).await {
                 Ok(Ok(state)) => state,
@@ -331,6 +335,7 @@ impl KeyCache {
             *since = Some(Instant::now());
         }
         self.health.store(DEGRADED, Ordering::Release);
+        self.metrics.channel_healthy(false);
         drop(since);
         if self.stale_if_error.is_none() {
             self.flush();
@@ -349,6 +354,7 @@ impl KeyCache {
             self.flush();
         }
         self.health.store(HEALTHY, Ordering::Release);
+        self.metrics.channel_healthy(true);
     }
 
     pub(crate) fn health(&self) -> ChannelHealth {
@@ -356,6 +362,11 @@ impl KeyCache {
             HEALTHY => ChannelHealth::Healthy,
             _ => ChannelHealth::Degraded,
         }
+    }
+
+    /// moka's count without running its pending tasks: cheap, may lag a little.
+    pub(crate) fn approximate_entries(&self) -> u64 {
+        self.entries.entry_count()
     }
 
     pub(crate) fn entry_count(&self) -> u64 {
@@ -381,6 +392,8 @@ impl fmt::Debug for KeyCache {
 #[derive(Clone)]
 pub struct Invalidator {
     pub(crate) cache: Arc<KeyCache>,
+    /// The `source` label of the invalidations it counts.
+    pub(crate) source: Source,
 }
 
 impl Invalidator {
@@ -389,12 +402,14 @@ impl Invalidator {
     /// before the call: requests waiting on a lookup in flight read the store again.
     pub fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash);
+        self.cache.metrics.invalidation(self.source);
     }
 
     /// Forgets everything cached, including lookups in flight (their requests read the
     /// store again, as after [`invalidate`](Self::invalidate)).
     pub fn invalidate_all(&self) {
         self.cache.flush();
+        self.cache.metrics.invalidation(Source::Flush);
     }
 
     /// The channel that carries invalidations is down or unconfirmed: stop trusting the
@@ -408,6 +423,13 @@ impl Invalidator {
     /// The channel is back: flush what may have missed a revocation, then trust the cache again.
     pub fn channel_restored(&self) {
         self.cache.channel_restored();
+    }
+
+    /// The same handle, counting its invalidations under `source`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
     }
 
     /// The channel's health as last reported.

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoo
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
+use crate::metrics::Source;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, StoreError};
@@ -260,7 +261,10 @@ impl PostgresKeyStore {
             query_timeout: self.query_timeout,
             options,
         };
-        ChangeFeed::spawn(invalidator, move |invalidator| feed.run(invalidator))
+        ChangeFeed::spawn(
+            invalidator.with_source(Source::PostgresNotify),
+            move |invalidator| feed.run(invalidator),
+        )
     }
 
     async fn fetch_optional(
