@@ -2,6 +2,7 @@
 //! layer, the environment router and anything else that needs to resolve a key.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -182,6 +183,8 @@ pub(crate) struct Miss {
     hash: KeyHash,
     environment: Environment,
     hint: String,
+    /// The client to charge if the store says the key is no good (throttling on).
+    client: Option<IpAddr>,
 }
 
 /// The outcome of the synchronous part of authentication.
@@ -287,8 +290,9 @@ impl Authenticator {
         fast
     }
 
-    /// Takes an attempt from the client's bucket for a request the cache did not admit
-    /// (a rejection, or a miss about to ask the store); answers 429 when it is empty.
+    /// For a request the cache did not admit: a blocked client gets 429 (before any
+    /// lookup); a failure counts against the client's budget; a miss carries the client
+    /// along, so that its failure is counted once the store has answered.
     #[cold]
     fn throttle(
         &self,
@@ -307,28 +311,48 @@ impl Authenticator {
         let client = counts
             .then(|| identity.identify(headers, extensions))
             .flatten();
-        let fast = match client.map(|client| throttle.attempt(client)) {
-            Some(Err(wait)) => {
-                let metrics = &self.inner.metrics;
-                metrics.throttled.increment(1);
-                metrics.throttled_clients.set(throttle.clients() as f64);
-                let hint = match &fast {
-                    Fast::Miss(miss) => Some(miss.hint.clone()),
-                    Fast::Done(Err(e)) => e.key_hint().map(str::to_owned),
-                    Fast::Done(Ok(_)) => None,
+        let fast = match (client, fast) {
+            (Some(client), fast) => {
+                let verdict = match &fast {
+                    Fast::Miss(_) => throttle.blocked(client).map_or(Ok(()), Err),
+                    _ => throttle
+                        .blocked(client)
+                        .map_or_else(|| throttle.failed(client), Err),
                 };
-                let error = AuthError::throttled(wait);
-                Fast::Done(Err(match hint {
-                    Some(hint) => error.with_hint(hint),
-                    None => error,
-                }))
+                match (verdict, fast) {
+                    (Err(wait), fast) => {
+                        let hint = match &fast {
+                            Fast::Miss(miss) => Some(miss.hint.clone()),
+                            Fast::Done(Err(e)) => e.key_hint().map(str::to_owned),
+                            Fast::Done(Ok(_)) => None,
+                        };
+                        Fast::Done(Err(self.throttled(throttle, wait, hint)))
+                    }
+                    (Ok(()), Fast::Miss(mut miss)) => {
+                        miss.client = Some(client);
+                        Fast::Miss(miss)
+                    }
+                    (Ok(()), fast) => fast,
+                }
             }
-            _ => fast,
+            (None, fast) => fast,
         };
         if let Fast::Done(result) = &fast {
             self.inner.metrics.outcome(result);
         }
         fast
+    }
+
+    /// The 429 for a client whose budget is spent, counted.
+    fn throttled(&self, throttle: &Throttle, wait: Duration, hint: Option<String>) -> AuthError {
+        let metrics = &self.inner.metrics;
+        metrics.throttled.increment(1);
+        metrics.throttled_clients.set(throttle.clients() as f64);
+        let error = AuthError::throttled(wait);
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
     }
 
     #[inline]
@@ -349,6 +373,7 @@ impl Authenticator {
                 hash,
                 environment,
                 hint: key::hint(token),
+                client: None,
             }),
         }
     }
@@ -379,7 +404,14 @@ impl Authenticator {
             Ok(cached) => verify(cached, &miss.hash, miss.environment),
             Err(e) => Err(AuthError::unavailable(e, inner.retry_after)),
         };
-        let result = result.map_err(|e| e.with_hint(miss.hint));
+        let mut result = result.map_err(|e| e.with_hint(miss.hint));
+        if let (Err(e), Some(client), Some((throttle, _))) = (&result, miss.client, &inner.throttle)
+            && e.kind() != crate::AuthErrorKind::Unavailable
+            && let Err(wait) = throttle.failed(client)
+        {
+            let hint = e.key_hint().map(str::to_owned);
+            result = Err(self.throttled(throttle, wait, hint));
+        }
         inner.metrics.outcome(&result);
         inner
             .metrics

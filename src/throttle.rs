@@ -2,15 +2,25 @@
 //!
 //! The key format's checksum is public, so anyone can mint well-formed keys, each one a
 //! store lookup. A client (as [`ClientIdentity`](crate::ClientIdentity) tells them apart)
-//! has a bucket of `burst` attempts refilled at one per `period` (GCRA, from the
-//! [governor] crate). Every request of the client that is *not* admitted from the cache
-//! takes one: a malformed header, a bad key format, a cached unknown, revoked or expired
-//! key, and every store lookup (taken before the lookup, so a throttled client costs the
-//! store nothing). A request with a valid cached key takes none and is never refused, so
-//! good keys keep working from an address (a shared NAT) that is under attack. A request
-//! without any `Authorization` header takes none either: it costs nothing to answer.
+//! has a budget of `burst` failed attempts refilled at one per `period` (GCRA, from the
+//! [governor] crate). Each failure takes one: a malformed header, a bad key format, an
+//! unknown, revoked or expired key, whether the cache or the store said so. A request
+//! without any `Authorization` header takes none: it costs nothing to answer. Success
+//! takes none either, so a store outage that empties the cache does not throttle clients
+//! whose keys are good.
 //!
-//! With the bucket empty the answer is `429 too_many_failed_attempts` with `Retry-After`.
+//! The failure that finds the budget spent is answered `429 too_many_failed_attempts`
+//! with `Retry-After`, and the client is *blocked* until an attempt comes back: its
+//! requests that are not admitted from the cache get 429 at once, before any store
+//! lookup, so a blocked client costs the store nothing. A valid key the cache holds is
+//! never refused, so good keys keep working from an address (a shared NAT) that is under
+//! attack. A valid key that needs a store lookup (its first use, or while the cache is
+//! bypassed) from a blocked client gets 429 until the block ends: the gateway cannot tell
+//! it from a guess without asking the store.
+//!
+//! Misses already in flight when a client becomes blocked still finish: a client that
+//! sends `c` requests at once can cause up to `burst + c` lookups before its block starts
+//! (the store-lookup bound caps `c` for everyone together).
 //!
 //! Memory is bounded: clients are kept in a cache of at most `max_clients` entries, and a
 //! client idle for long enough to have refilled its bucket is forgotten (nothing is lost:
@@ -25,10 +35,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
+use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
@@ -92,9 +103,19 @@ impl FailedAttemptLimit {
     }
 }
 
+/// One client: its GCRA state and when its block ends (nanoseconds since the throttle
+/// started; 0 when not blocked).
+#[derive(Default)]
+struct Client {
+    gcra: InMemoryState,
+    blocked_until: AtomicU64,
+}
+
+type Clients = moka::sync::Cache<IpAddr, Arc<Client>>;
+
 /// GCRA state per client in a bounded moka cache.
 struct ClientStates {
-    states: moka::sync::Cache<IpAddr, Arc<InMemoryState>>,
+    states: Clients,
 }
 
 impl StateStore for ClientStates {
@@ -104,16 +125,18 @@ impl StateStore for ClientStates {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let state = self.states.get_with(*key, Default::default);
-        state.measure_and_replace(&NotKeyed::NonKey, f)
+        let client = self.states.get_with(*key, Default::default);
+        client.gcra.measure_and_replace(&NotKeyed::NonKey, f)
     }
 }
 
 pub(crate) struct Throttle {
-    limiter: RateLimiter<IpAddr, ClientStates, DefaultClock, NoOpMiddleware>,
+    limiter: RateLimiter<IpAddr, ClientStates, DefaultClock, StateInformationMiddleware>,
     clock: DefaultClock,
-    /// The limiter's cache (a clone shares it), for counting.
-    states: moka::sync::Cache<IpAddr, Arc<InMemoryState>>,
+    /// The limiter's cache (a clone shares it), for blocks and counting.
+    states: Clients,
+    started: Instant,
+    period: Duration,
 }
 
 impl Throttle {
@@ -129,16 +152,45 @@ impl Throttle {
         };
         Throttle {
             limiter: RateLimiter::new(limit.quota(), store, clock.clone()),
+            period: limit.period,
             clock,
             states,
+            started: Instant::now(),
         }
     }
 
-    /// Takes one attempt from `client`'s bucket: `Err(wait)` when it was empty.
-    pub(crate) fn attempt(&self, client: IpAddr) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&client)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    /// How long `client` stays blocked, if it is. Takes nothing from its budget.
+    pub(crate) fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let until = self
+            .states
+            .get(&client)?
+            .blocked_until
+            .load(Ordering::Acquire);
+        let now = self.nanos();
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Counts a failure of `client`. The failure that spends the last of its budget blocks
+    /// it until an attempt comes back (at most one `period`), so its next request is
+    /// refused before any lookup; `Err(wait)` when the budget was already spent.
+    pub(crate) fn failed(&self, client: IpAddr) -> Result<(), Duration> {
+        let (result, block) = match self.limiter.check_key(&client) {
+            Ok(state) if state.remaining_burst_capacity() > 0 => return Ok(()),
+            Ok(_) => (Ok(()), self.period),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                (Err(wait), wait)
+            }
+        };
+        if let Some(state) = self.states.get(&client) {
+            let until = self.nanos().saturating_add(block.as_nanos() as u64);
+            state.blocked_until.fetch_max(until, Ordering::AcqRel);
+        }
+        result
+    }
+
+    fn nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
     }
 
     /// Clients tracked now.

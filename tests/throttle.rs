@@ -112,6 +112,21 @@ async fn malformed_revoked_and_cached_unknown_keys_all_count() {
 }
 
 #[tokio::test]
+async fn valid_keys_take_nothing_even_when_every_request_reads_the_store() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    let created = common::live_key(&auth).await;
+    let key = format!("Bearer {}", created.key.expose_secret());
+    // The invalidation channel is down: the cache is bypassed, every request is a lookup.
+    auth.invalidator().channel_lost();
+    for _ in 0..BURST * 5 {
+        let seen = send(&auth, from(ATTACKER, Some(&key))).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+    }
+    assert_eq!(store.lookups(), BURST as usize * 5);
+}
+
+#[tokio::test]
 async fn requests_without_a_key_are_not_counted() {
     let auth = throttled(TestStore::new());
     for _ in 0..10 {
