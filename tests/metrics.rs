@@ -334,3 +334,62 @@ async fn no_key_hash_id_or_tenant_in_any_metric() {
         assert!(!text.contains(secret), "{secret:?} in metrics:\n{text}");
     }
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_notification_counts_as_its_source() {
+    use std::str::FromStr;
+
+    use hapnd_auth::PostgresKeyStore;
+    use sqlx::postgres::{PgConnectOptions, PgPool};
+    let Some(url) = std::env::var("HAPND_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("SKIPPED: HAPND_TEST_DATABASE_URL not set (start one with scripts/pg-start.sh)");
+        return;
+    };
+    let schema = common::unique("hapnd_m");
+    let admin = PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let connect = || async {
+        PostgresKeyStore::builder()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await
+            .unwrap()
+    };
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let store = connect().await;
+    let auth = built_with(&recorder, || Authenticator::new(store.clone()));
+    let _feed = store.listen(auth.invalidator());
+    let healthy = common::eventually(Duration::from_secs(10), || async {
+        auth.channel_health() == hapnd_auth::ChannelHealth::Healthy
+    })
+    .await;
+    assert!(healthy.is_some(), "the listener never came up");
+    // Another instance revokes a key.
+    let other = Authenticator::new(connect().await);
+    let created = other
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    deltas(&snap);
+    other.revoke(&created.record.id).await.unwrap();
+    let name = "hapnd_auth_invalidations_total{source=postgres_notify}";
+    let mut total = 0.0;
+    let found = common::eventually(Duration::from_secs(5), || {
+        total += counter(&deltas(&snap), name);
+        let done = total >= 1.0;
+        async move { done }
+    })
+    .await;
+    assert!(found.is_some(), "no {name} within 5 s");
+}
