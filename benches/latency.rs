@@ -416,6 +416,15 @@ fn metrics_cost(c: &mut Criterion) {
             metrics::with_local_recorder(&recorder, || hits(rt, "hit/1k_keys/prometheus", 1_000))
         },
     );
+    // The no-recorder row again, built last: a control for order and memory-layout
+    // effects between rows built one after the other.
+    row(
+        &mut group,
+        &rt,
+        "hit/1k_keys/no_recorder_again",
+        StatusCode::OK,
+        |rt| hits(rt, "hit/1k_keys/no_recorder_again", 1_000),
+    );
     group.finish();
     // The recorder row did record (skipped when a filter left the row out).
     let text = handle.render();
