@@ -2,20 +2,25 @@
 //! layer, the environment router and anything else that needs to resolve a key.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
+use http::{Extensions, HeaderMap};
+use tokio::sync::Semaphore;
 
 use crate::bearer::bearer_token;
 use crate::cache::{Cached, ChannelHealth, Invalidator, KeyCache};
+use crate::client_identity::ClientIdentity;
 use crate::error::AuthError;
 use crate::key::{self, Environment, KeyHash};
 use crate::layer::ApiKeyLayer;
+use crate::metrics::{Metrics, Source};
 use crate::principal::Principal;
 use crate::store::{
     CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
 };
+use crate::throttle::{FailedAttemptLimit, Throttle};
 use crate::usage::UsageRecorder;
 
 /// Resolves API keys to [`Principal`]s through a cache in front of a [`KeyStore`], and
@@ -52,6 +57,10 @@ struct Inner {
     lookup_timeout: Duration,
     retry_after: Duration,
     usage: UsageRecorder,
+    metrics: Metrics,
+    throttle: Option<(Throttle, ClientIdentity)>,
+    /// The bound on concurrent store lookups; a flight's leader holds one permit.
+    lookups: Semaphore,
 }
 
 /// Configures an [`Authenticator`]. Made by [`Authenticator::builder`].
@@ -65,6 +74,9 @@ pub struct AuthenticatorBuilder {
     retry_after: Duration,
     stale_if_error: Option<Duration>,
     usage_interval: Duration,
+    throttle: Option<FailedAttemptLimit>,
+    client_identity: ClientIdentity,
+    max_lookups: usize,
 }
 
 impl AuthenticatorBuilder {
@@ -115,7 +127,32 @@ impl AuthenticatorBuilder {
         self
     }
 
-    /// Builds the authenticator.
+    /// Throttles failed attempts per client (off by default): see [`FailedAttemptLimit`]
+    /// for what counts. Only requests that pass through the layer are throttled, and only
+    /// those whose client [`client_identity`](Self::client_identity) can tell.
+    pub fn throttle_failed_attempts(mut self, limit: FailedAttemptLimit) -> Self {
+        self.throttle = Some(limit);
+        self
+    }
+
+    /// How the throttle tells clients apart (default: [`ClientIdentity::peer`], the
+    /// [`ClientAddr`](crate::ClientAddr) request extension).
+    pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
+        self.client_identity = identity;
+        self
+    }
+
+    /// The most store lookups running at once (default 32, at least 1). Concurrent misses
+    /// for one key make one lookup and take one slot. A miss that finds every slot taken
+    /// waits at most the [`lookup_timeout`](Self::lookup_timeout), then is answered
+    /// `503 auth_unavailable` with `Retry-After`, never 401. Cache hits never wait.
+    pub fn max_concurrent_lookups(mut self, lookups: usize) -> Self {
+        self.max_lookups = lookups.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Builds the authenticator. Metrics are registered with the `metrics` recorder
+    /// installed now (see the [`metrics`](crate#metrics) section).
     pub fn build(self) -> Authenticator {
         Authenticator {
             inner: Arc::new(Inner {
@@ -131,6 +168,11 @@ impl AuthenticatorBuilder {
                 lookup_timeout: self.lookup_timeout,
                 retry_after: self.retry_after,
                 usage: UsageRecorder::new(self.usage_interval, 100_000),
+                metrics: Metrics::register(),
+                throttle: self
+                    .throttle
+                    .map(|limit| (Throttle::new(limit), self.client_identity)),
+                lookups: Semaphore::new(self.max_lookups),
             }),
         }
     }
@@ -141,6 +183,8 @@ pub(crate) struct Miss {
     hash: KeyHash,
     environment: Environment,
     hint: String,
+    /// The client to charge if the store says the key is no good (throttling on).
+    client: Option<IpAddr>,
 }
 
 /// The outcome of the synchronous part of authentication.
@@ -166,6 +210,9 @@ impl Authenticator {
             retry_after: Duration::from_secs(1),
             stale_if_error: None,
             usage_interval: Duration::from_secs(10),
+            throttle: None,
+            client_identity: ClientIdentity::peer(),
+            max_lookups: 32,
         }
     }
 
@@ -178,6 +225,7 @@ impl Authenticator {
     pub fn invalidator(&self) -> Invalidator {
         Invalidator {
             cache: Arc::clone(&self.inner.cache),
+            source: Source::Api,
         }
     }
 
@@ -186,14 +234,24 @@ impl Authenticator {
         self.inner.cache.health()
     }
 
-    /// How many entries (known and unknown keys) are cached now.
+    /// How many entries (known and unknown keys) are cached now. Also sets the
+    /// `hapnd_auth_cached_entries` gauge: call it before exporting metrics for an exact
+    /// value (misses update the gauge too, with moka's count, which may lag a little).
     pub fn cached_entries(&self) -> u64 {
-        self.inner.cache.entry_count()
+        let entries = self.inner.cache.entry_count();
+        self.inner.metrics.cached_entries.set(entries as f64);
+        entries
+    }
+
+    /// How many clients the failed-attempt throttle tracks now (0 when it is off): at
+    /// most [`FailedAttemptLimit::max_clients`].
+    pub fn throttled_clients(&self) -> u64 {
+        self.inner.throttle.as_ref().map_or(0, |(t, _)| t.clients())
     }
 
     /// Authenticates a request by its headers, as the layer does.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
-        match self.fast_path(headers) {
+        match self.fast_path(headers, None) {
             Fast::Done(result) => result,
             Fast::Miss(miss) => self.resolve(miss).await,
         }
@@ -202,18 +260,98 @@ impl Authenticator {
     /// Authenticates a bare key (no `Authorization` header around it).
     pub async fn authenticate_key(&self, presented: &str) -> Result<Principal, AuthError> {
         match self.fast_key(presented) {
-            Fast::Done(result) => result,
+            Fast::Done(result) => {
+                self.inner.metrics.outcome(&result);
+                result
+            }
             Fast::Miss(miss) => self.resolve(miss).await,
         }
     }
 
-    /// Everything up to the cache: header, format, hash, cache hit. No I/O, no allocation
-    /// unless the request is rejected or missed.
+    /// Everything up to the cache: header, format, hash, cache hit, then the throttle for
+    /// what the cache did not admit. No I/O, no allocation unless the request is rejected
+    /// or missed. `extensions` identify the client; without them nothing is throttled.
     #[inline]
-    pub(crate) fn fast_path(&self, headers: &HeaderMap) -> Fast {
-        match bearer_token(headers) {
+    pub(crate) fn fast_path(&self, headers: &HeaderMap, extensions: Option<&Extensions>) -> Fast {
+        let fast = match bearer_token(headers) {
             Ok(token) => self.fast_key(token),
             Err(e) => Fast::Done(Err(e)),
+        };
+        if let Fast::Done(Ok(_)) = &fast {
+            // A valid cached key: never throttled.
+        } else if let (Some((throttle, identity)), Some(extensions)) =
+            (&self.inner.throttle, extensions)
+        {
+            return self.throttle(fast, throttle, identity, headers, extensions);
+        }
+        if let Fast::Done(result) = &fast {
+            self.inner.metrics.outcome(result);
+        }
+        fast
+    }
+
+    /// For a request the cache did not admit: a blocked client gets 429 (before any
+    /// lookup); a failure counts against the client's budget; a miss carries the client
+    /// along, so that its failure is counted once the store has answered.
+    #[cold]
+    fn throttle(
+        &self,
+        fast: Fast,
+        throttle: &Throttle,
+        identity: &ClientIdentity,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Fast {
+        let counts = match &fast {
+            // Costs nothing to answer, and is what a browser sends first.
+            Fast::Done(Err(e)) => e.kind() != crate::AuthErrorKind::MissingApiKey,
+            Fast::Done(Ok(_)) => false,
+            Fast::Miss(_) => true,
+        };
+        let client = counts
+            .then(|| identity.identify(headers, extensions))
+            .flatten();
+        let fast = match (client, fast) {
+            (Some(client), fast) => {
+                let verdict = match &fast {
+                    Fast::Miss(_) => throttle.blocked(client).map_or(Ok(()), Err),
+                    _ => throttle
+                        .blocked(client)
+                        .map_or_else(|| throttle.failed(client), Err),
+                };
+                match (verdict, fast) {
+                    (Err(wait), fast) => {
+                        let hint = match &fast {
+                            Fast::Miss(miss) => Some(miss.hint.clone()),
+                            Fast::Done(Err(e)) => e.key_hint().map(str::to_owned),
+                            Fast::Done(Ok(_)) => None,
+                        };
+                        Fast::Done(Err(self.throttled(throttle, wait, hint)))
+                    }
+                    (Ok(()), Fast::Miss(mut miss)) => {
+                        miss.client = Some(client);
+                        Fast::Miss(miss)
+                    }
+                    (Ok(()), fast) => fast,
+                }
+            }
+            (None, fast) => fast,
+        };
+        if let Fast::Done(result) = &fast {
+            self.inner.metrics.outcome(result);
+        }
+        fast
+    }
+
+    /// The 429 for a client whose budget is spent, counted.
+    fn throttled(&self, throttle: &Throttle, wait: Duration, hint: Option<String>) -> AuthError {
+        let metrics = &self.inner.metrics;
+        metrics.throttled.increment(1);
+        metrics.throttled_clients.set(throttle.clients() as f64);
+        let error = AuthError::throttled(wait);
+        match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
         }
     }
 
@@ -225,13 +363,17 @@ impl Authenticator {
         };
         let hash = KeyHash::of(token);
         match self.inner.cache.get(&hash) {
-            Some(cached) => Fast::Done(
-                verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
-            ),
+            Some(cached) => {
+                self.inner.metrics.cache_hit(cached.key.is_some());
+                Fast::Done(
+                    verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
+                )
+            }
             None => Fast::Miss(Miss {
                 hash,
                 environment,
                 hint: key::hint(token),
+                client: None,
             }),
         }
     }
@@ -239,15 +381,18 @@ impl Authenticator {
     /// The store lookup for a miss, shared with every concurrent miss of the same key.
     pub(crate) async fn resolve(&self, miss: Miss) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
+        inner.metrics.cache_miss();
         let lookup = || async {
             let timeout = inner.lookup_timeout;
-            let result = match tokio::time::timeout(timeout, inner.store.lookup(&miss.hash)).await {
-                Ok(result) => result,
-                Err(_) => Err(StoreError::new(
+            let Ok(Ok(_permit)) = tokio::time::timeout(timeout, inner.lookups.acquire()).await
+            else {
+                inner.metrics.lookups_rejected.increment(1);
+                return Err(StoreError::new(
                     StoreErrorKind::Timeout,
-                    format!("the key store did not answer within {timeout:?}"),
-                )),
+                    format!("too many key store lookups in flight; waited {timeout:?}"),
+                ));
             };
+            let result = timed_lookup(inner, &miss.hash).await;
             // Fail closed on an identity no write path would have accepted (a row written
             // by hand, a store that does not validate): never a principal with a tenant
             // that cannot be shown or sent in a header. Errors are not cached.
@@ -269,7 +414,20 @@ impl Authenticator {
             Ok(cached) => verify(cached, &miss.hash, miss.environment),
             Err(e) => Err(AuthError::unavailable(e, inner.retry_after)),
         };
-        result.map_err(|e| e.with_hint(miss.hint))
+        let mut result = result.map_err(|e| e.with_hint(miss.hint));
+        if let (Err(e), Some(client), Some((throttle, _))) = (&result, miss.client, &inner.throttle)
+            && e.kind() != crate::AuthErrorKind::Unavailable
+            && let Err(wait) = throttle.failed(client)
+        {
+            let hint = e.key_hint().map(str::to_owned);
+            result = Err(self.throttled(throttle, wait, hint));
+        }
+        inner.metrics.outcome(&result);
+        inner
+            .metrics
+            .cached_entries
+            .set(inner.cache.approximate_entries() as f64);
+        result
     }
 
     fn note_use(&self, id: &KeyId) {
@@ -356,6 +514,7 @@ async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
         }
     };
     inner.cache.invalidate(&record.hash);
+    inner.cache.metrics.invalidation(Source::Revoke);
     tracing::info!(
         tenant = %record.tenant,
         key_id = %record.id,
@@ -377,6 +536,29 @@ fn refused(record: &KeyRecord, why: StoreError) -> StoreError {
         StoreErrorKind::Invalid,
         format!("{which} is refused until its record is fixed: {why}"),
     )
+}
+
+/// One store lookup under the lookup timeout, timed and counted.
+async fn timed_lookup(inner: &Inner, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+    let timeout = inner.lookup_timeout;
+    let metrics = &inner.metrics;
+    metrics.lookups_in_flight.increment(1.0);
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, inner.store.lookup(hash)).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::new(
+            StoreErrorKind::Timeout,
+            format!("the key store did not answer within {timeout:?}"),
+        )),
+    };
+    metrics
+        .lookup_seconds
+        .record(started.elapsed().as_secs_f64());
+    metrics.lookups_in_flight.decrement(1.0);
+    if let Err(e) = &result {
+        metrics.store_error(e.kind());
+    }
+    result
 }
 
 async fn flush_usage(inner: &Inner) -> Result<(), StoreError> {

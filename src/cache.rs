@@ -25,6 +25,7 @@ use foldhash::fast::SeedableRandomState;
 use tokio::sync::watch;
 
 use crate::key::{self, KeyHash};
+use crate::metrics::{CacheMetrics, Source};
 use crate::principal::Principal;
 use crate::store::{KeyRecord, StoreError, StoreErrorKind};
 
@@ -74,6 +75,7 @@ pub(crate) struct KeyCache {
     /// How long a caller waits on another's flight. The leader's own lookup is bounded;
     /// this bounds the wait even if the leader's future is kept but no longer polled.
     wait_limit: Duration,
+    pub(crate) metrics: CacheMetrics,
 }
 
 /// The hasher of the cache's table (and of moka's frequency sketch): foldhash, keyed from
@@ -182,6 +184,7 @@ impl KeyCache {
             health: AtomicU8::new(HEALTHY),
             degraded_since: Mutex::new(None),
             stale_if_error,
+            metrics: CacheMetrics::register(),
         }
     }
 
@@ -269,6 +272,7 @@ impl KeyCache {
                     None => continue,
                 }
             };
+            self.metrics.coalesced_waiters.increment(1);
             let done = rx.wait_for(|s| !matches!(s, FlightState::Pending));
             let state = match tokio::time::timeout_at(deadline, done).await {
                 Ok(Ok(state)) => state,
@@ -405,6 +409,7 @@ impl KeyCache {
             *since = Some(Instant::now());
         }
         self.health.store(DEGRADED, Ordering::Release);
+        self.metrics.channel_healthy(false);
         drop(since);
         if self.stale_if_error.is_none() {
             self.flush();
@@ -423,6 +428,7 @@ impl KeyCache {
             self.flush();
         }
         self.health.store(HEALTHY, Ordering::Release);
+        self.metrics.channel_healthy(true);
     }
 
     pub(crate) fn health(&self) -> ChannelHealth {
@@ -430,6 +436,11 @@ impl KeyCache {
             HEALTHY => ChannelHealth::Healthy,
             _ => ChannelHealth::Degraded,
         }
+    }
+
+    /// moka's count without running its pending tasks: cheap, may lag a little.
+    pub(crate) fn approximate_entries(&self) -> u64 {
+        self.entries.entry_count()
     }
 
     pub(crate) fn entry_count(&self) -> u64 {
@@ -459,6 +470,8 @@ impl fmt::Debug for KeyCache {
 #[derive(Clone)]
 pub struct Invalidator {
     pub(crate) cache: Arc<KeyCache>,
+    /// The `source` label of the invalidations it counts.
+    pub(crate) source: Source,
 }
 
 impl Invalidator {
@@ -467,12 +480,14 @@ impl Invalidator {
     /// before the call: requests waiting on a lookup in flight read the store again.
     pub fn invalidate(&self, hash: &KeyHash) {
         self.cache.invalidate(hash);
+        self.cache.metrics.invalidation(self.source);
     }
 
     /// Forgets everything cached, including lookups in flight (their requests read the
     /// store again, as after [`invalidate`](Self::invalidate)).
     pub fn invalidate_all(&self) {
         self.cache.flush();
+        self.cache.metrics.invalidation(Source::Flush);
     }
 
     /// The channel that carries invalidations is down or unconfirmed: stop trusting the
@@ -486,6 +501,13 @@ impl Invalidator {
     /// The channel is back: flush what may have missed a revocation, then trust the cache again.
     pub fn channel_restored(&self) {
         self.cache.channel_restored();
+    }
+
+    /// The same handle, counting its invalidations under `source`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
     }
 
     /// The channel's health as last reported.

@@ -31,6 +31,10 @@ pub enum AuthErrorKind {
     /// A guard found no [`Principal`](crate::Principal): `ApiKeyLayer` is not installed
     /// in front of it. A server misconfiguration, not a client mistake. 500 `auth_layer_missing`.
     LayerMissing,
+    /// The client's budget of failed attempts is spent (see
+    /// [`FailedAttemptLimit`](crate::FailedAttemptLimit)). 429 `too_many_failed_attempts`,
+    /// with `Retry-After`.
+    TooManyFailedAttempts,
 }
 
 impl AuthErrorKind {
@@ -41,6 +45,7 @@ impl AuthErrorKind {
             AuthErrorKind::WrongEnvironment => StatusCode::FORBIDDEN,
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthErrorKind::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthErrorKind::TooManyFailedAttempts => StatusCode::TOO_MANY_REQUESTS,
             AuthErrorKind::MissingApiKey
             | AuthErrorKind::InvalidApiKey
             | AuthErrorKind::Revoked
@@ -59,6 +64,7 @@ impl AuthErrorKind {
             AuthErrorKind::WrongEnvironment => "wrong_environment",
             AuthErrorKind::Unavailable => "auth_unavailable",
             AuthErrorKind::LayerMissing => "auth_layer_missing",
+            AuthErrorKind::TooManyFailedAttempts => "too_many_failed_attempts",
         }
     }
 
@@ -75,7 +81,9 @@ impl AuthErrorKind {
             AuthErrorKind::WrongEnvironment => {
                 Some(r#"Bearer realm="hapnd", error="insufficient_scope""#)
             }
-            AuthErrorKind::Unavailable | AuthErrorKind::LayerMissing => None,
+            AuthErrorKind::Unavailable
+            | AuthErrorKind::LayerMissing
+            | AuthErrorKind::TooManyFailedAttempts => None,
         }
     }
 }
@@ -176,6 +184,12 @@ impl AuthError {
 
     pub(crate) fn unavailable(error: StoreError, retry_after: Duration) -> Self {
         let mut e = Self::new(AuthErrorKind::Unavailable, Detail::Store(error));
+        e.retry_after = Some(retry_after);
+        e
+    }
+
+    pub(crate) fn throttled(retry_after: Duration) -> Self {
+        let mut e = Self::new(AuthErrorKind::TooManyFailedAttempts, Detail::None);
         e.retry_after = Some(retry_after);
         e
     }
@@ -287,7 +301,8 @@ impl AuthError {
         self.principal.as_ref()
     }
 
-    /// How long a client should wait before retrying, for [`AuthErrorKind::Unavailable`].
+    /// How long a client should wait before retrying, for [`AuthErrorKind::Unavailable`]
+    /// and [`AuthErrorKind::TooManyFailedAttempts`].
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
@@ -397,6 +412,10 @@ impl AuthError {
                 "auth_unavailable",
                 "authentication is temporarily unavailable; retry shortly"
             ),
+            (AuthErrorKind::TooManyFailedAttempts, _) => fixed!(
+                "too_many_failed_attempts",
+                "too many failed authentication attempts from this client; retry later"
+            ),
             (AuthErrorKind::LayerMissing, _) => fixed!(
                 "auth_layer_missing",
                 "authentication is misconfigured on this server"
@@ -450,20 +469,17 @@ impl std::error::Error for AuthError {
 impl AuthError {
     /// Emits the tracing event for this rejection: reason, hint, tenant and key id, never the key.
     pub(crate) fn trace(&self) {
+        // Absent fields are left out (an `Option` field records nothing), never logged empty.
         let code = self.kind.code();
-        let hint = self.hint.as_deref().unwrap_or("");
-        let tenant = self.principal.as_ref().map(|p| p.tenant()).unwrap_or("");
-        let key_id = self
-            .principal
-            .as_ref()
-            .map(|p| p.key_id().as_str())
-            .unwrap_or("");
+        let hint = self.hint.as_deref();
+        let tenant = self.principal.as_ref().map(|p| p.tenant());
+        let key_id = self.principal.as_ref().map(|p| p.key_id().as_str());
         match self.kind {
             AuthErrorKind::Unavailable => tracing::warn!(
                 target: "hapnd_auth",
                 reason = code,
                 key_hint = hint,
-                error = %self.store_error().map(ToString::to_string).unwrap_or_default(),
+                error = self.store_error().map(tracing::field::display),
                 "authentication unavailable: key store failed"
             ),
             AuthErrorKind::LayerMissing => tracing::error!(
@@ -502,7 +518,9 @@ fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
                     );
                     Some(&VALUE)
                 })*
-                AuthErrorKind::Unavailable | AuthErrorKind::LayerMissing => None,
+                AuthErrorKind::Unavailable
+                | AuthErrorKind::LayerMissing
+                | AuthErrorKind::TooManyFailedAttempts => None,
             }
         };
     }

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `missing_api_key`, `invalid_request`, `invalid_api_key`, `api_key_revoked`, `api_key_expired` | `UNAUTHENTICATED` (16) |
 //! | `wrong_environment` | `PERMISSION_DENIED` (7) |
+//! | `too_many_failed_attempts` | `RESOURCE_EXHAUSTED` (8), with `retry-after` metadata |
 //! | `auth_unavailable` | `UNAVAILABLE` (14), with `retry-after` metadata |
 //! | `auth_layer_missing` | `INTERNAL` (13) |
 //!
@@ -52,10 +53,11 @@ pub struct GrpcRejection;
 
 impl GrpcRejection {
     /// The gRPC status code for `kind`: 16 `UNAUTHENTICATED`, 7 `PERMISSION_DENIED`,
-    /// 14 `UNAVAILABLE` or 13 `INTERNAL`.
+    /// 8 `RESOURCE_EXHAUSTED` (a throttled client), 14 `UNAVAILABLE` or 13 `INTERNAL`.
     pub const fn status_code(kind: AuthErrorKind) -> u8 {
         match kind {
             AuthErrorKind::WrongEnvironment => 7,
+            AuthErrorKind::TooManyFailedAttempts => 8,
             AuthErrorKind::Unavailable => 14,
             AuthErrorKind::LayerMissing => 13,
             AuthErrorKind::MissingApiKey

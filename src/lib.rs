@@ -38,6 +38,28 @@
 //! one whose store lookup was in flight when revoke was called. Durable stores' change
 //! feeds call the [`Invalidator`] so revocations made elsewhere reach this process too.
 //!
+//! # Hostile traffic
+//! The key's checksum is public, so anyone can mint well-formed keys, each a store lookup.
+//! Two defences, checked after the cache so a valid cached key never meets either:
+//! - [`AuthenticatorBuilder::throttle_failed_attempts`] (off by default): a per-client
+//!   budget of failed attempts ([`FailedAttemptLimit`]); over it, `429
+//!   too_many_failed_attempts` with `Retry-After`, before any store lookup. Clients are told
+//!   apart by [`ClientIdentity`]: the peer address from the [`ClientAddr`] request
+//!   extension unless configured otherwise.
+//! - [`AuthenticatorBuilder::max_concurrent_lookups`] (32 by default): a bound on store
+//!   lookups in flight; over it, a miss waits at most the lookup timeout, then gets
+//!   `503 auth_unavailable`.
+//!
+//! # Metrics
+//! The authenticator records counters, gauges and a histogram through the [`metrics`]
+//! facade (names and labels in the README's "Operating the gateway"). Install the
+//! recorder (`metrics-exporter-prometheus`, say) **before** building the authenticator:
+//! handles are registered once, at [`AuthenticatorBuilder::build`], so the cache-hit path
+//! costs an atomic increment, not a lookup by name. Labels never carry a key, a hash, a
+//! key id or a tenant.
+//!
+//! [`metrics`]: https://docs.rs/metrics
+//!
 //! # Packages
 //! This crate is the library. The `hapnd-auth` command (gateway, key administration, login)
 //! is the `hapnd-auth-cli` package in the same workspace, so depending on this crate never
@@ -64,6 +86,7 @@
 mod authenticator;
 mod bearer;
 mod cache;
+mod client_identity;
 pub mod credentials;
 mod environment;
 mod error;
@@ -73,17 +96,20 @@ mod future;
 pub mod grpc;
 mod key;
 mod layer;
+mod metrics;
 mod principal;
 mod rejection;
 #[cfg(feature = "serde")]
 mod serialize;
 mod service;
 mod store;
+mod throttle;
 mod usage;
 
 pub use authenticator::{Authenticator, AuthenticatorBuilder};
 pub use bearer::MAX_HEADER_LEN;
 pub use cache::{ChannelHealth, Invalidator};
+pub use client_identity::{ClientAddr, ClientIdentity};
 pub use environment::{
     EnvironmentRouter, RequireEnvironment, RequireEnvironmentLayer, RouterFuture,
 };
@@ -116,6 +142,7 @@ pub use store::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStor
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::{SqliteKeyStore, SqliteKeyStoreBuilder};
+pub use throttle::FailedAttemptLimit;
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -69,7 +69,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match self.auth.fast_path(req.headers()) {
+        match self.auth.fast_path(req.headers(), Some(req.extensions())) {
             Fast::Done(Ok(principal)) => {
                 admit(&mut req, principal, self.strip_authorization);
                 ResponseFuture::inner(self.inner.call(req))

@@ -5,7 +5,10 @@
 
 mod admin;
 mod client;
+mod health;
 mod keys;
+mod logging;
+mod metrics;
 mod output;
 mod serve;
 mod server;

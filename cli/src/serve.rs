@@ -3,18 +3,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::header::AUTHORIZATION;
+use axum::http::{Request, header::AUTHORIZATION};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use hapnd_auth::{Authenticator, Environment, EnvironmentRouter, NewKey, Principal};
+use hapnd_auth::{
+    Authenticator, ClientIdentity, Environment, EnvironmentRouter, FailedAttemptLimit, NewKey,
+    Principal,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::Database;
 use crate::admin::{self, AdminState, AdminToken};
+use crate::logging::{self, LogFormat, RejectionLog};
 use crate::server;
 use crate::store::{AnyStore, Create, explain};
 use crate::verify;
@@ -45,40 +46,90 @@ pub(crate) struct Args {
     cache_ttl_secs: u64,
     #[command(flatten)]
     limits: server::Limits,
+    #[command(flatten)]
+    defence: Defence,
+    /// Log filter: tracing `EnvFilter` directives, such as `info`, `warn` or
+    /// `info,hapnd_auth=debug`. sqlx's per-statement logs stay off unless a directive
+    /// names `sqlx` (e.g. `info,sqlx=debug`).
+    #[arg(long = "log", env = "HAPND_LOG", default_value = "info")]
+    log: String,
+    /// Log format: `text` (coloured only when stderr is a terminal) or `json` (one object
+    /// per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Defences against key guessing: per-client throttling and the store-lookup bound.
+#[derive(clap::Args)]
+struct Defence {
+    /// Failed attempts (and store lookups) a client may make at once before it gets 429
+    /// too_many_failed_attempts; 0 turns throttling off. Valid cached keys are never throttled.
+    #[arg(long, default_value_t = 20)]
+    throttle_burst: u32,
+    /// One attempt comes back to a client every this many milliseconds.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    throttle_period_ms: u64,
+    /// The most clients the throttle tracks at once (memory bound, ~100 bytes each).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    throttle_max_clients: u64,
+    /// Reverse proxies in front of the gateway that append to --proxy-header: the client
+    /// is the address the outermost of them saw. 0 (the default): the peer address, and
+    /// forwarding headers are ignored (a client can write anything there).
+    #[arg(long, default_value_t = 0)]
+    trusted_proxy_hops: usize,
+    /// The header trusted proxies append the client address to.
+    #[arg(long, value_enum, default_value_t = ProxyHeader::XForwardedFor)]
+    proxy_header: ProxyHeader,
+    /// The most store lookups at once; over it, a miss waits up to the lookup timeout (2 s),
+    /// then gets 503 auth_unavailable.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_store_lookups: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProxyHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+impl Defence {
+    fn apply(&self, builder: hapnd_auth::AuthenticatorBuilder) -> hapnd_auth::AuthenticatorBuilder {
+        let builder = builder.max_concurrent_lookups(self.max_store_lookups as usize);
+        if self.throttle_burst == 0 {
+            return builder;
+        }
+        let identity = match (self.trusted_proxy_hops, self.proxy_header) {
+            (0, _) => ClientIdentity::peer(),
+            (hops, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for(hops),
+            (hops, ProxyHeader::Forwarded) => ClientIdentity::forwarded(hops),
+        };
+        let limit = FailedAttemptLimit::new(
+            self.throttle_burst,
+            Duration::from_millis(self.throttle_period_ms),
+        )
+        .max_clients(self.throttle_max_clients);
+        builder
+            .throttle_failed_attempts(limit)
+            .client_identity(identity.peer_from(|ext| logging::peer(ext).map(|a| a.ip())))
+    }
 }
 
 /// Connections the admin listener serves at once (health checks, operators).
 const ADMIN_MAX_CONNECTIONS: u64 = 32;
 
 pub(crate) async fn run(args: Args) -> Result<(), String> {
-    let level = match std::env::var("HAPND_LOG") {
-        Ok(level) => level.parse::<tracing::Level>().map_err(|_| {
-            format!("HAPND_LOG={level:?}: expected error, warn, info, debug or trace")
-        })?,
-        Err(_) => tracing::Level::INFO,
-    };
-    // PostgreSQL's notices ("relation already exists, skipping" on every start) are chatter
-    // for operators: shown only when debugging.
-    let notices = if level >= tracing::Level::DEBUG {
-        LevelFilter::from_level(level)
-    } else {
-        LevelFilter::OFF
-    };
-    let filter = Targets::new()
-        .with_default(level)
-        .with_target("sqlx::postgres::notice", notices);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .finish()
-        .with(filter)
-        .init();
+    logging::init(&args.log, args.log_format)?;
+    // Before the authenticator: it registers its metrics with the recorder installed now.
+    let exporter = crate::metrics::install()?;
     let admin_token = AdminToken::load(args.admin_token_file.as_deref())?;
     let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
-    eprintln!("database: {described}");
-    let auth = Authenticator::builder(store.clone())
-        .ttl(Duration::from_secs(args.cache_ttl_secs))
+    // Through the logger, not bare stderr: with --log-format json every line is JSON.
+    tracing::info!("database: {described}");
+    let auth = args
+        .defence
+        .apply(Authenticator::builder(store.clone()).ttl(Duration::from_secs(args.cache_ttl_secs)))
         .build();
     let feed = store.watch(
         auth.invalidator(),
@@ -92,7 +143,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         bootstrap(&auth, &store, addr).await?;
     }
     if admin_token.is_none() {
-        eprintln!(
+        tracing::warn!(
             "admin API and API Keys page disabled: no admin token (--admin-token-file or {})",
             admin::TOKEN_ENV
         );
@@ -110,7 +161,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let admin_state = AdminState::new(auth.clone(), store, admin_token);
+    let admin_state = AdminState::new(auth.clone(), store, admin_token, exporter);
     let public = server::serve(
         listener,
         app(auth.clone()),
@@ -196,7 +247,14 @@ fn app(auth: Authenticator) -> Router {
         .route_layer(auth.layer())
         // Forward auth, each route behind the layer of its own.
         .merge(verify::router(&auth))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            RejectionLog::new(),
+            logging::log_rejections,
+        ))
+        // The path, not the URI: query strings may carry secrets.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
+        }))
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
 

@@ -150,6 +150,20 @@ async fn current_path(client: &Client) -> String {
     path_of(&client.current_url().await.unwrap())
 }
 
+/// Waits (up to `WAIT`) for a navigation a click started to reach `path`: the click returns
+/// before the new page has loaded.
+async fn wait_for_path(client: &Client, path: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let now = current_path(client).await;
+        if now == path || started.elapsed() > WAIT {
+            assert_eq!(now, path);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn click(client: &Client, css: &str) {
     client
         .wait()
@@ -266,7 +280,7 @@ async fn the_api_keys_page_in_a_real_browser() {
     // Pick a tenant, create `ci-pipeline` in the sandbox.
     type_into(&client, "#tenant", "acme").await;
     click(&client, "form.tenant button").await;
-    assert_eq!(current_path(&client).await, "/keys?tenant=acme");
+    wait_for_path(&client, "/keys?tenant=acme").await;
     type_into(&client, "#name", "ci-pipeline").await;
     click(&client, "input[name=environment][value=sandbox]").await;
     click(&client, "form.new-key button[type=submit]").await;

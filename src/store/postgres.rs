@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow,
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
+use crate::metrics::Source;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
@@ -367,15 +368,18 @@ impl PostgresKeyStore {
             .clone()
             .application_name(&format!("{app}:listener"));
         let query_timeout = self.query_timeout;
-        ChangeFeed::spawn(invalidator, move |invalidator, received| {
-            let feed = Feed {
-                listener_options,
-                query_timeout,
-                options,
-                received,
-            };
-            feed.run(invalidator)
-        })
+        ChangeFeed::spawn(
+            invalidator.with_source(Source::PostgresNotify),
+            move |invalidator, received| {
+                let feed = Feed {
+                    listener_options,
+                    query_timeout,
+                    options,
+                    received,
+                };
+                feed.run(invalidator)
+            },
+        )
     }
 
     /// `pg_notification_queue_usage()`: the fraction (0 to 1) of PostgreSQL's `NOTIFY`

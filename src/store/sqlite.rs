@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 
 use crate::cache::Invalidator;
 use crate::key::KeyHash;
+use crate::metrics::Source;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
@@ -173,9 +174,10 @@ impl SqliteKeyStore {
     pub fn watch(&self, invalidator: Invalidator, interval: Duration) -> ChangeFeed {
         let options = self.options.clone();
         let timeout = self.query_timeout;
-        ChangeFeed::spawn(invalidator, move |invalidator, _| {
-            watch(options, invalidator, interval, timeout)
-        })
+        ChangeFeed::spawn(
+            invalidator.with_source(Source::SqliteChangeLog),
+            move |invalidator, _| watch(options, invalidator, interval, timeout),
+        )
     }
 
     async fn fetch_optional(

@@ -1,8 +1,8 @@
 //! The admin listener: operational routes kept off the public API (loopback by default).
 //!
-//! `/healthz`; the admin JSON API under `/api/v1` ([`api`]) and the API Keys page
-//! ([`page`]), both behind the admin token ([`access`]). Routes for operators go here,
-//! each added to [`router`].
+//! `/healthz` and `/metrics`; the admin JSON API under `/api/v1` ([`api`]) and the API
+//! Keys page ([`page`]), both behind the admin token ([`access`]). Routes for operators go
+//! here, each added to [`router`].
 
 mod access;
 mod api;
@@ -11,7 +11,6 @@ mod session;
 mod views;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{
@@ -21,7 +20,7 @@ use axum::http::{
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use hapnd_auth::{Authenticator, ChannelHealth, KeyHash, KeyStore};
+use hapnd_auth::{Authenticator, ChannelHealth};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
@@ -29,6 +28,8 @@ use tower_http::trace::TraceLayer;
 
 pub(crate) use access::{AdminToken, TOKEN_ENV};
 
+use crate::health::{HEALTH_TTL, HealthCache, probe_store};
+use crate::metrics::Exporter;
 use crate::store::AnyStore;
 
 /// What the admin routes read: the gateway's authenticator and its store.
@@ -37,15 +38,25 @@ pub(crate) struct AdminState {
     pub(crate) auth: Authenticator,
     pub(crate) store: AnyStore,
     access: Arc<access::Access>,
+    /// `/healthz`'s store check, shared by its requests.
+    pub(crate) health: Arc<HealthCache>,
+    pub(crate) metrics: Exporter,
 }
 
 impl AdminState {
     /// The admin routes' state; without `token`, the admin API and page are disabled.
-    pub(crate) fn new(auth: Authenticator, store: AnyStore, token: Option<AdminToken>) -> Self {
+    pub(crate) fn new(
+        auth: Authenticator,
+        store: AnyStore,
+        token: Option<AdminToken>,
+        metrics: Exporter,
+    ) -> Self {
         AdminState {
             auth,
             store,
             access: Arc::new(access::Access::new(token)),
+            health: Arc::new(HealthCache::new(HEALTH_TTL)),
+            metrics,
         }
     }
 }
@@ -56,6 +67,7 @@ impl AdminState {
 pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(page::routes())
         .with_state(state)
@@ -67,13 +79,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
 }
 
-/// Store and invalidation-channel health; 503 when either is down.
+/// Store and invalidation-channel health; 503 when either is down. The store's answer is
+/// reused for a second, so a busy health checker costs at most one query a second.
 async fn healthz(State(state): State<AdminState>) -> Response {
-    let probe = KeyHash::from_bytes([0; 32]);
-    let store_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.lookup(&probe)).await,
-        Ok(Ok(_))
-    );
+    let store_ok = state.health.get(|| probe_store(&state.store)).await;
     let channel = state.auth.channel_health();
     let healthy = store_ok && channel == ChannelHealth::Healthy;
     let body = serde_json::json!({
@@ -87,4 +96,17 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The library's metrics in the Prometheus text format.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let body = state.metrics.render(&state.auth);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -1,0 +1,326 @@
+//! Operating the gateway, end to end on the real binary: throttling on by default,
+//! `/metrics` on the admin listener, operator logs (sampled, masked, no empty fields,
+//! JSON, no colour when redirected, no sqlx statements).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hapnd_auth::{ApiKey, Environment, KeyHash};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hapnd-auth");
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    demo_key: String,
+}
+
+impl Server {
+    fn start(name: &str, extra: &[&str], log: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("hapnd-op-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let logs = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--db", dir.join("keys.db").to_str().unwrap()])
+            .args(extra)
+            .env("HAPND_LOG", log)
+            .env("HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(logs)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut admin, mut demo_key) = (None, None, String::new());
+        while addr.is_none() || admin.is_none() {
+            let line = lines.next().expect("server exited early").unwrap();
+            if let Some(key) = line.trim().strip_prefix("sk_test_") {
+                demo_key = format!("sk_test_{key}");
+            }
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                addr = Some(a.parse().unwrap());
+            }
+            if let Some(a) = line.strip_prefix("admin listening on http://") {
+                admin = Some(a.parse().unwrap());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            dir,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+            demo_key,
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    Response {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Until the change feed has confirmed the invalidation channel, the cache is bypassed.
+fn wait_healthy(server: &Server) {
+    for _ in 0..200 {
+        if get(server.admin, "/healthz", None).status == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the gateway never became healthy");
+}
+
+fn random_key() -> String {
+    ApiKey::generate(Environment::Live)
+        .expose_secret()
+        .to_owned()
+}
+
+fn hex(key: &str) -> String {
+    KeyHash::of(key)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn throttling_is_on_by_default_and_spares_cached_keys() {
+    let server = Server::start("throttle", &[], "info");
+    wait_healthy(&server);
+    // Cache the demo key first.
+    assert_eq!(
+        get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
+        200
+    );
+    // The default budget is 20 failed attempts.
+    let statuses: Vec<u16> = (0..25)
+        .map(|_| get(server.addr, "/v1/whoami", Some(&random_key())).status)
+        .collect();
+    assert_eq!(&statuses[..20], &[401; 20], "{statuses:?}");
+    assert_eq!(&statuses[20..], &[429; 5], "{statuses:?}");
+    let throttled = get(server.addr, "/v1/whoami", Some(&random_key()));
+    assert!(throttled.body.contains("too_many_failed_attempts"));
+    assert!(
+        throttled.head.to_ascii_lowercase().contains("retry-after:"),
+        "{}",
+        throttled.head
+    );
+    // The valid cached key from the same address is never throttled.
+    for _ in 0..5 {
+        assert_eq!(
+            get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
+            200
+        );
+    }
+}
+
+#[test]
+fn throttling_can_be_turned_off() {
+    let server = Server::start("nothrottle", &["--throttle-burst", "0"], "info");
+    for _ in 0..30 {
+        assert_eq!(
+            get(server.addr, "/v1/whoami", Some(&random_key())).status,
+            401
+        );
+    }
+}
+
+#[test]
+fn metrics_are_on_the_admin_listener_and_move() {
+    let server = Server::start("metrics", &["--throttle-burst", "2"], "info");
+    wait_healthy(&server);
+    assert_eq!(
+        get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
+        200
+    );
+    assert_eq!(
+        get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
+        200
+    );
+    let unknown = random_key();
+    for _ in 0..3 {
+        get(server.addr, "/v1/whoami", Some(&unknown));
+    }
+    assert_eq!(
+        get(server.addr, "/metrics", Some(&server.demo_key)).status,
+        404
+    );
+    let metrics = get(server.admin, "/metrics", None);
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body;
+    for line in [
+        r#"hapnd_auth_requests_total{outcome="ok",environment="sandbox"} 2"#,
+        r#"hapnd_auth_requests_total{outcome="invalid_api_key",environment="live"} 2"#,
+        r#"hapnd_auth_requests_total{outcome="too_many_failed_attempts",environment="live"} 1"#,
+        r#"hapnd_auth_cache_lookups_total{result="hit"} 1"#,
+        r#"hapnd_auth_throttled_requests_total 1"#,
+        r#"hapnd_auth_invalidation_channel_healthy 1"#,
+        "# TYPE hapnd_auth_store_lookup_duration_seconds histogram",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    for secret in [
+        server.demo_key.as_str(),
+        &hex(&server.demo_key),
+        &unknown,
+        &hex(&unknown),
+    ] {
+        assert!(!text.contains(secret));
+    }
+}
+
+#[test]
+fn rejections_are_logged_sampled_masked_and_without_empty_fields() {
+    let server = Server::start("logs", &["--throttle-burst", "10"], "debug");
+    let keys: Vec<String> = (0..40).map(|_| random_key()).collect();
+    for key in &keys {
+        get(server.addr, "/v1/whoami?token=secret-query", Some(key));
+    }
+    get(server.addr, "/v1/whoami", Some("sk_live_short"));
+    std::thread::sleep(Duration::from_millis(600));
+    let logs = server.logs();
+    let rejected: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+        .filter(|l| l.contains("request rejected") || l.contains("request throttled"))
+        .collect();
+    // 41 rejections from one client: 5 logged in full.
+    assert_eq!(rejected.len(), 5, "{logs}");
+    let first = rejected[0];
+    for field in [
+        " INFO ",
+        "code=\"invalid_api_key\"",
+        "key_hint=\"sk_live_...",
+        "client=127.0.0.1",
+        "method=\"GET\"",
+        "path=\"/v1/whoami\"",
+    ] {
+        assert!(first.contains(field), "{field:?} not in {first}");
+    }
+    assert!(
+        !logs.contains("secret-query"),
+        "the query string was logged"
+    );
+    assert!(!logs.contains("=\"\""), "an empty field: {logs}");
+    assert!(
+        !logs.contains("tenant="),
+        "no tenant for unknown keys: {logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "colour codes in a redirected log");
+    assert!(
+        !logs.contains("PRAGMA") && !logs.contains("data_version"),
+        "sqlx statements at HAPND_LOG=debug"
+    );
+    for key in &keys {
+        assert!(!logs.contains(key.as_str()) && !logs.contains(&key[8..]));
+        assert!(!logs.contains(&hex(key)));
+    }
+}
+
+#[test]
+fn a_throttled_client_is_logged_at_warn_in_json() {
+    let server = Server::start(
+        "json",
+        &["--throttle-burst", "1", "--log-format", "json"],
+        "info",
+    );
+    get(server.addr, "/auth/verify", Some(&random_key()));
+    get(server.addr, "/auth/verify", Some(&random_key()));
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = server.logs();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let throttled = events
+        .iter()
+        .find(|e| e["fields"]["code"] == "too_many_failed_attempts")
+        .unwrap_or_else(|| panic!("no throttled event in {logs}"));
+    assert_eq!(throttled["level"], "WARN");
+    assert_eq!(throttled["fields"]["client"], "127.0.0.1");
+    assert_eq!(throttled["fields"]["path"], "/auth/verify");
+    let rejected = events
+        .iter()
+        .find(|e| e["fields"]["code"] == "invalid_api_key")
+        .unwrap();
+    assert_eq!(rejected["level"], "INFO");
+}
+
+#[test]
+fn a_bad_log_filter_is_one_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--db", "/nonexistent/dir/keys.db"])
+        .env("HAPND_LOG", "info,[[[")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HAPND_LOG"), "{err}");
+}
+
+#[test]
+fn healthz_answers_a_burst_of_checks() {
+    let server = Server::start("health", &[], "info");
+    for _ in 0..50 {
+        assert_eq!(get(server.admin, "/healthz", None).status, 200);
+    }
+}

@@ -1,0 +1,207 @@
+//! Failed-attempt throttling per client: [`FailedAttemptLimit`].
+//!
+//! The key format's checksum is public, so anyone can mint well-formed keys, each one a
+//! store lookup. A client (as [`ClientIdentity`](crate::ClientIdentity) tells them apart)
+//! has a budget of `burst` failed attempts refilled at one per `period` (GCRA, from the
+//! [governor] crate). Each failure takes one: a malformed header, a bad key format, an
+//! unknown, revoked or expired key, whether the cache or the store said so. A request
+//! without any `Authorization` header takes none: it costs nothing to answer. Success
+//! takes none either, so a store outage that empties the cache does not throttle clients
+//! whose keys are good.
+//!
+//! The failure that finds the budget spent is answered `429 too_many_failed_attempts`
+//! with `Retry-After`, and the client is *blocked* until an attempt comes back: its
+//! requests that are not admitted from the cache get 429 at once, before any store
+//! lookup, so a blocked client costs the store nothing. A valid key the cache holds is
+//! never refused, so good keys keep working from an address (a shared NAT) that is under
+//! attack. A valid key that needs a store lookup (its first use, or while the cache is
+//! bypassed) from a blocked client gets 429 until the block ends: the gateway cannot tell
+//! it from a guess without asking the store.
+//!
+//! Misses already in flight when a client becomes blocked still finish: a client that
+//! sends `c` requests at once can cause up to `burst + c` lookups before its block starts
+//! (the store-lookup bound caps `c` for everyone together).
+//!
+//! Memory is bounded: clients are kept in a cache of at most `max_clients` entries, and a
+//! client idle for long enough to have refilled its bucket is forgotten (nothing is lost:
+//! a full bucket is what a new client gets). When more than `max_clients` clients fail at
+//! once, the least useful entries are evicted and those clients start again from a full
+//! bucket: a flood spread over that many addresses is bounded by the store-lookup limit,
+//! not by this one.
+//!
+//! [governor]: https://docs.rs/governor
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{Quota, RateLimiter};
+
+/// The failed-attempt budget per client. Off unless given to
+/// [`AuthenticatorBuilder::throttle_failed_attempts`](crate::AuthenticatorBuilder::throttle_failed_attempts).
+///
+/// ```
+/// use std::time::Duration;
+/// use hapnd_auth::{Authenticator, FailedAttemptLimit, MemoryKeyStore};
+///
+/// // 20 attempts at once, then one more every 3 seconds; at most 100,000 clients tracked.
+/// let auth = Authenticator::builder(MemoryKeyStore::new())
+///     .throttle_failed_attempts(FailedAttemptLimit::new(20, Duration::from_secs(3)))
+///     .build();
+/// # let _ = auth;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedAttemptLimit {
+    burst: NonZeroU32,
+    period: Duration,
+    max_clients: u64,
+}
+
+impl FailedAttemptLimit {
+    /// `burst` attempts at once (at least 1), then one more every `period` (at least 1 ms).
+    pub fn new(burst: u32, period: Duration) -> Self {
+        FailedAttemptLimit {
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+            period: period.max(Duration::from_millis(1)),
+            max_clients: 100_000,
+        }
+    }
+
+    /// The most clients tracked at once (default 100,000); each costs about 100 bytes.
+    pub fn max_clients(mut self, clients: u64) -> Self {
+        self.max_clients = clients.max(1);
+        self
+    }
+
+    /// Attempts allowed at once.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// One attempt comes back every `period`.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn quota(&self) -> Quota {
+        // `period` is at least 1 ms, so the quota exists.
+        Quota::with_period(self.period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(self.burst)
+    }
+
+    /// How long an idle client takes to get its whole bucket back.
+    fn refill(&self) -> Duration {
+        self.period.saturating_mul(self.burst.get())
+    }
+}
+
+/// One client: its GCRA state and when its block ends (nanoseconds since the throttle
+/// started; 0 when not blocked).
+#[derive(Default)]
+struct Client {
+    gcra: InMemoryState,
+    blocked_until: AtomicU64,
+}
+
+type Clients = moka::sync::Cache<IpAddr, Arc<Client>>;
+
+/// GCRA state per client in a bounded moka cache.
+struct ClientStates {
+    states: Clients,
+}
+
+impl StateStore for ClientStates {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let client = self.states.get_with(*key, Default::default);
+        client.gcra.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+pub(crate) struct Throttle {
+    limiter: RateLimiter<IpAddr, ClientStates, DefaultClock, StateInformationMiddleware>,
+    clock: DefaultClock,
+    /// The limiter's cache (a clone shares it), for blocks and counting.
+    states: Clients,
+    started: Instant,
+    period: Duration,
+}
+
+impl Throttle {
+    pub(crate) fn new(limit: FailedAttemptLimit) -> Self {
+        let states = moka::sync::Cache::builder()
+            .max_capacity(limit.max_clients)
+            // Idle that long, a client's bucket is full again: forgetting it is exact.
+            .time_to_idle(limit.refill() + Duration::from_secs(1))
+            .build();
+        let clock = DefaultClock::default();
+        let store = ClientStates {
+            states: states.clone(),
+        };
+        Throttle {
+            limiter: RateLimiter::new(limit.quota(), store, clock.clone()),
+            period: limit.period,
+            clock,
+            states,
+            started: Instant::now(),
+        }
+    }
+
+    /// How long `client` stays blocked, if it is. Takes nothing from its budget.
+    pub(crate) fn blocked(&self, client: IpAddr) -> Option<Duration> {
+        let until = self
+            .states
+            .get(&client)?
+            .blocked_until
+            .load(Ordering::Acquire);
+        let now = self.nanos();
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Counts a failure of `client`. The failure that spends the last of its budget blocks
+    /// it until an attempt comes back (at most one `period`), so its next request is
+    /// refused before any lookup; `Err(wait)` when the budget was already spent.
+    pub(crate) fn failed(&self, client: IpAddr) -> Result<(), Duration> {
+        let (result, block) = match self.limiter.check_key(&client) {
+            Ok(state) if state.remaining_burst_capacity() > 0 => return Ok(()),
+            Ok(_) => (Ok(()), self.period),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                (Err(wait), wait)
+            }
+        };
+        if let Some(state) = self.states.get(&client) {
+            let until = self.nanos().saturating_add(block.as_nanos() as u64);
+            state.blocked_until.fetch_max(until, Ordering::AcqRel);
+        }
+        result
+    }
+
+    fn nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Clients tracked now.
+    pub(crate) fn clients(&self) -> u64 {
+        self.states.run_pending_tasks();
+        self.states.entry_count()
+    }
+}
+
+impl fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Throttle").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,260 @@
+//! Failed-attempt throttling per client: over budget, 429 before any store lookup; other
+//! clients and valid cached keys unaffected; bounded memory.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::{Body, TestStore, assert_rejected, echo, seen};
+use hapnd_auth::{
+    ApiKey, AuthErrorKind, Authenticator, ClientAddr, ClientIdentity, Environment,
+    FailedAttemptLimit,
+};
+use http::Request;
+use tower::{Layer, ServiceExt};
+
+const BURST: u32 = 3;
+
+fn throttled(store: TestStore) -> Authenticator {
+    Authenticator::builder(store)
+        .throttle_failed_attempts(FailedAttemptLimit::new(BURST, Duration::from_secs(60)))
+        .build()
+}
+
+fn from(peer: [u8; 4], authorization: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get("/v1/events");
+    if let Some(value) = authorization {
+        builder = builder.header("authorization", value);
+    }
+    let mut request = builder.body(Body::default()).unwrap();
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(peer)), 40000);
+    request.extensions_mut().insert(ClientAddr(addr));
+    request
+}
+
+async fn send(auth: &Authenticator, request: Request<Body>) -> common::Seen {
+    let svc = auth.layer().layer(tower::service_fn(echo));
+    seen(svc.oneshot(request).await.unwrap()).await
+}
+
+fn random_key() -> String {
+    format!(
+        "Bearer {}",
+        ApiKey::generate(Environment::Live).expose_secret()
+    )
+}
+
+/// A well-formed key whose last checksum character is wrong.
+fn bad_checksum() -> String {
+    let mut bad = ApiKey::generate(Environment::Live)
+        .expose_secret()
+        .to_owned();
+    let last = if bad.ends_with('A') { "B" } else { "A" };
+    bad.replace_range(45.., last);
+    bad
+}
+
+const ATTACKER: [u8; 4] = [203, 0, 113, 7];
+const NEIGHBOUR: [u8; 4] = [198, 51, 100, 1];
+
+#[tokio::test]
+async fn over_budget_a_client_gets_429_before_any_store_lookup() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    for _ in 0..BURST {
+        let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+        assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+    }
+    assert_eq!(store.lookups(), BURST as usize);
+    for _ in 0..20 {
+        let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+        assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+        assert_eq!(seen.status, 429);
+        let after: u64 = seen.retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&after), "Retry-After: {after}");
+        // The hint, never the key.
+        assert!(seen.body.contains("too many failed"), "{}", seen.body);
+    }
+    assert_eq!(
+        store.lookups(),
+        BURST as usize,
+        "a throttled client reached the store"
+    );
+    // Malformed headers are refused the same way once the budget is spent.
+    let seen = send(&auth, from(ATTACKER, Some("Bearer sk_live_nope"))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+}
+
+#[tokio::test]
+async fn malformed_revoked_and_cached_unknown_keys_all_count() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    let revoked = common::live_key(&auth).await;
+    auth.revoke(&revoked.record.id).await.unwrap();
+    let revoked = format!("Bearer {}", revoked.key.expose_secret());
+    // A bad checksum (no lookup), a revoked key (one lookup), then the same revoked key
+    // again from the cache: three failures, the budget.
+    let bad = bad_checksum();
+    let expected = [
+        AuthErrorKind::InvalidApiKey,
+        AuthErrorKind::Revoked,
+        AuthErrorKind::Revoked,
+    ];
+    for (header, kind) in [format!("Bearer {bad}"), revoked.clone(), revoked.clone()]
+        .iter()
+        .zip(expected)
+    {
+        assert_rejected(&send(&auth, from(ATTACKER, Some(header))).await, kind);
+    }
+    let seen = send(&auth, from(ATTACKER, Some(&revoked))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+}
+
+#[tokio::test]
+async fn valid_keys_take_nothing_even_when_every_request_reads_the_store() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    let created = common::live_key(&auth).await;
+    let key = format!("Bearer {}", created.key.expose_secret());
+    // The invalidation channel is down: the cache is bypassed, every request is a lookup.
+    auth.invalidator().channel_lost();
+    for _ in 0..BURST * 5 {
+        let seen = send(&auth, from(ATTACKER, Some(&key))).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+    }
+    assert_eq!(store.lookups(), BURST as usize * 5);
+}
+
+#[tokio::test]
+async fn requests_without_a_key_are_not_counted() {
+    let auth = throttled(TestStore::new());
+    for _ in 0..10 {
+        let seen = send(&auth, from(ATTACKER, None)).await;
+        assert_rejected(&seen, AuthErrorKind::MissingApiKey);
+    }
+    let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+}
+
+#[tokio::test]
+async fn another_client_is_unaffected() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    let fresh = common::live_key(&auth).await;
+    for _ in 0..BURST + 5 {
+        send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    }
+    let seen = send(&auth, from(NEIGHBOUR, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+    let key = format!("Bearer {}", fresh.key.expose_secret());
+    let seen = send(&auth, from(NEIGHBOUR, Some(&key))).await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+}
+
+#[tokio::test]
+async fn a_valid_cached_key_from_a_throttled_client_still_gets_200() {
+    let store = TestStore::new();
+    let auth = throttled(store.clone());
+    let created = common::live_key(&auth).await;
+    let key = format!("Bearer {}", created.key.expose_secret());
+    // Cached by a first request (which took one attempt: it asked the store).
+    assert_eq!(send(&auth, from(ATTACKER, Some(&key))).await.status, 200);
+    for _ in 0..BURST + 5 {
+        send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    }
+    let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+    let lookups = store.lookups();
+    for _ in 0..50 {
+        let seen = send(&auth, from(ATTACKER, Some(&key))).await;
+        assert_eq!(seen.status, 200, "{}", seen.body);
+    }
+    assert_eq!(store.lookups(), lookups);
+    // A valid key that is not cached needs a lookup, which the spent budget refuses.
+    let other = common::live_key(&auth).await;
+    let other = format!("Bearer {}", other.key.expose_secret());
+    let seen = send(&auth, from(ATTACKER, Some(&other))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+}
+
+#[tokio::test]
+async fn the_raw_forwarded_header_is_not_trusted_by_default() {
+    let auth = throttled(TestStore::new());
+    for i in 0..BURST + 3 {
+        let mut request = from(ATTACKER, Some(&random_key()));
+        let spoofed = format!("10.9.8.{i}");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", spoofed.parse().unwrap());
+        let seen = send(&auth, request).await;
+        if i >= BURST {
+            assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+        }
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_throttled() {
+    let auth = Authenticator::builder(TestStore::new())
+        .throttle_failed_attempts(FailedAttemptLimit::new(BURST, Duration::from_secs(60)))
+        .client_identity(ClientIdentity::x_forwarded_for(1))
+        .build();
+    let proxy = [10, 0, 0, 1];
+    let via_proxy = |client: &str| {
+        let mut request = from(proxy, Some(&random_key()));
+        let value = format!("1.2.3.4, {client}");
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", value.parse().unwrap());
+        request
+    };
+    for _ in 0..BURST {
+        send(&auth, via_proxy("203.0.113.50")).await;
+    }
+    let seen = send(&auth, via_proxy("203.0.113.50")).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+    // Another client behind the same proxy is not.
+    let seen = send(&auth, via_proxy("203.0.113.51")).await;
+    assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+}
+
+#[tokio::test]
+async fn without_a_client_address_nothing_is_throttled() {
+    let auth = throttled(TestStore::new());
+    for _ in 0..BURST + 3 {
+        let seen = send(&auth, common::bearer(&random_key()[7..])).await;
+        assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+    }
+}
+
+#[tokio::test]
+async fn off_by_default() {
+    let auth = Authenticator::new(TestStore::new());
+    for _ in 0..50 {
+        let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+        assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+    }
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_with_100_000_distinct_clients() {
+    const MAX: u64 = 5_000;
+    let auth = Authenticator::builder(TestStore::new())
+        .throttle_failed_attempts(
+            FailedAttemptLimit::new(BURST, Duration::from_secs(60)).max_clients(MAX),
+        )
+        .build();
+    let svc = auth.layer().layer(tower::service_fn(echo));
+    let bad = format!("Bearer {}", bad_checksum());
+    for i in 0u32..100_000 {
+        let ip = (10u32 << 24 | i).to_be_bytes();
+        // A bad checksum: counted, no store lookup.
+        let request = from(ip, Some(&bad));
+        let response = svc.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let tracked = auth.throttled_clients();
+    assert!(tracked <= MAX, "{tracked} clients tracked, bound {MAX}");
+    assert!(tracked > 0);
+}
