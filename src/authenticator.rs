@@ -516,9 +516,9 @@ async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
     inner.cache.invalidate(&record.hash);
     inner.cache.metrics.invalidation(Source::Revoke);
     tracing::info!(
-        tenant = %record.tenant,
+        tenant = ?record.tenant,
         key_id = %record.id,
-        key_hint = %record.hint,
+        key_hint = ?record.hint,
         "API key revoked"
     );
     Ok(record)

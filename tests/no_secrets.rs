@@ -138,3 +138,72 @@ async fn no_key_in_logs_debug_errors_or_bodies() {
         }
     }
 }
+
+/// A store whose rows were written by hand with a line break in the tenant: what `revoke`
+/// hands back is logged escaped, so it cannot forge a log line.
+#[derive(Clone, Default)]
+struct HandWritten(hapnd_auth::MemoryKeyStore);
+
+impl hapnd_auth::KeyStore for HandWritten {
+    async fn lookup(
+        &self,
+        hash: &hapnd_auth::KeyHash,
+    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.0.lookup(hash).await
+    }
+    async fn insert(&self, record: &hapnd_auth::KeyRecord) -> Result<(), hapnd_auth::StoreError> {
+        self.0.insert(record).await
+    }
+    async fn get(
+        &self,
+        id: &hapnd_auth::KeyId,
+    ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.0.get(id).await
+    }
+    async fn list(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+        self.0.list(tenant).await
+    }
+    async fn revoke(
+        &self,
+        id: &hapnd_auth::KeyId,
+        at: std::time::SystemTime,
+    ) -> Result<hapnd_auth::KeyRecord, hapnd_auth::StoreError> {
+        let mut record = self.0.revoke(id, at).await?;
+        record.tenant = "acme\r\n2026-01-01T00:00:00Z  INFO forged: all keys rotated".to_owned();
+        Ok(record)
+    }
+    async fn record_usage(
+        &self,
+        used: &[hapnd_auth::LastUsed],
+    ) -> Result<(), hapnd_auth::StoreError> {
+        self.0.record_usage(used).await
+    }
+}
+
+#[tokio::test]
+async fn stored_strings_are_logged_escaped() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let auth = Authenticator::new(HandWritten::default());
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    auth.revoke(&created.record.id).await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("API key revoked"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-01-01")),
+        "a stored line break forged a log line: {text}"
+    );
+    assert!(text.contains(r"acme\r\n"), "{text}");
+}

@@ -108,7 +108,7 @@ async fn create(
     )
     .map_err(ApiError::invalid)?;
     let created = state.auth.create_key(new).await?;
-    tracing::info!(key_id = %created.record.id, tenant = %created.record.tenant,
+    tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
         environment = %created.record.environment, "admin API created a key");
     Ok((StatusCode::CREATED, Json(created_json(&created))).into_response())
 }
@@ -151,7 +151,7 @@ async fn revoke(
 ) -> Result<Json<Value>, ApiError> {
     let id = key_id(&id)?;
     let record = state.auth.revoke(&id).await?;
-    tracing::info!(key_id = %record.id, tenant = %record.tenant, "admin API revoked a key");
+    tracing::info!(key_id = %record.id, tenant = ?record.tenant, "admin API revoked a key");
     Ok(Json(
         json!({ "key": record_json(&record, SystemTime::now()) }),
     ))
@@ -164,7 +164,7 @@ async fn rotate(
 ) -> Result<Response, ApiError> {
     let id = key_id(&id)?;
     let created = state.auth.rotate(&id).await?;
-    tracing::info!(key_id = %created.record.id, replaces = %id, tenant = %created.record.tenant,
+    tracing::info!(key_id = %created.record.id, replaces = %id, tenant = ?created.record.tenant,
         "admin API rotated a key");
     let mut body = created_json(&created);
     body["replaces"] = json!(id.as_str());

@@ -353,7 +353,7 @@ async fn create(
     };
     match state.auth.create_key(new).await {
         Ok(created) => {
-            tracing::info!(key_id = %created.record.id, tenant = %created.record.tenant,
+            tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
                 environment = %created.record.environment, "API Keys page created a key");
             let page = CreatedPage {
                 csrf: signed_in.csrf,
@@ -430,7 +430,7 @@ async fn revoke(
     // Returns once this gateway rejects the key.
     match state.auth.revoke(&record.id).await {
         Ok(record) => {
-            tracing::info!(key_id = %record.id, tenant = %record.tenant, "API Keys page revoked a key");
+            tracing::info!(key_id = %record.id, tenant = ?record.tenant, "API Keys page revoked a key");
             Redirect::to(&keys_url(
                 &record.tenant,
                 &format!("&revoked={}", record.id),
@@ -463,7 +463,7 @@ async fn rotate(
     }
     match state.auth.rotate(&old.id).await {
         Ok(created) => {
-            tracing::info!(key_id = %created.record.id, replaces = %old.id, tenant = %old.tenant,
+            tracing::info!(key_id = %created.record.id, replaces = %old.id, tenant = ?old.tenant,
                 "API Keys page rotated a key");
             let now = SystemTime::now();
             let page = CreatedPage {
