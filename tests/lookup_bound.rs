@@ -5,12 +5,12 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::{assert_rejected, call};
 use hapnd_auth::{
-    ApiKey, AuthErrorKind, Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore,
-    LastUsed, MemoryKeyStore, StoreError,
+    ApiKey, AuthErrorKind, Authenticator, Environment, KeyHash, KeyRecord, KeyStore,
+    MemoryKeyStore, StoreError,
 };
 
 /// A store whose lookups take `delay_ms` (changeable at run time), counting how many run
@@ -53,21 +53,7 @@ impl KeyStore for Slow {
         tokio::time::sleep(delay).await;
         self.inner.lookup(hash).await
     }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list(tenant).await
-    }
-    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
-        self.inner.record_usage(used).await
-    }
+    forward_all_but_lookup!(inner);
 }
 
 const BOUND: usize = 2;

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::{TestStore, assert_rejected, call, live_key};
 use hapnd_auth::{
-    AuthErrorKind, Authenticator, Environment, Invalidator, KeyHash, KeyId, KeyRecord, KeyStore,
-    LastUsed, MemoryKeyStore, NewKey, StoreError,
+    AuthErrorKind, Authenticator, Environment, Invalidator, KeyHash, KeyRecord, KeyStore,
+    MemoryKeyStore, NewKey, StoreError,
 };
 
 #[tokio::test]
@@ -253,21 +253,7 @@ impl KeyStore for FlushedOnEveryRead {
         self.invalidator.get().unwrap().invalidate_all();
         found
     }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list(tenant).await
-    }
-    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
-        self.inner.record_usage(used).await
-    }
+    forward_all_but_lookup!(inner);
 }
 
 #[tokio::test]
@@ -326,21 +312,7 @@ impl KeyStore for Tagging {
             record
         }))
     }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list(tenant).await
-    }
-    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
-        self.inner.record_usage(used).await
-    }
+    forward_all_but_lookup!(inner);
 }
 
 fn rand_below(n: u64) -> u64 {

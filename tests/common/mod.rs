@@ -286,3 +286,42 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Inside `impl KeyStore for X`: every method but `lookup` forwarded to `self.$inner`, for
+/// test stores that only change what a lookup does.
+#[macro_export]
+macro_rules! forward_all_but_lookup {
+    ($inner:ident) => {
+        async fn insert(
+            &self,
+            record: &hapnd_auth::KeyRecord,
+        ) -> Result<(), hapnd_auth::StoreError> {
+            hapnd_auth::KeyStore::insert(&self.$inner, record).await
+        }
+        async fn get(
+            &self,
+            id: &hapnd_auth::KeyId,
+        ) -> Result<Option<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+            hapnd_auth::KeyStore::get(&self.$inner, id).await
+        }
+        async fn list(
+            &self,
+            tenant: &str,
+        ) -> Result<Vec<hapnd_auth::KeyRecord>, hapnd_auth::StoreError> {
+            hapnd_auth::KeyStore::list(&self.$inner, tenant).await
+        }
+        async fn revoke(
+            &self,
+            id: &hapnd_auth::KeyId,
+            at: std::time::SystemTime,
+        ) -> Result<hapnd_auth::KeyRecord, hapnd_auth::StoreError> {
+            hapnd_auth::KeyStore::revoke(&self.$inner, id, at).await
+        }
+        async fn record_usage(
+            &self,
+            used: &[hapnd_auth::LastUsed],
+        ) -> Result<(), hapnd_auth::StoreError> {
+            hapnd_auth::KeyStore::record_usage(&self.$inner, used).await
+        }
+    };
+}
