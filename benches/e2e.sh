@@ -7,6 +7,8 @@
 # Knobs (environment):       RUNS=5 DURATION=3s CONNECTIONS=32 THREADS=1 PORT=18080
 #                            (ports PORT .. PORT+2*RUNS+1 are used, one per server)
 #                            SERVER_CPUS=0 WRK_CPUS=1 (taskset lists; empty: no pinning)
+#                            AUTH_MODE=on (the layer through Router::layer) or outer
+#                            (the layer wrapping the whole Router): see bench_server.rs
 # The server and wrk are pinned to different cores, so the load generator does not
 # take CPU from the server it measures (tokio sizes its pool from the affinity mask).
 # Bounds: every wrk run lasts DURATION (and is killed by `timeout` after DURATION+10 s);
@@ -17,6 +19,7 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-3s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
+AUTH_MODE=${AUTH_MODE:-on}
 PORT=${PORT:-18080}
 WRK=${WRK:-wrk}
 SERVER_CPUS=${SERVER_CPUS-0}
@@ -39,7 +42,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # No function below runs in a subshell: the EXIT trap must see the server's pid.
-start_server() { # $1 = on|off, $2 = port; sets server_pid and key
+start_server() { # $1 = on|outer|off, $2 = port; sets server_pid and key
     : >"$out" # no READY from the previous server
     "${server_pin[@]}" "$SERVER" --auth "$1" --port "$2" >"$out" 2>"$log" &
     server_pid=$!
@@ -59,7 +62,7 @@ server_cpu_ticks() { # user + system clock ticks the server has used so far
     awk '{print $14 + $15}' "/proc/$server_pid/stat"
 }
 
-run() { # $1 = on|off, $2 = port; sets rps and per_cpu
+run() { # $1 = on|outer|off, $2 = port; sets rps and per_cpu
     start_server "$1" "$2"
     local secs=${DURATION%s} report ticks
     ticks=$(server_cpu_ticks)
@@ -85,7 +88,7 @@ printf '%-4s %12s %12s %8s %16s %16s %8s\n' run bare_rps auth_rps ratio bare_req
 for i in $(seq "$RUNS"); do
     # A fresh port per server: no waiting on the previous one's sockets.
     run off $((PORT + 2 * i)); bare=$rps; bare_cpu=$per_cpu
-    run on $((PORT + 2 * i + 1)); auth=$rps; auth_cpu=$per_cpu
+    run "$AUTH_MODE" $((PORT + 2 * i + 1)); auth=$rps; auth_cpu=$per_cpu
     ratio=$(awk -v a="$auth" -v b="$bare" 'BEGIN{printf "%.4f", a/b}')
     cpu_ratio=$(awk -v a="$auth_cpu" -v b="$bare_cpu" 'BEGIN{printf "%.4f", a/b}')
     ratios+=("$ratio")
@@ -93,5 +96,5 @@ for i in $(seq "$RUNS"); do
     printf '%-4s %12s %12s %8s %16s %16s %8s\n' "$i" "$bare" "$auth" "$ratio" "$bare_cpu" "$auth_cpu" "$cpu_ratio"
 done
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-echo "median auth/bare throughput ratio over $RUNS pairs: $(printf '%s\n' "${ratios[@]}" | median) (target >= 0.95)"
+echo "AUTH_MODE=$AUTH_MODE: median auth/bare throughput ratio over $RUNS pairs: $(printf '%s\n' "${ratios[@]}" | median) (target >= 0.95)"
 echo "median auth/bare requests per server CPU second over $RUNS pairs: $(printf '%s\n' "${cpu_ratios[@]}" | median)"
