@@ -184,10 +184,23 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Connections the kernel completes and queues before `accept` takes them (clamped by
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128, std's value: a burst of more
+/// new connections than that, on a gateway busy for a moment, would see SYNs dropped and
+/// clients retrying a second later.
+const BACKLOG: u32 = 1024;
+
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let error = |e: std::io::Error| format!("cannot listen on {addr}: {e}");
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(error)?;
+    // As TcpListener::bind does: a restarted gateway can bind while old connections linger.
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(BACKLOG).map_err(error)
 }
 
 /// `8081` (loopback), `localhost:8081` (resolved, IPv4 first), or an address.

@@ -249,3 +249,42 @@ fn the_limits_have_the_documented_defaults() {
         assert!(!after[flag.len()..default_at].contains(" --"), "{flag}");
     }
 }
+
+/// A burst of new connections while the gateway is not accepting (frozen here, busy in
+/// life) waits in the kernel's queue, up to the listen backlog: 1,024, not std's 128.
+#[test]
+fn a_burst_of_connections_waits_in_a_deep_accept_queue() {
+    // The kernel clamps the backlog to net.core.somaxconn (4096 on current kernels).
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(4096);
+    let expected = 400.min(somaxconn + 1);
+    let (_dir, _db, gateway) = start("backlog", &[]);
+    gateway.signal("STOP");
+    let mut connected = Vec::new();
+    for _ in 0..400 {
+        // A full queue drops the SYN: the connect then times out instead of completing.
+        match TcpStream::connect_timeout(&gateway.addr, Duration::from_millis(300)) {
+            Ok(stream) => connected.push(stream),
+            Err(_) => break,
+        }
+    }
+    gateway.signal("CONT");
+    assert_eq!(
+        connected.len(),
+        expected,
+        "the kernel queued {} connections for the frozen gateway",
+        connected.len()
+    );
+    // And the gateway serves them once it runs again.
+    let mut stream = connected.pop().unwrap();
+    stream
+        .write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (response, _) = closed_within(&mut stream, Duration::from_secs(10));
+    assert!(
+        String::from_utf8_lossy(&response).starts_with("HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
