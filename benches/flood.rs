@@ -10,6 +10,9 @@
 //!
 //! Everything is bounded: 50,000 attack requests or 60 s per phase, whichever comes first.
 //! Run: `cargo bench --bench flood` (release build; prints the figures and checks them).
+//! Each phase also prints where the cores went (Linux): CPU time of the server, the
+//! attacker and the clients, each one's time spent runnable but waiting for a core, and
+//! what other processes took.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -220,6 +223,85 @@ async fn attack(from: Vec<Ipv4Addr>, to: SocketAddr) -> [u64; 6] {
     total
 }
 
+/// Where the cores went during a phase, from Linux's `/proc`: time on a core and time
+/// runnable but waiting for one, of this process's threads by role (server runtime,
+/// attacker runtime, the rest: the legitimate clients), and the whole machine's busy time.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    ran: [Duration; 3],
+    waited: [Duration; 3],
+    machine_busy: Duration,
+    cores: usize,
+}
+
+const ROLES: [&str; 3] = ["server", "attacker", "clients"];
+
+impl CpuUse {
+    fn now() -> CpuUse {
+        let mut cpu = CpuUse::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let read = |file| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+            let role = match read("comm").trim() {
+                "flood-server" => 0,
+                "flood-attack" => 1,
+                _ => 2,
+            };
+            let schedstat = read("schedstat");
+            let mut ns = schedstat
+                .split_whitespace()
+                .map(|f| Duration::from_nanos(f.parse().unwrap_or(0)));
+            cpu.ran[role] += ns.next().unwrap_or_default();
+            cpu.waited[role] += ns.next().unwrap_or_default();
+        }
+        // user nice system idle iowait irq softirq steal, in 1/100 s.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().unwrap_or(0))
+            .collect();
+        cpu.cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        if ticks.len() == 8 {
+            let busy = ticks.iter().sum::<u64>() - ticks[3] - ticks[4];
+            cpu.machine_busy = Duration::from_millis(busy * 10);
+        }
+        cpu
+    }
+
+    /// One line: each role's CPU and wait during the phase, and what other processes took.
+    fn since(self, before: CpuUse, wall: Duration) -> String {
+        let mut line = String::from("CPU s (waiting for a core):");
+        let mut ours = Duration::ZERO;
+        for (i, role) in ROLES.iter().enumerate() {
+            let ran = self.ran[i].saturating_sub(before.ran[i]);
+            let waited = self.waited[i].saturating_sub(before.waited[i]);
+            ours += ran;
+            line += &format!(
+                " {role} {:.2} ({:.2}),",
+                ran.as_secs_f64(),
+                waited.as_secs_f64()
+            );
+        }
+        let busy = self.machine_busy.saturating_sub(before.machine_busy);
+        line + &format!(
+            " other processes ~{:.2}; {:.2} s x {} cores",
+            busy.saturating_sub(ours).as_secs_f64(),
+            wall.as_secs_f64(),
+            self.cores
+        )
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
@@ -279,13 +361,17 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     }
 
     // 1. Quiet.
+    let (cpu_before, started) = (CpuUse::now(), Instant::now());
     let quiet = start_legit(&server, &legit_keys);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (q50, q99, qn) = stop_legit(quiet).await;
+    let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     println!("quiet:        {qn} legitimate requests, p50 {q50:?}, p99 {q99:?}");
+    println!("              {cpu}");
 
     // 2. One attacker.
     let before = server.store.attacker_lookups.load(Ordering::Relaxed);
+    let (cpu_before, phase_started) = (CpuUse::now(), Instant::now());
     let loud = start_legit(&server, &legit_keys);
     let attacker = attack_rt.spawn(attack(vec![Ipv4Addr::new(127, 0, 0, 2)], server.addr));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -295,6 +381,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let statuses = attacker.await.unwrap();
     let took = started.elapsed();
     let (a50, a99, an) = stop_legit(loud).await;
+    let cpu = CpuUse::now().since(cpu_before, phase_started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     println!(
         "one attacker: {} requests in {took:.1?} (200/401/429/503/400/other: {statuses:?})",
@@ -304,6 +391,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
         "              store lookups caused by the attacker: {lookups} (budget {BURST}, + 1 per 3 s)"
     );
     println!("              fresh key from another client: {fresh_status}");
+    println!("              {cpu}");
     println!(
         "              {an} legitimate requests, p50 {a50:?}, p99 {a99:?}: p99 ratio to quiet {:.2}",
         a99.as_secs_f64() / q99.as_secs_f64()
@@ -318,12 +406,14 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     // 3. The same attack from 200 addresses.
     server.store.most.store(0, Ordering::SeqCst);
     let before = server.store.attacker_lookups.load(Ordering::Relaxed);
+    let cpu_before = CpuUse::now();
     let spread = start_legit(&server, &legit_keys);
     let sources: Vec<Ipv4Addr> = (1..=200).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
     let started = Instant::now();
     let statuses = attack_rt.spawn(attack(sources, server.addr)).await.unwrap();
     let took = started.elapsed();
     let (s50, s99, sn) = stop_legit(spread).await;
+    let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     let most = server.store.most.load(Ordering::SeqCst);
     println!(
@@ -333,6 +423,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     println!(
         "              store lookups caused by the attackers: {lookups}; most in flight at once: {most} (bound {BOUND})"
     );
+    println!("              {cpu}");
     println!(
         "              {sn} legitimate requests, all 200, p50 {s50:?}, p99 {s99:?}: p99 ratio to quiet {:.2}",
         s99.as_secs_f64() / q99.as_secs_f64()
@@ -349,14 +440,16 @@ fn main() {
     if args.iter().any(|a| !"flood".contains(a.as_str())) {
         return;
     }
-    let runtime = |threads| {
+    let runtime = |threads, name| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .thread_name(name)
             .enable_all()
             .build()
             .unwrap()
     };
-    let (server_rt, attack_rt) = (runtime(2), runtime(1));
+    // Named, so that the CPU each one uses can be told apart.
+    let (server_rt, attack_rt) = (runtime(2, "flood-server"), runtime(1, "flood-attack"));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
