@@ -12,11 +12,13 @@
 //! Run: `cargo bench --bench flood` (release build; prints the figures and checks them).
 //! Each phase also prints where the cores went (Linux): CPU time of the server, the
 //! attacker and the clients, each one's time spent runnable but waiting for a core, and
-//! what other processes took.
+//! what other processes took; and each legitimate latency in three legs: to the server
+//! (until the server's outermost layer begins on the request), in the server (the layers
+//! and the handler), and back to the client.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ConnectInfo;
@@ -34,6 +36,17 @@ const ATTACK_REQUESTS: u64 = 50_000;
 const ATTACK_CONNECTIONS: usize = 8;
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
 const STORE_DELAY: Duration = Duration::from_micros(200);
+/// A legitimate request's send time; the server answers with when it began on it and when
+/// the response left its layers, so a latency splits into three legs.
+const SENT: &str = "x-sent";
+const BEGAN: &str = "x-began";
+const DONE: &str = "x-done";
+
+/// Nanoseconds on a monotonic clock that the clients and the server (one process) share.
+fn clock() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
 
 /// Counts lookups, separately for the legitimate keys, and the most in flight at once.
 #[derive(Clone)]
@@ -94,9 +107,35 @@ impl Connection {
 
     /// Sends one request with `key`; the status.
     async fn get(&mut self, key: &str) -> u16 {
-        let request =
-            format!("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
+        self.send(key, "").await;
+        self.response().await.0
+    }
+
+    /// Like `get`, stamped: the status, and the time to the server (network, a server
+    /// thread getting a core, other connections served first, reading the request), in
+    /// the server (the layers and the handler) and back (writing the response, this
+    /// client getting a core).
+    async fn timed_get(&mut self, key: &str) -> (u16, [Duration; 3]) {
+        let sent = clock();
+        self.send(key, &format!("{SENT}: {sent}\r\n")).await;
+        let (status, end) = self.response().await;
+        let received = clock();
+        let head = std::str::from_utf8(&self.buf[..end]).unwrap();
+        let stamp = |name| header(head, name).expect("the server stamps a stamped request");
+        let (began, done) = (stamp(BEGAN), stamp(DONE));
+        let legs = [began - sent, done - began, received - done].map(Duration::from_nanos);
+        (status, legs)
+    }
+
+    async fn send(&mut self, key: &str, extra: &str) {
+        let request = format!(
+            "GET /v1/whoami HTTP/1.1\r\nHost: x\r\n{extra}Authorization: Bearer {key}\r\n\r\n"
+        );
         self.stream.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// Reads one response; its status and where its head ends in `buf`.
+    async fn response(&mut self) -> (u16, usize) {
         self.buf.clear();
         loop {
             let mut chunk = [0u8; 2048];
@@ -107,19 +146,21 @@ impl Connection {
                 continue;
             };
             let head = std::str::from_utf8(&self.buf[..end]).unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
+            let length = header(head, "content-length").unwrap_or(0) as usize;
             if self.buf.len() >= end + 4 + length {
-                return head[9..12].parse().unwrap();
+                return (head[9..12].parse().unwrap(), end);
             }
         }
     }
+}
+
+/// A numeric header of a response head.
+fn header(head: &str, name: &str) -> Option<u64> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name)
+            .then(|| v.trim().parse().unwrap())
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -150,7 +191,8 @@ async fn server() -> Server {
         .build();
     let app = axum::Router::new()
         .route("/v1/whoami", get(|| async { "ok" }))
-        .layer(auth.layer());
+        .layer(auth.layer())
+        .layer(axum::middleware::from_fn(stamp));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -164,19 +206,34 @@ async fn server() -> Server {
     Server { addr, auth, store }
 }
 
-/// A legitimate client: sequential requests with its cached key until `stop`; latencies.
-async fn legit(
-    from: Ipv4Addr,
-    to: SocketAddr,
-    key: String,
-    stop: Arc<AtomicBool>,
-) -> Vec<Duration> {
+/// Outermost: on a stamped request, when the server began on it and when its response
+/// left the layers.
+async fn stamp(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let began = clock();
+    let stamped = request.headers().contains_key(SENT);
+    let mut response = next.run(request).await;
+    if stamped {
+        response.headers_mut().insert(BEGAN, began.into());
+        response.headers_mut().insert(DONE, clock().into());
+    }
+    response
+}
+
+/// A latency and its legs (to the server, in the server, back).
+type Timed = (Duration, [Duration; 3]);
+
+/// A legitimate client: sequential requests with its cached key until `stop`; latencies,
+/// each with its legs.
+async fn legit(from: Ipv4Addr, to: SocketAddr, key: String, stop: Arc<AtomicBool>) -> Vec<Timed> {
     let mut connection = Connection::open(from, to).await;
     let mut latencies = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let status = connection.get(&key).await;
-        latencies.push(started.elapsed());
+        let (status, legs) = connection.timed_get(&key).await;
+        latencies.push((started.elapsed(), legs));
         assert_eq!(status, 200, "a legitimate cached key was refused");
         // About 1,000 requests a second each: a steady client, not a second flood.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -308,7 +365,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 struct Legit {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Timed>>>,
 }
 
 fn start_legit(server: &Server, keys: &[String]) -> Legit {
@@ -324,14 +381,27 @@ fn start_legit(server: &Server, keys: &[String]) -> Legit {
     Legit { stop, tasks }
 }
 
-async fn stop_legit(legit: Legit) -> (Duration, Duration, usize) {
+/// p50, p99, count, and a line with each leg's p50 and p99.
+async fn stop_legit(legit: Legit) -> (Duration, Duration, usize, String) {
     legit.stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for task in legit.tasks {
         all.extend(task.await.unwrap());
     }
-    all.sort();
-    (percentile(&all, 0.5), percentile(&all, 0.99), all.len())
+    let mut line = String::from("legs p50 / p99:");
+    for (i, leg) in ["to the server", "in the server", "back"]
+        .iter()
+        .enumerate()
+    {
+        let mut times: Vec<Duration> = all.iter().map(|(_, legs)| legs[i]).collect();
+        times.sort();
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        line += &format!(" {leg} {p50:.1?} / {p99:.1?};");
+    }
+    let mut totals: Vec<Duration> = all.into_iter().map(|(total, _)| total).collect();
+    totals.sort();
+    let (p50, p99) = (percentile(&totals, 0.5), percentile(&totals, 0.99));
+    (p50, p99, totals.len(), line)
 }
 
 /// The server, the attacker and the legitimate clients each run on a runtime of their
@@ -364,9 +434,10 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let (cpu_before, started) = (CpuUse::now(), Instant::now());
     let quiet = start_legit(&server, &legit_keys);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (q50, q99, qn) = stop_legit(quiet).await;
+    let (q50, q99, qn, legs) = stop_legit(quiet).await;
     let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     println!("quiet:        {qn} legitimate requests, p50 {q50:?}, p99 {q99:?}");
+    println!("              {legs}");
     println!("              {cpu}");
 
     // 2. One attacker.
@@ -380,7 +451,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let started = Instant::now();
     let statuses = attacker.await.unwrap();
     let took = started.elapsed();
-    let (a50, a99, an) = stop_legit(loud).await;
+    let (a50, a99, an, a_legs) = stop_legit(loud).await;
     let cpu = CpuUse::now().since(cpu_before, phase_started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     println!(
@@ -396,6 +467,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
         "              {an} legitimate requests, p50 {a50:?}, p99 {a99:?}: p99 ratio to quiet {:.2}",
         a99.as_secs_f64() / q99.as_secs_f64()
     );
+    println!("              {a_legs}");
     assert_eq!(fresh_status, 200, "the fresh key was not admitted");
     let allowed = u64::from(BURST) + took.as_secs() / 3 + 1 + ATTACK_CONNECTIONS as u64;
     assert!(
@@ -412,7 +484,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let started = Instant::now();
     let statuses = attack_rt.spawn(attack(sources, server.addr)).await.unwrap();
     let took = started.elapsed();
-    let (s50, s99, sn) = stop_legit(spread).await;
+    let (s50, s99, sn, s_legs) = stop_legit(spread).await;
     let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     let most = server.store.most.load(Ordering::SeqCst);
@@ -428,6 +500,7 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
         "              {sn} legitimate requests, all 200, p50 {s50:?}, p99 {s99:?}: p99 ratio to quiet {:.2}",
         s99.as_secs_f64() / q99.as_secs_f64()
     );
+    println!("              {s_legs}");
     assert!(most <= BOUND, "{most} lookups in flight, bound {BOUND}");
 }
 
