@@ -193,7 +193,11 @@ async fn server() -> Server {
         .route("/v1/whoami", get(|| async { "ok" }))
         .layer(auth.layer())
         .layer(axum::middleware::from_fn(stamp));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    // 200 attack connections open at once, with the clients': the default backlog (128)
+    // overflowed, and a dropped connection retries only after 1 s.
+    let listener = socket.listen(1024).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(
