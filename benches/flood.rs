@@ -10,10 +10,15 @@
 //!
 //! Everything is bounded: 50,000 attack requests or 60 s per phase, whichever comes first.
 //! Run: `cargo bench --bench flood` (release build; prints the figures and checks them).
+//! Each phase also prints where the cores went (Linux): CPU time of the server, the
+//! attacker and the clients, each one's time spent runnable but waiting for a core, and
+//! what other processes took; and each legitimate latency in three legs: to the server
+//! (until the server's outermost layer begins on the request), in the server (the layers
+//! and the handler), and back to the client.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ConnectInfo;
@@ -31,6 +36,17 @@ const ATTACK_REQUESTS: u64 = 50_000;
 const ATTACK_CONNECTIONS: usize = 8;
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
 const STORE_DELAY: Duration = Duration::from_micros(200);
+/// A legitimate request's send time; the server answers with when it began on it and when
+/// the response left its layers, so a latency splits into three legs.
+const SENT: &str = "x-sent";
+const BEGAN: &str = "x-began";
+const DONE: &str = "x-done";
+
+/// Nanoseconds on a monotonic clock that the clients and the server (one process) share.
+fn clock() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
 
 /// Counts lookups, separately for the legitimate keys, and the most in flight at once.
 #[derive(Clone)]
@@ -91,9 +107,35 @@ impl Connection {
 
     /// Sends one request with `key`; the status.
     async fn get(&mut self, key: &str) -> u16 {
-        let request =
-            format!("GET /v1/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n");
+        self.send(key, "").await;
+        self.response().await.0
+    }
+
+    /// Like `get`, stamped: the status, and the time to the server (network, a server
+    /// thread getting a core, other connections served first, reading the request), in
+    /// the server (the layers and the handler) and back (writing the response, this
+    /// client getting a core).
+    async fn timed_get(&mut self, key: &str) -> (u16, [Duration; 3]) {
+        let sent = clock();
+        self.send(key, &format!("{SENT}: {sent}\r\n")).await;
+        let (status, end) = self.response().await;
+        let received = clock();
+        let head = std::str::from_utf8(&self.buf[..end]).unwrap();
+        let stamp = |name| header(head, name).expect("the server stamps a stamped request");
+        let (began, done) = (stamp(BEGAN), stamp(DONE));
+        let legs = [began - sent, done - began, received - done].map(Duration::from_nanos);
+        (status, legs)
+    }
+
+    async fn send(&mut self, key: &str, extra: &str) {
+        let request = format!(
+            "GET /v1/whoami HTTP/1.1\r\nHost: x\r\n{extra}Authorization: Bearer {key}\r\n\r\n"
+        );
         self.stream.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// Reads one response; its status and where its head ends in `buf`.
+    async fn response(&mut self) -> (u16, usize) {
         self.buf.clear();
         loop {
             let mut chunk = [0u8; 2048];
@@ -104,19 +146,21 @@ impl Connection {
                 continue;
             };
             let head = std::str::from_utf8(&self.buf[..end]).unwrap();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
+            let length = header(head, "content-length").unwrap_or(0) as usize;
             if self.buf.len() >= end + 4 + length {
-                return head[9..12].parse().unwrap();
+                return (head[9..12].parse().unwrap(), end);
             }
         }
     }
+}
+
+/// A numeric header of a response head.
+fn header(head: &str, name: &str) -> Option<u64> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name)
+            .then(|| v.trim().parse().unwrap())
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -147,8 +191,13 @@ async fn server() -> Server {
         .build();
     let app = axum::Router::new()
         .route("/v1/whoami", get(|| async { "ok" }))
-        .layer(auth.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        .layer(auth.layer())
+        .layer(axum::middleware::from_fn(stamp));
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    // 200 attack connections open at once, with the clients': the default backlog (128)
+    // overflowed, and a dropped connection retries only after 1 s.
+    let listener = socket.listen(1024).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(
@@ -161,19 +210,34 @@ async fn server() -> Server {
     Server { addr, auth, store }
 }
 
-/// A legitimate client: sequential requests with its cached key until `stop`; latencies.
-async fn legit(
-    from: Ipv4Addr,
-    to: SocketAddr,
-    key: String,
-    stop: Arc<AtomicBool>,
-) -> Vec<Duration> {
+/// Outermost: on a stamped request, when the server began on it and when its response
+/// left the layers.
+async fn stamp(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let began = clock();
+    let stamped = request.headers().contains_key(SENT);
+    let mut response = next.run(request).await;
+    if stamped {
+        response.headers_mut().insert(BEGAN, began.into());
+        response.headers_mut().insert(DONE, clock().into());
+    }
+    response
+}
+
+/// A latency and its legs (to the server, in the server, back).
+type Timed = (Duration, [Duration; 3]);
+
+/// A legitimate client: sequential requests with its cached key until `stop`; latencies,
+/// each with its legs.
+async fn legit(from: Ipv4Addr, to: SocketAddr, key: String, stop: Arc<AtomicBool>) -> Vec<Timed> {
     let mut connection = Connection::open(from, to).await;
     let mut latencies = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let status = connection.get(&key).await;
-        latencies.push(started.elapsed());
+        let (status, legs) = connection.timed_get(&key).await;
+        latencies.push((started.elapsed(), legs));
         assert_eq!(status, 200, "a legitimate cached key was refused");
         // About 1,000 requests a second each: a steady client, not a second flood.
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -220,13 +284,92 @@ async fn attack(from: Vec<Ipv4Addr>, to: SocketAddr) -> [u64; 6] {
     total
 }
 
+/// Where the cores went during a phase, from Linux's `/proc`: time on a core and time
+/// runnable but waiting for one, of this process's threads by role (server runtime,
+/// attacker runtime, the rest: the legitimate clients), and the whole machine's busy time.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    ran: [Duration; 3],
+    waited: [Duration; 3],
+    machine_busy: Duration,
+    cores: usize,
+}
+
+const ROLES: [&str; 3] = ["server", "attacker", "clients"];
+
+impl CpuUse {
+    fn now() -> CpuUse {
+        let mut cpu = CpuUse::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let read = |file| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+            let role = match read("comm").trim() {
+                "flood-server" => 0,
+                "flood-attack" => 1,
+                _ => 2,
+            };
+            let schedstat = read("schedstat");
+            let mut ns = schedstat
+                .split_whitespace()
+                .map(|f| Duration::from_nanos(f.parse().unwrap_or(0)));
+            cpu.ran[role] += ns.next().unwrap_or_default();
+            cpu.waited[role] += ns.next().unwrap_or_default();
+        }
+        // user nice system idle iowait irq softirq steal, in 1/100 s.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|t| t.parse().unwrap_or(0))
+            .collect();
+        cpu.cores = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        if ticks.len() == 8 {
+            let busy = ticks.iter().sum::<u64>() - ticks[3] - ticks[4];
+            cpu.machine_busy = Duration::from_millis(busy * 10);
+        }
+        cpu
+    }
+
+    /// One line: each role's CPU and wait during the phase, and what other processes took.
+    fn since(self, before: CpuUse, wall: Duration) -> String {
+        let mut line = String::from("CPU s (waiting for a core):");
+        let mut ours = Duration::ZERO;
+        for (i, role) in ROLES.iter().enumerate() {
+            let ran = self.ran[i].saturating_sub(before.ran[i]);
+            let waited = self.waited[i].saturating_sub(before.waited[i]);
+            ours += ran;
+            line += &format!(
+                " {role} {:.2} ({:.2}),",
+                ran.as_secs_f64(),
+                waited.as_secs_f64()
+            );
+        }
+        let busy = self.machine_busy.saturating_sub(before.machine_busy);
+        line + &format!(
+            " other processes ~{:.2}; {:.2} s x {} cores",
+            busy.saturating_sub(ours).as_secs_f64(),
+            wall.as_secs_f64(),
+            self.cores
+        )
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 struct Legit {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Timed>>>,
 }
 
 fn start_legit(server: &Server, keys: &[String]) -> Legit {
@@ -242,14 +385,27 @@ fn start_legit(server: &Server, keys: &[String]) -> Legit {
     Legit { stop, tasks }
 }
 
-async fn stop_legit(legit: Legit) -> (Duration, Duration, usize) {
+/// p50, p99, count, and a line with each leg's p50 and p99.
+async fn stop_legit(legit: Legit) -> (Duration, Duration, usize, String) {
     legit.stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for task in legit.tasks {
         all.extend(task.await.unwrap());
     }
-    all.sort();
-    (percentile(&all, 0.5), percentile(&all, 0.99), all.len())
+    let mut line = String::from("legs p50 / p99:");
+    for (i, leg) in ["to the server", "in the server", "back"]
+        .iter()
+        .enumerate()
+    {
+        let mut times: Vec<Duration> = all.iter().map(|(_, legs)| legs[i]).collect();
+        times.sort();
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        line += &format!(" {leg} {p50:.1?} / {p99:.1?};");
+    }
+    let mut totals: Vec<Duration> = all.into_iter().map(|(total, _)| total).collect();
+    totals.sort();
+    let (p50, p99) = (percentile(&totals, 0.5), percentile(&totals, 0.99));
+    (p50, p99, totals.len(), line)
 }
 
 /// The server, the attacker and the legitimate clients each run on a runtime of their
@@ -279,13 +435,18 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     }
 
     // 1. Quiet.
+    let (cpu_before, started) = (CpuUse::now(), Instant::now());
     let quiet = start_legit(&server, &legit_keys);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (q50, q99, qn) = stop_legit(quiet).await;
+    let (q50, q99, qn, legs) = stop_legit(quiet).await;
+    let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     println!("quiet:        {qn} legitimate requests, p50 {q50:?}, p99 {q99:?}");
+    println!("              {legs}");
+    println!("              {cpu}");
 
     // 2. One attacker.
     let before = server.store.attacker_lookups.load(Ordering::Relaxed);
+    let (cpu_before, phase_started) = (CpuUse::now(), Instant::now());
     let loud = start_legit(&server, &legit_keys);
     let attacker = attack_rt.spawn(attack(vec![Ipv4Addr::new(127, 0, 0, 2)], server.addr));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,7 +455,8 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let started = Instant::now();
     let statuses = attacker.await.unwrap();
     let took = started.elapsed();
-    let (a50, a99, an) = stop_legit(loud).await;
+    let (a50, a99, an, a_legs) = stop_legit(loud).await;
+    let cpu = CpuUse::now().since(cpu_before, phase_started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     println!(
         "one attacker: {} requests in {took:.1?} (200/401/429/503/400/other: {statuses:?})",
@@ -304,10 +466,12 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
         "              store lookups caused by the attacker: {lookups} (budget {BURST}, + 1 per 3 s)"
     );
     println!("              fresh key from another client: {fresh_status}");
+    println!("              {cpu}");
     println!(
         "              {an} legitimate requests, p50 {a50:?}, p99 {a99:?}: p99 ratio to quiet {:.2}",
         a99.as_secs_f64() / q99.as_secs_f64()
     );
+    println!("              {a_legs}");
     assert_eq!(fresh_status, 200, "the fresh key was not admitted");
     let allowed = u64::from(BURST) + took.as_secs() / 3 + 1 + ATTACK_CONNECTIONS as u64;
     assert!(
@@ -318,12 +482,14 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     // 3. The same attack from 200 addresses.
     server.store.most.store(0, Ordering::SeqCst);
     let before = server.store.attacker_lookups.load(Ordering::Relaxed);
+    let cpu_before = CpuUse::now();
     let spread = start_legit(&server, &legit_keys);
     let sources: Vec<Ipv4Addr> = (1..=200).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
     let started = Instant::now();
     let statuses = attack_rt.spawn(attack(sources, server.addr)).await.unwrap();
     let took = started.elapsed();
-    let (s50, s99, sn) = stop_legit(spread).await;
+    let (s50, s99, sn, s_legs) = stop_legit(spread).await;
+    let cpu = CpuUse::now().since(cpu_before, started.elapsed());
     let lookups = server.store.attacker_lookups.load(Ordering::Relaxed) - before;
     let most = server.store.most.load(Ordering::SeqCst);
     println!(
@@ -333,10 +499,12 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     println!(
         "              store lookups caused by the attackers: {lookups}; most in flight at once: {most} (bound {BOUND})"
     );
+    println!("              {cpu}");
     println!(
         "              {sn} legitimate requests, all 200, p50 {s50:?}, p99 {s99:?}: p99 ratio to quiet {:.2}",
         s99.as_secs_f64() / q99.as_secs_f64()
     );
+    println!("              {s_legs}");
     assert!(most <= BOUND, "{most} lookups in flight, bound {BOUND}");
 }
 
@@ -349,14 +517,16 @@ fn main() {
     if args.iter().any(|a| !"flood".contains(a.as_str())) {
         return;
     }
-    let runtime = |threads| {
+    let runtime = |threads, name| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .thread_name(name)
             .enable_all()
             .build()
             .unwrap()
     };
-    let (server_rt, attack_rt) = (runtime(2), runtime(1));
+    // Named, so that the CPU each one uses can be told apart.
+    let (server_rt, attack_rt) = (runtime(2, "flood-server"), runtime(1, "flood-attack"));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

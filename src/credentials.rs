@@ -155,7 +155,18 @@ pub fn resolve(from_env: Option<&str>, path: &Path) -> Result<Credentials, Crede
             source: Source::Environment,
         });
     }
-    let text = read_private(path)?;
+    parse(&read_private(path)?, path)
+}
+
+/// The key in the contents of the config file at `path` (which only names it in the result
+/// and in errors): what [`resolve`] does once it has read the file. Public for the fuzz
+/// target and the corpus replay test, which call it without touching the disk.
+#[doc(hidden)]
+pub fn parse(contents: &[u8], path: &Path) -> Result<Credentials, CredentialsError> {
+    // Through `io::read_to_string` so that a file that is not UTF-8 gets the very error
+    // reading it to a string always gave.
+    let text =
+        std::io::read_to_string(contents).map_err(|e| CredentialsError::Io(path.to_owned(), e))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|_| CredentialsError::Malformed(path.to_owned()))?;
     let key = value["api_key"]
@@ -199,7 +210,7 @@ pub fn save(key: &ApiKey, path: &Path) -> Result<(), CredentialsError> {
 /// Reads the key file: never through a symbolic link, only a regular file of ours, whose
 /// permissions (and those of `~/.hapnd`) are tightened if anyone else could read it.
 #[cfg(unix)]
-fn read_private(path: &Path) -> Result<String, CredentialsError> {
+fn read_private(path: &Path) -> Result<Vec<u8>, CredentialsError> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let io = |e| CredentialsError::Io(path.to_owned(), e);
@@ -240,15 +251,17 @@ fn read_private(path: &Path) -> Result<String, CredentialsError> {
         tracing::warn!(path = %path.display(), "tightened the API key file's permissions to 0600");
     }
     tighten_own_dir(path, me).map_err(io)?;
-    let mut text = String::new();
+    let mut contents = Vec::new();
     // A key file is a few dozen bytes; a huge one is not ours to load.
-    file.take(64 * 1024).read_to_string(&mut text).map_err(io)?;
-    Ok(text)
+    file.take(64 * 1024)
+        .read_to_end(&mut contents)
+        .map_err(io)?;
+    Ok(contents)
 }
 
 #[cfg(not(unix))]
-fn read_private(path: &Path) -> Result<String, CredentialsError> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+fn read_private(path: &Path) -> Result<Vec<u8>, CredentialsError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => CredentialsError::NotFound(path.to_owned()),
         _ => CredentialsError::Io(path.to_owned(), e),
     })

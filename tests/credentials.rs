@@ -96,6 +96,14 @@ fn the_environment_variable_wins_and_bad_keys_are_refused() {
         credentials::resolve(None, &path),
         Err(CredentialsError::Malformed(_))
     ));
+    // Not UTF-8: the error reading a file to a string gives, naming the file.
+    std::fs::write(&path, b"{\"api_key\": \"\xff\"}").unwrap();
+    let err = credentials::resolve(None, &path).unwrap_err();
+    assert!(matches!(err, CredentialsError::Io(..)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{}: stream did not contain valid UTF-8", path.display())
+    );
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(
         credentials::resolve(None, &path),
