@@ -67,9 +67,10 @@ async fn postgres(url: &str, n: usize, rounds: usize) {
             .create_key(NewKey::new("propagation", Environment::Live, "bench"))
             .await
             .expect("create");
-        // Let the creation's notification come and go, then cache the key everywhere: from
-        // here on only the revocation can make an instance read the store.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let the creation's notification and the change-log read it schedules
+        // (`notification_read_delay`, 100 ms by default) come and go, then cache the key
+        // everywhere: from here on only the revocation can make an instance read the store.
+        tokio::time::sleep(Duration::from_millis(120)).await;
         for instance in &fleet {
             instance
                 .auth

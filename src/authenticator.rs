@@ -122,6 +122,8 @@ impl AuthenticatorBuilder {
     }
 
     /// How often last-used times are written to the store, in one batch (default 10 s).
+    /// Each wait is drawn afresh from 80 % to 120 % of `interval`, so that instances started
+    /// together do not all write at the same moments.
     pub fn usage_flush_interval(mut self, interval: Duration) -> Self {
         self.usage_interval = interval;
         self
@@ -582,10 +584,20 @@ async fn flush_usage_every(inner: Weak<Inner>) {
         return;
     };
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(jittered(interval)).await;
         let Some(inner) = inner.upgrade() else { return };
         let _ = flush_usage(&inner).await;
     }
+}
+
+/// A wait drawn uniformly from 80 % to 120 % of `interval`, afresh for every flush: many
+/// instances started together (a deployment) would otherwise write their batches at the
+/// same moments, for ever. The mean stays `interval`.
+fn jittered(interval: Duration) -> Duration {
+    // 53 random bits: a uniform fraction in [0, 1) with a double's full precision.
+    let bits = u64::from_le_bytes(crate::key::random::<8>()) >> 11;
+    let fraction = bits as f64 / (1u64 << 53) as f64;
+    interval.mul_f64(0.8 + 0.4 * fraction)
 }
 
 /// The checks on a cached or freshly loaded entry. Takes the entry by value: the

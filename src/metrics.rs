@@ -16,7 +16,7 @@
 //! | `hapnd_auth_store_errors_total` | counter | `kind` (`unavailable`, `timeout`, ...) | failed store lookups |
 //! | `hapnd_auth_store_lookups_rejected_total` | counter | | lookups refused by the concurrency bound (503) |
 //! | `hapnd_auth_coalesced_waiters_total` | counter | | misses that waited on another request's lookup |
-//! | `hapnd_auth_invalidations_total` | counter | `source` (`revoke`, `postgres_notify`, `sqlite_change_log`, `api`, `flush`) | cache invalidations |
+//! | `hapnd_auth_invalidations_total` | counter | `source` (`revoke`, `postgres_notify`, `sqlite_change_log`, `api`, `flush`) | cache invalidations (a notified PostgreSQL change counts twice: its payload, then the change-log read) |
 //! | `hapnd_auth_invalidation_channel_healthy` | gauge | | 1 while revocations made elsewhere reach this process, else 0 |
 //! | `hapnd_auth_throttled_requests_total` | counter | | 429 `too_many_failed_attempts` answers |
 //! | `hapnd_auth_cached_entries` | gauge | | keys cached (known and unknown): set by `Authenticator::cached_entries`, and approximately on each miss |

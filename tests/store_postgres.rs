@@ -1300,3 +1300,172 @@ async fn tls_verifies_the_server_certificate() {
     assert_eq!(refused.kind(), StoreErrorKind::Unavailable, "{refused}");
     assert!(!refused.to_string().contains("hapnd:hapnd"));
 }
+
+/// Options under which a listener reads the change log once at start and then not for the
+/// rest of a test: heartbeats and notification-triggered reads 60 s apart.
+fn reads_once() -> ListenOptions {
+    ListenOptions::new()
+        .heartbeat_interval(Duration::from_secs(60))
+        .heartbeat_timeout(Duration::from_secs(120))
+        .notification_read_delay(Duration::from_secs(60))
+}
+
+/// A notification's payload (the revoked key's hash) is invalidated the moment it arrives,
+/// without waiting for a read of the change log: here no read happens at all after the
+/// first, yet the instance rejects the key as soon as the revocation is notified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let revoker = Authenticator::new(store_on(options.clone()).await);
+    let store = store_on(options).await;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let feed = store.listen_with(auth.invalidator(), reads_once());
+    healthy(&auth, Duration::from_secs(3)).await;
+    let created = revoker
+        .create_key(NewKey::new(unique("payload"), Environment::Live, "k"))
+        .await
+        .unwrap();
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    let reads = feed.change_log_reads();
+    assert_eq!(reads, 1, "the session's first read only");
+
+    revoker.revoke(&created.record.id).await.unwrap();
+    let took = eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+        .await
+        .expect("the notified hash is invalidated without a read of the log");
+    assert_eq!(
+        feed.change_log_reads(),
+        reads,
+        "the change log was read: this test no longer shows the payload alone acting"
+    );
+    eprintln!("postgres: revocation applied from the notification's payload in {took:?}");
+    drop(feed);
+    drop_database(&admin, &database).await;
+}
+
+/// A notification still makes the listener read the change log (after the delay), and the
+/// read applies changes no payload named: a revocation made with the trigger's notification
+/// turned off is caught by the next notification, whatever its payload, long before the
+/// heartbeat. Payloads add invalidations; they never stand in for the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
+    let revoker = Authenticator::new(store_on(options.clone()).await);
+    let store = store_on(options).await;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let feed = store.listen_with(
+        auth.invalidator(),
+        reads_once().notification_read_delay(Duration::from_millis(50)),
+    );
+    healthy(&auth, Duration::from_secs(3)).await;
+    let created = revoker
+        .create_key(NewKey::new(unique("lost"), Environment::Live, "k"))
+        .await
+        .unwrap();
+    // The creation's notification and the read it schedules come and go first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+
+    // Revoked by hand with the trigger's notification off: logged, never notified.
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("SET LOCAL hapnd_auth.notify = 'off'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(created.record.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .expect("no notification and no heartbeat yet: still cached as active");
+
+    // Any notification, here one naming some other hash, makes the listener read the log.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(hapnd_auth::NOTIFY_CHANNEL)
+        .bind("ab".repeat(32))
+        .execute(&db)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+        .await
+        .expect("the read a notification triggers applies the unnotified revocation");
+    drop(feed);
+    db.close().await;
+    drop_database(&admin, &database).await;
+}
+
+/// Notifications arriving one after another are coalesced: with a 100 ms read delay, 100
+/// notifications sent over at least 200 ms cost the listener a handful of reads of the
+/// change log, not one each (which is what the listener did before, a read per
+/// notification).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_notifications_costs_few_reads_of_the_log() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
+    let store = store_on(options).await;
+    let auth = Authenticator::new(store.clone());
+    let delay = Duration::from_millis(100);
+    let feed = store.listen_with(
+        auth.invalidator(),
+        reads_once().notification_read_delay(delay),
+    );
+    healthy(&auth, Duration::from_secs(3)).await;
+    let (heard, reads) = (feed.notifications_received(), feed.change_log_reads());
+
+    let started = Instant::now();
+    for i in 0..100u32 {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(hapnd_auth::NOTIFY_CHANNEL)
+            .bind(format!("{i:064x}"))
+            .execute(&db)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let sent_over = started.elapsed();
+    eventually(Duration::from_secs(3), || async {
+        feed.notifications_received() - heard >= 100
+    })
+    .await
+    .expect("every notification arrives");
+    // Delivery can lag sending on a loaded machine: count from the first send to the moment
+    // every notification was seen to have arrived.
+    let received_over = started.elapsed();
+    tokio::time::sleep(delay * 2).await;
+    let read = feed.change_log_reads() - reads;
+    // At most one read per delay while they kept arriving, one after the last, and one
+    // more for a window cut short at either end.
+    let bound = (received_over.as_millis() / delay.as_millis()) as u64 + 2;
+    eprintln!(
+        "postgres: 100 notifications sent over {sent_over:?}, all received within \
+         {received_over:?}: {read} reads of the change log (bound {bound})"
+    );
+    assert!(read >= 1, "the notifications triggered no read at all");
+    assert!(
+        read <= bound,
+        "{read} reads of the change log for 100 notifications over {sent_over:?}"
+    );
+    assert_eq!(auth.channel_health(), ChannelHealth::Healthy);
+    drop(feed);
+    db.close().await;
+    drop_database(&admin, &database).await;
+}

@@ -2,10 +2,14 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{TestStore, bearer, echo};
-use hapnd_auth::{Authenticator, Environment, KeyStore, NewKey};
+use hapnd_auth::{
+    Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore,
+    NewKey, StoreError,
+};
 use tower::{Layer, ServiceExt, service_fn};
 
 #[tokio::test]
@@ -89,4 +93,87 @@ async fn the_background_flusher_writes_on_its_interval() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("last_used_at was never written");
+}
+
+/// A store that notes when each `record_usage` call came.
+#[derive(Clone)]
+struct Timed {
+    inner: MemoryKeyStore,
+    flushes: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl KeyStore for Timed {
+    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.lookup(hash).await
+    }
+    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.inner.insert(record).await
+    }
+    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.list(tenant).await
+    }
+    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
+        self.flushes.lock().unwrap().push(Instant::now());
+        self.inner.record_usage(used).await
+    }
+}
+
+/// Instances started together do not flush together: each flusher's wait is drawn from 80 %
+/// to 120 % of the interval. Twenty authenticators start their flushers at the same moment;
+/// their first flushes must spread over more than a tenth of the interval (without jitter
+/// they all land within a few milliseconds of each other), and none comes before 80 % of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_flushes_of_instances_started_together_are_spread() {
+    let interval = Duration::from_millis(500);
+    let shared = MemoryKeyStore::new();
+    let created = Authenticator::new(shared.clone())
+        .create_key(NewKey::new("acme", Environment::Live, "used"))
+        .await
+        .unwrap();
+    let instances: Vec<(Authenticator, Timed)> = (0..20)
+        .map(|_| {
+            let store = Timed {
+                inner: shared.clone(),
+                flushes: Arc::default(),
+            };
+            let auth = Authenticator::builder(store.clone())
+                .usage_flush_interval(interval)
+                .build();
+            (auth, store)
+        })
+        .collect();
+    // The first use starts each instance's flusher; each wait is measured from just before.
+    let mut started = Vec::new();
+    for (auth, _) in &instances {
+        started.push(Instant::now());
+        auth.authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(interval * 2).await;
+    let mut first: Vec<Duration> = instances
+        .iter()
+        .zip(&started)
+        .map(|((_, store), started)| {
+            let flushes = store.flushes.lock().unwrap();
+            assert_eq!(flushes.len(), 1, "one batch, one flush per instance");
+            flushes[0] - *started
+        })
+        .collect();
+    first.sort();
+    let (earliest, latest) = (first[0], first[first.len() - 1]);
+    assert!(
+        earliest >= interval * 4 / 5,
+        "a flush came before 80 % of the interval: {first:?}"
+    );
+    assert!(
+        latest - earliest > interval / 10,
+        "first flushes of instances started together are not spread: {first:?}"
+    );
 }

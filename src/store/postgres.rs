@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow, PgSslMode};
@@ -15,7 +15,9 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 use crate::metrics::Source;
 
-use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
+use super::sql::{
+    self, Backoff, ChangeFeed, FeedCounters, RawRecord, bounded, raw_record, to_millis,
+};
 use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel revocations travel on.
@@ -123,11 +125,14 @@ macro_rules! ts {
 /// transaction, unless the queue is half full, for everyone else's. A statement that
 /// changes more than 64 keys logs and notifies one flush.
 ///
-/// [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open; each notification makes
-/// it read the change log from the last generation it applied and invalidate the hashes it
-/// names (payloads are not trusted: any role that can connect may `NOTIFY`). Notifications
-/// sent while the listener is disconnected are lost for good, and a half-open connection is
-/// silent. So every [`ListenOptions::heartbeat_interval`] the listener also reads the change
+/// [`PostgresKeyStore::listen`] keeps a `LISTEN` connection open. A notification's payload,
+/// the changed key's hash, is invalidated the moment it arrives; a read of the change log
+/// from the last generation applied follows (at most one per
+/// [`ListenOptions::notification_read_delay`], however many notifications arrive) and
+/// invalidates every hash it names, payload or not. Payloads can only make an instance
+/// forget more (any role that can connect may `NOTIFY`): only the log advances what has been
+/// applied. Notifications sent while the listener is disconnected are lost for good, and a
+/// half-open connection is silent. So every [`ListenOptions::heartbeat_interval`] the listener also reads the change
 /// log unprompted, on the same connection: a missed notification is caught on the next
 /// tick, and until a read has succeeded within [`ListenOptions::heartbeat_timeout`] the
 /// channel is reported lost and the cache is not trusted: every request reads the store.
@@ -292,6 +297,7 @@ pub struct ListenOptions {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     max_backoff: Duration,
+    read_delay: Duration,
 }
 
 impl Default for ListenOptions {
@@ -300,6 +306,7 @@ impl Default for ListenOptions {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(3),
             max_backoff: Duration::from_secs(5),
+            read_delay: Duration::from_millis(100),
         }
     }
 }
@@ -329,6 +336,24 @@ impl ListenOptions {
     /// The longest wait between reconnection attempts (default 5 s).
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
+        self
+    }
+
+    /// How long after a notification the listener reads the change log (default 100 ms).
+    /// Every notification that arrives meanwhile is covered by that one read, so an
+    /// instance reads the log at most once per `delay` however many notifications arrive.
+    ///
+    /// Revocations do not wait for it: the key hash a notification carries is invalidated
+    /// the moment the notification arrives. The read applies what no payload named: bulk
+    /// changes (logged as one flush), changes whose notification was lost or never sent.
+    /// So `delay` bounds how late those are applied after any notification (the heartbeat
+    /// bounds it when none comes), not how late a revocation is. The read invalidates again
+    /// the hashes the payloads named (a payload cannot vouch for the log), which sends
+    /// lookups of those keys still in flight back to the store: a delay longer than most
+    /// lookups (20 ms measured worse than 100 ms at 100 instances) keeps that second
+    /// invalidation clear of the re-reads the first one caused.
+    pub fn notification_read_delay(mut self, delay: Duration) -> Self {
+        self.read_delay = delay;
         self
     }
 }
@@ -370,12 +395,12 @@ impl PostgresKeyStore {
         let query_timeout = self.query_timeout;
         ChangeFeed::spawn(
             invalidator.with_source(Source::PostgresNotify),
-            move |invalidator, received| {
+            move |invalidator, counters| {
                 let feed = Feed {
                     listener_options,
                     query_timeout,
                     options,
-                    received,
+                    counters,
                 };
                 feed.run(invalidator)
             },
@@ -599,7 +624,7 @@ struct Feed {
     listener_options: PgConnectOptions,
     query_timeout: Duration,
     options: ListenOptions,
-    received: Arc<AtomicU64>,
+    counters: Arc<FeedCounters>,
 }
 
 /// Why a listening session ended.
@@ -684,24 +709,41 @@ impl Feed {
     /// costs the server O(N) wakeups each, O(N²) in all, and N serialized commits, even on
     /// per-instance channels. A read costs one index probe, commits nothing, and wakes no one.
     ///
-    /// Notifications only make the listener read the log sooner. Their payloads are not
-    /// trusted: any role that can connect may `NOTIFY` anything.
+    /// Notifications act twice. The key hash a payload names is invalidated on arrival,
+    /// before anything is read: a revocation lands as soon as its notification does. And
+    /// the notification schedules a read of the log [`ListenOptions::notification_read_delay`]
+    /// later (unless one is scheduled already), which applies what no payload named (a bulk
+    /// change's flush, a change whose notification was lost) and is the only thing that
+    /// advances the session's generation or confirms the channel. Payloads are not trusted
+    /// beyond that: any role that can connect may `NOTIFY` anything, and a payload can only
+    /// make this instance forget more, never skip a change or look healthy. A burst of N
+    /// notifications costs one read per delay, not N: with a hundred instances, a storm of
+    /// revocations does not become a storm of reads. Reads run one at a time, on this
+    /// connection, so at most one is in flight.
     async fn session(&self, mut session: Session, invalidator: &Invalidator) -> Ended {
         let started = Instant::now();
         // When the newest successful read of the log began.
         let mut confirmed: Option<Instant> = None;
         let mut ticks = tokio::time::interval(self.options.heartbeat_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When a notification-triggered read is due, if one is.
+        let mut read_due: Option<tokio::time::Instant> = None;
         loop {
+            // The branch is disabled without a due read; its future is still built.
+            let due = read_due.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 // try_recv is cancel-safe: sqlx consumes a message only once it is complete.
                 received = session.listener.try_recv() => match received {
-                    Ok(Some(_)) => {
-                        self.received.fetch_add(1, Ordering::Relaxed);
-                        // Everything already buffered is handled by one read of the log.
-                        while session.listener.next_buffered().is_some() {
-                            self.received.fetch_add(1, Ordering::Relaxed);
+                    Ok(Some(notification)) => {
+                        self.apply_payload(notification.payload(), invalidator);
+                        // Everything already buffered now, too.
+                        while let Some(notification) = session.listener.next_buffered() {
+                            self.apply_payload(notification.payload(), invalidator);
                         }
+                        if read_due.is_none() {
+                            read_due = Some(tokio::time::Instant::now() + self.options.read_delay);
+                        }
+                        continue;
                     }
                     // Ok(None): the connection dropped and notifications may have been lost.
                     Ok(None) => return Ended::Disconnected("connection lost".to_owned()),
@@ -712,7 +754,10 @@ impl Feed {
                         return Ended::HeartbeatOverdue;
                     }
                 }
+                () = tokio::time::sleep_until(due), if read_due.is_some() => {}
             }
+            // A heartbeat or a due read: either covers every notification so far.
+            read_due = None;
             let began = Instant::now();
             let read = tokio::time::timeout(
                 self.options.heartbeat_timeout,
@@ -731,15 +776,26 @@ impl Feed {
         }
     }
 
+    /// One notification: counted, and the key hash it names (64 hexadecimal digits, as the
+    /// store and the trigger send) invalidated now. Anything else (`flush`, a forged or
+    /// malformed payload) waits for the read of the log, which is the authority.
+    fn apply_payload(&self, payload: &str, invalidator: &Invalidator) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(hash) = KeyHash::from_hex(payload) {
+            invalidator.invalidate(&hash);
+        }
+    }
+
     /// Reads the change log past the session's generation and invalidates what it names:
-    /// the authority on what changed. Notification payloads are not trusted (any role that
-    /// can connect may send one); they only say when to read. A gap (pruned entries), a
+    /// the authority on what changed. Notification payloads only add invalidations; what
+    /// this read finds is applied whether or not a payload named it. A gap (pruned entries), a
     /// flush entry, or more entries than [`MAX_CHANGES_READ`] flushes the whole cache.
     async fn catch_up(
         &self,
         session: &mut Session,
         invalidator: &Invalidator,
     ) -> Result<(), StoreError> {
+        self.counters.log_reads.fetch_add(1, Ordering::Relaxed);
         let since = session.generation;
         let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = bounded(
             self.query_timeout,

@@ -206,15 +206,24 @@ pub struct ChangeFeed {
     task: Option<tokio::task::JoinHandle<()>>,
     invalidator: Invalidator,
     aborted: std::sync::atomic::AtomicBool,
-    received: Arc<AtomicU64>,
+    counters: Arc<FeedCounters>,
+}
+
+/// What a feed counts, read through its [`ChangeFeed`] handle.
+#[derive(Default)]
+pub(crate) struct FeedCounters {
+    /// Notifications received (PostgreSQL).
+    pub(crate) received: AtomicU64,
+    /// Reads of the change log (PostgreSQL).
+    pub(crate) log_reads: AtomicU64,
 }
 
 impl ChangeFeed {
-    /// Starts `run` on a task; it is handed the invalidator and the counter behind
+    /// Starts `run` on a task; it is handed the invalidator and the counters behind
     /// [`notifications_received`](Self::notifications_received).
     pub(crate) fn spawn<F>(
         invalidator: Invalidator,
-        run: impl FnOnce(Invalidator, Arc<AtomicU64>) -> F,
+        run: impl FnOnce(Invalidator, Arc<FeedCounters>) -> F,
     ) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
@@ -223,8 +232,8 @@ impl ChangeFeed {
         // reported here, not in the task, which may not have run yet.
         invalidator.channel_lost();
         let guard = LostOnDrop(invalidator.clone());
-        let received = Arc::new(AtomicU64::new(0));
-        let feed = run(invalidator.clone(), Arc::clone(&received));
+        let counters = Arc::new(FeedCounters::default());
+        let feed = run(invalidator.clone(), Arc::clone(&counters));
         let task = tokio::spawn(async move {
             let _guard = guard;
             feed.await;
@@ -233,17 +242,25 @@ impl ChangeFeed {
             task: Some(task),
             invalidator,
             aborted: Default::default(),
-            received,
+            counters,
         }
     }
 
     /// How many notifications the feed has received since it started, all channels and
-    /// reconnections together: with PostgreSQL, every `NOTIFY` delivered to the listener,
-    /// its own heartbeats included; a SQLite feed polls and receives none. For metrics, and
-    /// to see that an idle instance hears O(1) notifications per second however many
+    /// reconnections together: with PostgreSQL, every `NOTIFY` delivered to the listener
+    /// (heartbeats are reads, not notifications); a SQLite feed polls and receives none. For
+    /// metrics, and to see that an idle instance hears no notifications however many
     /// instances share the database.
     pub fn notifications_received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
+        self.counters.received.load(Ordering::Relaxed)
+    }
+
+    /// How many times a PostgreSQL feed has read the change log (heartbeats and
+    /// notification-triggered reads together); 0 for SQLite. For tests and benchmarks that
+    /// check that notifications are coalesced into few reads.
+    #[doc(hidden)]
+    pub fn change_log_reads(&self) -> u64 {
+        self.counters.log_reads.load(Ordering::Relaxed)
     }
 
     /// Stops the feed, on purpose (no warning). The channel is reported lost before this

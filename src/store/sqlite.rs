@@ -176,7 +176,7 @@ impl SqliteKeyStore {
         let timeout = self.query_timeout;
         ChangeFeed::spawn(
             invalidator.with_source(Source::SqliteChangeLog),
-            move |invalidator, _| watch(options, invalidator, interval, timeout),
+            move |invalidator, _counters| watch(options, invalidator, interval, timeout),
         )
     }
 
