@@ -597,7 +597,9 @@ fn jittered(interval: Duration) -> Duration {
     // 53 random bits: a uniform fraction in [0, 1) with a double's full precision.
     let bits = u64::from_le_bytes(crate::key::random::<8>()) >> 11;
     let fraction = bits as f64 / (1u64 << 53) as f64;
-    interval.mul_f64(0.8 + 0.4 * fraction)
+    // Not `mul_f64`, which panics past `Duration::MAX`: an interval that large (a way to
+    // write "never") stays as it is.
+    Duration::try_from_secs_f64(interval.as_secs_f64() * (0.8 + 0.4 * fraction)).unwrap_or(interval)
 }
 
 /// The checks on a cached or freshly loaded entry. Takes the entry by value: the
@@ -624,4 +626,26 @@ fn verify(
         return Err(AuthError::expired().with_principal(key));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_fifth_of_the_interval_and_never_overflows() {
+        let interval = Duration::from_secs(10);
+        for _ in 0..1_000 {
+            let wait = jittered(interval);
+            assert!(
+                wait >= interval.mul_f64(0.8) && wait <= interval.mul_f64(1.2),
+                "{wait:?}"
+            );
+        }
+        // 1.2 × Duration::MAX does not fit: used to panic in the flusher task.
+        for _ in 0..100 {
+            assert!(jittered(Duration::MAX) >= Duration::MAX.mul_f64(0.79));
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 }
