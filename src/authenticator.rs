@@ -63,6 +63,10 @@ struct Inner {
     lookups: Semaphore,
 }
 
+/// The shortest [`AuthenticatorBuilder::usage_flush_interval`]: a zero interval would make
+/// the background flusher spin, and rewrite a failed batch to a failing store in a loop.
+pub const MIN_USAGE_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Configures an [`Authenticator`]. Made by [`Authenticator::builder`].
 #[must_use]
 pub struct AuthenticatorBuilder {
@@ -121,11 +125,12 @@ impl AuthenticatorBuilder {
         self
     }
 
-    /// How often last-used times are written to the store, in one batch (default 10 s).
-    /// Each wait is drawn afresh from 80 % to 120 % of `interval`, so that instances started
-    /// together do not all write at the same moments.
+    /// How often last-used times are written to the store, in one batch (default 10 s,
+    /// at least [`MIN_USAGE_FLUSH_INTERVAL`]: shorter values are raised to it). Each wait is
+    /// drawn afresh from 80 % to 120 % of `interval`, so that instances started together do
+    /// not all write at the same moments. A failed write is retried at the next flush.
     pub fn usage_flush_interval(mut self, interval: Duration) -> Self {
-        self.usage_interval = interval;
+        self.usage_interval = interval.max(MIN_USAGE_FLUSH_INTERVAL);
         self
     }
 

@@ -106,7 +106,7 @@ mod store;
 mod throttle;
 mod usage;
 
-pub use authenticator::{Authenticator, AuthenticatorBuilder};
+pub use authenticator::{Authenticator, AuthenticatorBuilder, MIN_USAGE_FLUSH_INTERVAL};
 pub use bearer::MAX_HEADER_LEN;
 pub use cache::{ChannelHealth, Invalidator};
 pub use client_identity::{ClientAddr, ClientIdentity};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{TestStore, bearer, echo};
 use hapnd_auth::{
-    Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed, MemoryKeyStore,
-    NewKey, StoreError,
+    Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed,
+    MIN_USAGE_FLUSH_INTERVAL, MemoryKeyStore, NewKey, StoreError, StoreErrorKind,
 };
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -95,11 +95,12 @@ async fn the_background_flusher_writes_on_its_interval() {
     panic!("last_used_at was never written");
 }
 
-/// A store that notes when each `record_usage` call came.
+/// A store that notes when each `record_usage` call came, and fails them if asked to.
 #[derive(Clone)]
 struct Timed {
     inner: MemoryKeyStore,
     flushes: Arc<Mutex<Vec<Instant>>>,
+    failing: bool,
 }
 
 impl KeyStore for Timed {
@@ -120,6 +121,9 @@ impl KeyStore for Timed {
     }
     async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
         self.flushes.lock().unwrap().push(Instant::now());
+        if self.failing {
+            return Err(StoreError::new(StoreErrorKind::Unavailable, "down"));
+        }
         self.inner.record_usage(used).await
     }
 }
@@ -141,6 +145,7 @@ async fn background_flushes_of_instances_started_together_are_spread() {
             let store = Timed {
                 inner: shared.clone(),
                 flushes: Arc::default(),
+                failing: false,
             };
             let auth = Authenticator::builder(store.clone())
                 .usage_flush_interval(interval)
@@ -175,5 +180,36 @@ async fn background_flushes_of_instances_started_together_are_spread() {
     assert!(
         latest - earliest > interval / 10,
         "first flushes of instances started together are not spread: {first:?}"
+    );
+}
+
+/// A zero flush interval is raised to the floor: the flusher neither spins nor rewrites a
+/// failed batch to a failing store in a loop. In 300 ms at a 10 ms floor (drawn from 8 to
+/// 12 ms), about 30 attempts; a flusher that waited nothing made thousands.
+#[tokio::test]
+async fn a_zero_flush_interval_does_not_hammer_a_failing_store() {
+    let store = Timed {
+        inner: MemoryKeyStore::new(),
+        flushes: Arc::default(),
+        failing: true,
+    };
+    let auth = Authenticator::builder(store.clone())
+        .usage_flush_interval(Duration::ZERO)
+        .build();
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "used"))
+        .await
+        .unwrap();
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    let window = Duration::from_millis(300);
+    tokio::time::sleep(window).await;
+    let attempts = store.flushes.lock().unwrap().len();
+    let most = (window.as_millis() / (MIN_USAGE_FLUSH_INTERVAL.as_millis() * 4 / 5)) as usize + 1;
+    assert!(attempts >= 1, "the flusher never tried");
+    assert!(
+        attempts <= most,
+        "{attempts} write attempts in {window:?} (at most {most} at the floor)"
     );
 }
