@@ -1329,6 +1329,13 @@ async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
         .create_key(NewKey::new(unique("payload"), Environment::Live, "k"))
         .await
         .unwrap();
+    // The creation's own notification first: arriving after the key is cached, its payload
+    // would evict the entry, and the revocation below would be seen by a store read.
+    eventually(Duration::from_secs(2), || async {
+        feed.notifications_received() >= 1
+    })
+    .await
+    .expect("the creation is notified");
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
@@ -1374,7 +1381,11 @@ async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
         .await
         .unwrap();
     // The creation's notification and the read it schedules come and go first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(3), || async {
+        feed.change_log_reads() >= 2
+    })
+    .await
+    .expect("the creation's notification triggers a read of the log");
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
@@ -1408,6 +1419,54 @@ async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
         .expect("the read a notification triggers applies the unnotified revocation");
     drop(feed);
     db.close().await;
+    drop_database(&admin, &database).await;
+}
+
+/// A read delay past the clock's range (`Duration::MAX`, "never read on a notification")
+/// leaves the reads to the heartbeat: the listener keeps running, payloads still act, and
+/// the channel stays healthy. It used to overflow `Instant + Duration` on the first
+/// notification and end the feed (channel lost for good, every request to the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_delay_of_duration_max_leaves_reads_to_the_heartbeat() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (database, options) = fresh_database(&url, &admin).await;
+    let revoker = Authenticator::new(store_on(options.clone()).await);
+    let store = store_on(options).await;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let feed = store.listen_with(
+        auth.invalidator(),
+        ListenOptions::new()
+            .heartbeat_interval(Duration::from_millis(200))
+            .notification_read_delay(Duration::MAX),
+    );
+    healthy(&auth, Duration::from_secs(3)).await;
+    let created = revoker
+        .create_key(NewKey::new(unique("never"), Environment::Live, "k"))
+        .await
+        .unwrap();
+    auth.authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    revoker.revoke(&created.record.id).await.unwrap();
+    eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+        .await
+        .expect("the revocation reaches the instance");
+    assert!(
+        feed.notifications_received() >= 1,
+        "no notification arrived"
+    );
+    // Several heartbeats later the feed is still alive and confirming the channel.
+    let reads = feed.change_log_reads();
+    eventually(Duration::from_secs(3), || async {
+        feed.change_log_reads() >= reads + 3
+    })
+    .await
+    .expect("the heartbeat keeps reading the log");
+    assert_eq!(auth.channel_health(), ChannelHealth::Healthy);
+    drop(feed);
     drop_database(&admin, &database).await;
 }
 

@@ -741,7 +741,10 @@ impl Feed {
                             self.apply_payload(notification.payload(), invalidator);
                         }
                         if read_due.is_none() {
-                            read_due = Some(tokio::time::Instant::now() + self.options.read_delay);
+                            // A delay past the clock's range (`Duration::MAX` for "never")
+                            // schedules nothing: the heartbeat's read covers it.
+                            read_due = tokio::time::Instant::now()
+                                .checked_add(self.options.read_delay);
                         }
                         continue;
                     }
