@@ -193,11 +193,9 @@ mod tests {
 
     #[test]
     fn the_common_shape_takes_the_fast_path() {
-        let key = b"Bearer sk_live_0123456789abcdefghijklmnopqrstuvwxyzAB";
-        assert_eq!(
-            plain_bearer(key),
-            Some(&"Bearer sk_live_0123456789abcdefghijklmnopqrstuvwxyzAB"[7..])
-        );
+        // Not a key (wrong length): the parser looks at the header's shape only.
+        let key = b"Bearer sk_live_fixture";
+        assert_eq!(plain_bearer(key), Some("sk_live_fixture"));
         assert_eq!(plain_bearer(b"bEARER x"), Some("x"));
         // Everything else goes to the general parser.
         for other in [
