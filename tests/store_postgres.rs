@@ -1301,6 +1301,46 @@ async fn tls_verifies_the_server_certificate() {
     assert!(!refused.to_string().contains("hapnd:hapnd"));
 }
 
+/// A fresh database, an authenticator that writes keys (`revoker`), and one whose cache
+/// (60 s TTL) a feed with `listen` options keeps, confirmed healthy: the setup of the
+/// listener tests below.
+struct Listening {
+    admin: PgPool,
+    database: String,
+    options: PgConnectOptions,
+    revoker: Authenticator,
+    auth: Authenticator,
+    feed: hapnd_auth::ChangeFeed,
+}
+
+impl Listening {
+    async fn start(url: &str, listen: ListenOptions) -> Self {
+        let admin = admin(url).await;
+        let (database, options) = fresh_database(url, &admin).await;
+        let revoker = Authenticator::new(store_on(options.clone()).await);
+        let store = store_on(options.clone()).await;
+        let auth = Authenticator::builder(store.clone())
+            .ttl(Duration::from_secs(60))
+            .build();
+        let feed = store.listen_with(auth.invalidator(), listen);
+        healthy(&auth, Duration::from_secs(3)).await;
+        Listening {
+            admin,
+            database,
+            options,
+            revoker,
+            auth,
+            feed,
+        }
+    }
+
+    /// Stops the feed, then drops the database.
+    async fn finish(self) {
+        drop(self.feed);
+        drop_database(&self.admin, &self.database).await;
+    }
+}
+
 /// Options under which a listener reads the change log once at start and then not for the
 /// rest of a test: heartbeats and notification-triggered reads 60 s apart.
 fn reads_once() -> ListenOptions {
@@ -1316,15 +1356,13 @@ fn reads_once() -> ListenOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
     let Some(url) = database_url() else { return };
-    let admin = admin(&url).await;
-    let (database, options) = fresh_database(&url, &admin).await;
-    let revoker = Authenticator::new(store_on(options.clone()).await);
-    let store = store_on(options).await;
-    let auth = Authenticator::builder(store.clone())
-        .ttl(Duration::from_secs(60))
-        .build();
-    let feed = store.listen_with(auth.invalidator(), reads_once());
-    healthy(&auth, Duration::from_secs(3)).await;
+    let instance = Listening::start(&url, reads_once()).await;
+    let Listening {
+        revoker,
+        auth,
+        feed,
+        ..
+    } = &instance;
     let created = revoker
         .create_key(NewKey::new(unique("payload"), Environment::Live, "k"))
         .await
@@ -1343,7 +1381,7 @@ async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
     assert_eq!(reads, 1, "the session's first read only");
 
     revoker.revoke(&created.record.id).await.unwrap();
-    let took = eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+    let took = eventually(Duration::from_secs(2), || is_revoked(auth, &created.key))
         .await
         .expect("the notified hash is invalidated without a read of the log");
     assert_eq!(
@@ -1352,8 +1390,7 @@ async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
         "the change log was read: this test no longer shows the payload alone acting"
     );
     eprintln!("postgres: revocation applied from the notification's payload in {took:?}");
-    drop(feed);
-    drop_database(&admin, &database).await;
+    instance.finish().await;
 }
 
 /// A notification still makes the listener read the change log (after the delay), and the
@@ -1363,19 +1400,19 @@ async fn a_notification_invalidates_its_key_before_any_read_of_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
     let Some(url) = database_url() else { return };
-    let admin = admin(&url).await;
-    let (database, options) = fresh_database(&url, &admin).await;
-    let db = PgPool::connect_with(options.clone()).await.unwrap();
-    let revoker = Authenticator::new(store_on(options.clone()).await);
-    let store = store_on(options).await;
-    let auth = Authenticator::builder(store.clone())
-        .ttl(Duration::from_secs(60))
-        .build();
-    let feed = store.listen_with(
-        auth.invalidator(),
+    let instance = Listening::start(
+        &url,
         reads_once().notification_read_delay(Duration::from_millis(50)),
-    );
-    healthy(&auth, Duration::from_secs(3)).await;
+    )
+    .await;
+    let Listening {
+        options,
+        revoker,
+        auth,
+        feed,
+        ..
+    } = &instance;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
     let created = revoker
         .create_key(NewKey::new(unique("lost"), Environment::Live, "k"))
         .await
@@ -1414,12 +1451,11 @@ async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
         .execute(&db)
         .await
         .unwrap();
-    eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+    eventually(Duration::from_secs(2), || is_revoked(auth, &created.key))
         .await
         .expect("the read a notification triggers applies the unnotified revocation");
-    drop(feed);
     db.close().await;
-    drop_database(&admin, &database).await;
+    instance.finish().await;
 }
 
 /// A read delay past the clock's range (`Duration::MAX`, "never read on a notification")
@@ -1429,20 +1465,19 @@ async fn any_notification_brings_in_a_change_whose_own_notification_was_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_delay_of_duration_max_leaves_reads_to_the_heartbeat() {
     let Some(url) = database_url() else { return };
-    let admin = admin(&url).await;
-    let (database, options) = fresh_database(&url, &admin).await;
-    let revoker = Authenticator::new(store_on(options.clone()).await);
-    let store = store_on(options).await;
-    let auth = Authenticator::builder(store.clone())
-        .ttl(Duration::from_secs(60))
-        .build();
-    let feed = store.listen_with(
-        auth.invalidator(),
+    let instance = Listening::start(
+        &url,
         ListenOptions::new()
             .heartbeat_interval(Duration::from_millis(200))
             .notification_read_delay(Duration::MAX),
-    );
-    healthy(&auth, Duration::from_secs(3)).await;
+    )
+    .await;
+    let Listening {
+        revoker,
+        auth,
+        feed,
+        ..
+    } = &instance;
     let created = revoker
         .create_key(NewKey::new(unique("never"), Environment::Live, "k"))
         .await
@@ -1451,7 +1486,7 @@ async fn a_read_delay_of_duration_max_leaves_reads_to_the_heartbeat() {
         .await
         .unwrap();
     revoker.revoke(&created.record.id).await.unwrap();
-    eventually(Duration::from_secs(2), || is_revoked(&auth, &created.key))
+    eventually(Duration::from_secs(2), || is_revoked(auth, &created.key))
         .await
         .expect("the revocation reaches the instance");
     assert!(
@@ -1466,8 +1501,7 @@ async fn a_read_delay_of_duration_max_leaves_reads_to_the_heartbeat() {
     .await
     .expect("the heartbeat keeps reading the log");
     assert_eq!(auth.channel_health(), ChannelHealth::Healthy);
-    drop(feed);
-    drop_database(&admin, &database).await;
+    instance.finish().await;
 }
 
 /// Notifications arriving one after another are coalesced: with a 100 ms read delay, 100
@@ -1477,17 +1511,15 @@ async fn a_read_delay_of_duration_max_leaves_reads_to_the_heartbeat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_notifications_costs_few_reads_of_the_log() {
     let Some(url) = database_url() else { return };
-    let admin = admin(&url).await;
-    let (database, options) = fresh_database(&url, &admin).await;
-    let db = PgPool::connect_with(options.clone()).await.unwrap();
-    let store = store_on(options).await;
-    let auth = Authenticator::new(store.clone());
     let delay = Duration::from_millis(100);
-    let feed = store.listen_with(
-        auth.invalidator(),
-        reads_once().notification_read_delay(delay),
-    );
-    healthy(&auth, Duration::from_secs(3)).await;
+    let instance = Listening::start(&url, reads_once().notification_read_delay(delay)).await;
+    let Listening {
+        options,
+        auth,
+        feed,
+        ..
+    } = &instance;
+    let db = PgPool::connect_with(options.clone()).await.unwrap();
     let (heard, reads) = (feed.notifications_received(), feed.change_log_reads());
 
     let started = Instant::now();
@@ -1524,7 +1556,6 @@ async fn a_burst_of_notifications_costs_few_reads_of_the_log() {
         "{read} reads of the change log for 100 notifications over {sent_over:?}"
     );
     assert_eq!(auth.channel_health(), ChannelHealth::Healthy);
-    drop(feed);
     db.close().await;
-    drop_database(&admin, &database).await;
+    instance.finish().await;
 }
