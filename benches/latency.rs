@@ -114,6 +114,16 @@ fn audit(row: &str, lookups: &Arc<AtomicU64>) -> Arc<AtomicU64> {
     requests
 }
 
+/// A group with this file's settings: 50 samples, 1 s of warm-up, 3 s of measurement.
+fn group<'a>(c: &'a mut Criterion<Clock>, name: &str) -> BenchmarkGroup<'a, Clock> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,11 +273,7 @@ async fn lookup_every_request<St: KeyStore>(
 fn latency(c: &mut Criterion<Clock>) {
     println!("in-process rows measured in {}", Clock::from_env());
     let rt = runtime();
-    let mut group = c.benchmark_group("latency");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group(c, "latency");
 
     let any_key = bearer(ApiKey::generate(Environment::Live).expose_secret());
 
@@ -465,11 +471,7 @@ criterion_group! {
 /// Run: `cargo bench --bench latency -- metrics_cost`
 fn metrics_cost(c: &mut Criterion<Clock>) {
     let rt = runtime();
-    let mut group = c.benchmark_group("metrics_cost");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group(c, "metrics_cost");
     let any_key = bearer(ApiKey::generate(Environment::Live).expose_secret());
     row(&mut group, &rt, "bare", StatusCode::OK, |_| {
         let header = any_key.clone();
@@ -544,11 +546,7 @@ criterion_group! {
 /// Run: `cargo bench --bench latency -- parts`
 fn parts(c: &mut Criterion<Clock>) {
     let rt = runtime();
-    let mut group = c.benchmark_group("parts");
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = group(c, "parts");
     let store = MemoryKeyStore::new();
     let auth = Authenticator::builder(store.clone()).ttl(LONG_TTL).build();
     let fixture = rt.block_on(create_keys(&auth, 1)).remove(0);
