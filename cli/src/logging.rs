@@ -2,6 +2,7 @@
 //! terminal) and the rejection log of the public listener, sampled per client so that a
 //! flood cannot become a log flood.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,23 @@ pub(crate) fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
         .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
 }
 
+/// A request path as logs may show it: any API key in it masked to its hint (a client may
+/// paste one into a URL). Costs one scan and no allocation for paths without `sk_`.
+pub(crate) fn loggable_path(path: &str) -> Cow<'_, str> {
+    if path.contains("sk_") {
+        Cow::Owned(hapnd_auth::redact_keys(path))
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+/// The DEBUG span of a request, for both listeners' `TraceLayer`: method and path (masked
+/// as [`loggable_path`] does), never the query string or the headers.
+pub(crate) fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = loggable_path(request.uri().path());
+    tracing::debug_span!("request", method = %request.method(), path = %path)
+}
+
 /// Middleware: logs every rejection of the auth layer (INFO; throttled and unavailable at
 /// WARN) with its code, the masked hint, the client address, method and path (no query
 /// string), sampled per client.
@@ -159,7 +177,8 @@ pub(crate) async fn log_rejections(
     next: Next,
 ) -> Response {
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // A reference-count copy, not the path's bytes: only a rejection reads it.
+    let uri = request.uri().clone();
     let client = peer(request.extensions());
     let response = next.run(request).await;
     if let Some(error) = response.extensions().get::<AuthError>() {
@@ -173,7 +192,7 @@ pub(crate) async fn log_rejections(
             );
         }
         if full {
-            emit(error, client, &method, &path);
+            emit(error, client, &method, &loggable_path(uri.path()));
         }
     }
     response

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{Request, header::AUTHORIZATION};
+use axum::http::header::AUTHORIZATION;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hapnd_auth::{
@@ -264,10 +264,8 @@ fn app(auth: Authenticator) -> Router {
             RejectionLog::new(),
             logging::log_rejections,
         ))
-        // The path, not the URI: query strings may carry secrets.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
-        }))
+        // The path, not the URI: query strings may carry secrets; keys in it masked.
+        .layer(TraceLayer::new_for_http().make_span_with(logging::request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
 }
 

@@ -324,3 +324,29 @@ fn healthz_answers_a_burst_of_checks() {
         assert_eq!(get(server.admin, "/healthz", None).status, 200);
     }
 }
+
+/// A key pasted into a URL path is masked wherever the path is logged: the rejection log
+/// (INFO), the request spans of the public and the admin listener (DEBUG).
+#[test]
+fn a_key_in_a_path_is_masked_in_every_log() {
+    let server = Server::start("path-key", &[], "debug");
+    let key = random_key();
+    // Envoy appends the original path to the verify route: a key in it reaches the gateway.
+    let public = get(server.addr, &format!("/auth/verify/{key}"), None);
+    assert_eq!(public.status, 401);
+    get(server.admin, &format!("/api/v1/keys/{key}"), None);
+    std::thread::sleep(Duration::from_millis(600));
+    let logs = server.logs();
+    assert!(
+        logs.contains("request rejected") && logs.contains("path=\"/auth/verify/sk_live_..."),
+        "the rejection is logged with the masked path: {logs}"
+    );
+    assert!(
+        logs.contains("/api/v1/keys/sk_live_..."),
+        "the admin request's span shows the masked path: {logs}"
+    );
+    assert!(
+        !logs.contains(key.as_str()) && !logs.contains(&key[8..]),
+        "{logs}"
+    );
+}

@@ -71,7 +71,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .merge(api::routes())
         .merge(page::routes())
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::logging::request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
             COOKIE,
