@@ -251,9 +251,13 @@ impl Authenticator {
     }
 
     /// How many clients the failed-attempt throttle tracks now (0 when it is off): at
-    /// most [`FailedAttemptLimit::max_clients`].
+    /// most [`FailedAttemptLimit::max_clients`]. Also sets the
+    /// `hapnd_auth_throttled_clients` gauge: call it before exporting metrics for an exact
+    /// value (throttled answers update the gauge too, with a count that may lag a little).
     pub fn throttled_clients(&self) -> u64 {
-        self.inner.throttle.as_ref().map_or(0, |(t, _)| t.clients())
+        let clients = self.inner.throttle.as_ref().map_or(0, |(t, _)| t.clients());
+        self.inner.metrics.throttled_clients.set(clients as f64);
+        clients
     }
 
     /// Authenticates a request by its headers, as the layer does.
@@ -354,7 +358,10 @@ impl Authenticator {
     fn throttled(&self, throttle: &Throttle, wait: Duration, hint: Option<String>) -> AuthError {
         let metrics = &self.inner.metrics;
         metrics.throttled.increment(1);
-        metrics.throttled_clients.set(throttle.clients() as f64);
+        // Not `clients()`: its housekeeping would run on every 429 of a flood.
+        metrics
+            .throttled_clients
+            .set(throttle.approximate_clients() as f64);
         let error = AuthError::throttled(wait);
         match hint {
             Some(hint) => error.with_hint(hint),

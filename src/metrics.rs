@@ -20,7 +20,7 @@
 //! | `hapnd_auth_invalidation_channel_healthy` | gauge | | 1 while revocations made elsewhere reach this process, else 0 |
 //! | `hapnd_auth_throttled_requests_total` | counter | | 429 `too_many_failed_attempts` answers |
 //! | `hapnd_auth_cached_entries` | gauge | | keys cached (known and unknown): set by `Authenticator::cached_entries`, and approximately on each miss |
-//! | `hapnd_auth_throttled_clients` | gauge | | clients tracked by the throttle, updated on each throttled answer |
+//! | `hapnd_auth_throttled_clients` | gauge | | clients tracked by the throttle: set by `Authenticator::throttled_clients`, and approximately on each throttled answer |
 
 use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 

@@ -193,9 +193,14 @@ impl Throttle {
         self.started.elapsed().as_nanos() as u64
     }
 
-    /// Clients tracked now.
+    /// Clients tracked now (runs the table's pending housekeeping first: not per request).
     pub(crate) fn clients(&self) -> u64 {
         self.states.run_pending_tasks();
+        self.states.entry_count()
+    }
+
+    /// Clients tracked, as of the table's last housekeeping: free, for a gauge.
+    pub(crate) fn approximate_clients(&self) -> u64 {
         self.states.entry_count()
     }
 }

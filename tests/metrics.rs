@@ -286,6 +286,9 @@ async fn throttled_requests() {
         ),
         2.0
     );
+    // Exact once asked for, as an exporter does before rendering.
+    assert_eq!(auth.throttled_clients(), 1);
+    let d = deltas(&snap);
     assert_eq!(d.get("hapnd_auth_throttled_clients{}"), Some(&1.0));
 }
 

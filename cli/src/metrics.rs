@@ -40,9 +40,11 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// The Prometheus text format, with the cached-entries gauge brought up to date.
+    /// The Prometheus text format, with the cached-entries and throttled-clients gauges
+    /// brought up to date.
     pub(crate) fn render(&self, auth: &Authenticator) -> String {
         auth.cached_entries();
+        auth.throttled_clients();
         self.handle.render()
     }
 }
