@@ -183,29 +183,29 @@ fn from_header<'h>(headers: &'h HeaderMap, name: &HeaderName, hops: usize) -> Op
         return None;
     }
     let forwarded = name == http::header::FORWARDED;
-    let mut entries: Vec<&str> = Vec::new();
-    for value in headers.get_all(name) {
-        let Ok(text) = value.to_str() else {
-            entries.push("");
-            continue;
-        };
-        for element in text.split(',') {
+    // Counted from the right without collecting: this runs on every request the rejection
+    // log or the throttle looks at. A value that is not UTF-8 is one hop we cannot read.
+    headers
+        .get_all(name)
+        .iter()
+        .rev()
+        .flat_map(|value| value.to_str().unwrap_or("").split(',').rev())
+        .map(|element| {
             let element = element.trim();
-            if forwarded {
-                // `for=` among `;`-separated pairs; an element without one is a hop we
-                // cannot place: keep its slot so counting from the right stays right.
-                let node = element.split(';').find_map(|pair| {
+            if !forwarded {
+                return element;
+            }
+            // `for=` among `;`-separated pairs; an element without one is a hop we cannot
+            // place: it keeps its slot so counting from the right stays right.
+            element
+                .split(';')
+                .find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
                     k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
-                });
-                entries.push(node.unwrap_or(""));
-            } else {
-                entries.push(element);
-            }
-        }
-    }
-    let index = entries.len().checked_sub(hops)?;
-    Some(entries[index])
+                })
+                .unwrap_or("")
+        })
+        .nth(hops - 1)
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`, `::1`, or quoted forms of these.
