@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use hapnd_auth::{AuthError, AuthErrorKind, ClientAddr};
+use hapnd_auth::{AuthError, AuthErrorKind, ClientAddr, ClientIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// `--log-format`.
@@ -103,11 +103,14 @@ impl Window {
 pub(crate) struct RejectionLog {
     clients: moka::sync::Cache<IpAddr, Arc<Mutex<Window>>>,
     global: Arc<Mutex<Window>>,
+    /// The throttle's idea of the client: behind a proxy, the client, not the proxy.
+    identity: ClientIdentity,
 }
 
 impl RejectionLog {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(identity: ClientIdentity) -> Self {
         RejectionLog {
+            identity,
             clients: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(WINDOW * 2)
@@ -179,11 +182,13 @@ pub(crate) async fn log_rejections(
     let method = request.method().clone();
     // A reference-count copy, not the path's bytes: only a rejection reads it.
     let uri = request.uri().clone();
-    let client = peer(request.extensions());
+    let client = log
+        .identity
+        .identify(request.headers(), request.extensions());
     let response = next.run(request).await;
     if let Some(error) = response.extensions().get::<AuthError>() {
-        let (full, ended) = log.admit(client.map(|c| c.ip()));
-        let client = client.map(|c| tracing::field::display(c.ip()));
+        let (full, ended) = log.admit(client);
+        let client = client.map(tracing::field::display);
         if let Some(suppressed) = ended {
             tracing::info!(
                 client,
@@ -262,7 +267,7 @@ mod tests {
 
     #[test]
     fn clients_are_sampled_separately_and_globally_bounded() {
-        let log = RejectionLog::new();
+        let log = RejectionLog::new(ClientIdentity::peer());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..PER_CLIENT {
@@ -271,7 +276,7 @@ mod tests {
         assert!(!log.admit(Some(a)).0);
         assert!(log.admit(Some(b)).0);
         // Many clients at once: at most GLOBAL_PER_SECOND full lines in a second.
-        let log = RejectionLog::new();
+        let log = RejectionLog::new(ClientIdentity::peer());
         let full = (0..1000u32)
             .filter(|i| {
                 log.admit(Some(IpAddr::from((10u32 << 24 | i).to_be_bytes())))

@@ -100,11 +100,6 @@ impl Defence {
         if self.throttle_burst == 0 {
             return builder;
         }
-        let identity = match (self.trusted_proxy_hops, self.proxy_header) {
-            (0, _) => ClientIdentity::peer(),
-            (hops, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for(hops),
-            (hops, ProxyHeader::Forwarded) => ClientIdentity::forwarded(hops),
-        };
         let limit = FailedAttemptLimit::new(
             self.throttle_burst,
             Duration::from_millis(self.throttle_period_ms),
@@ -112,7 +107,18 @@ impl Defence {
         .max_clients(self.throttle_max_clients);
         builder
             .throttle_failed_attempts(limit)
-            .client_identity(identity.peer_from(|ext| logging::peer(ext).map(|a| a.ip())))
+            .client_identity(self.client_identity())
+    }
+
+    /// Who a request comes from, for the throttle and the rejection log alike: the peer,
+    /// or the configured number of trusted proxy hops back in the proxy header.
+    fn client_identity(&self) -> ClientIdentity {
+        let identity = match (self.trusted_proxy_hops, self.proxy_header) {
+            (0, _) => ClientIdentity::peer(),
+            (hops, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for(hops),
+            (hops, ProxyHeader::Forwarded) => ClientIdentity::forwarded(hops),
+        };
+        identity.peer_from(|ext| logging::peer(ext).map(|a| a.ip()))
     }
 }
 
@@ -164,7 +170,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let admin_state = AdminState::new(auth.clone(), store, admin_token, exporter);
     let public = server::serve(
         listener,
-        app(auth.clone()),
+        app(auth.clone(), args.defence.client_identity()),
         args.limits,
         until_stopped(stopped.clone()),
     );
@@ -244,7 +250,7 @@ async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> 
 
 /// The public listener's routes: the authenticated API and forward auth. Nothing here
 /// answers without a key; operational routes live on the admin listener.
-fn app(auth: Authenticator) -> Router {
+fn app(auth: Authenticator, clients: ClientIdentity) -> Router {
     let live = Router::new().route(
         "/v1/events",
         get(|| async { Json(events(Environment::Live)) }),
@@ -261,7 +267,7 @@ fn app(auth: Authenticator) -> Router {
         // Forward auth, each route behind the layer of its own.
         .merge(verify::router(&auth))
         .layer(axum::middleware::from_fn_with_state(
-            RejectionLog::new(),
+            RejectionLog::new(clients),
             logging::log_rejections,
         ))
         // The path, not the URI: query strings may carry secrets; keys in it masked.

@@ -350,3 +350,38 @@ fn a_key_in_a_path_is_masked_in_every_log() {
         "{logs}"
     );
 }
+
+/// Behind a trusted proxy the rejection log names and samples the client the throttle
+/// sees (from X-Forwarded-For), not the proxy's address.
+#[test]
+fn behind_a_proxy_rejections_are_logged_by_client() {
+    let server = Server::start("proxied", &["--trusted-proxy-hops", "1"], "info");
+    for client in ["203.0.113.7", "203.0.113.8"] {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /v1/whoami HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n\
+             Authorization: Bearer sk_live_short\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let logs = server.logs();
+    for client in ["203.0.113.7", "203.0.113.8"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("request rejected") && l.contains(&format!("client={client}"))),
+            "no rejection logged for {client}: {logs}"
+        );
+    }
+    assert!(
+        !logs.contains("client=127.0.0.1"),
+        "the proxy logged as the client: {logs}"
+    );
+}
