@@ -15,7 +15,7 @@ use crate::client_identity::ClientIdentity;
 use crate::error::AuthError;
 use crate::key::{self, Environment, KeyHash};
 use crate::layer::ApiKeyLayer;
-use crate::metrics::{Metrics, Source};
+use crate::metrics::{CacheRead, Metrics, Source};
 use crate::principal::Principal;
 use crate::store::{
     CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
@@ -185,6 +185,19 @@ impl AuthenticatorBuilder {
     }
 }
 
+/// One held 429's slot and its count in the gauge, both given back when it is dropped:
+/// sent, or abandoned because the client went away.
+struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
 /// A request whose key was well-formed but not cached: what the store lookup needs.
 pub(crate) struct Miss {
     hash: KeyHash,
@@ -196,7 +209,8 @@ pub(crate) struct Miss {
 
 /// The outcome of the synchronous part of authentication.
 pub(crate) enum Fast {
-    Done(Result<Principal, AuthError>),
+    /// Answered without the store, and what the cache said (the metrics' `cache` label).
+    Done(Result<Principal, AuthError>, CacheRead),
     Miss(Miss),
 }
 
@@ -263,7 +277,7 @@ impl Authenticator {
     /// Authenticates a request by its headers, as the layer does.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         match self.fast_path(headers, None) {
-            Fast::Done(result) => result,
+            Fast::Done(result, _) => result,
             Fast::Miss(miss) => self.resolve(miss).await,
         }
     }
@@ -271,8 +285,8 @@ impl Authenticator {
     /// Authenticates a bare key (no `Authorization` header around it).
     pub async fn authenticate_key(&self, presented: &str) -> Result<Principal, AuthError> {
         match self.fast_key(presented) {
-            Fast::Done(result) => {
-                self.inner.metrics.outcome(&result);
+            Fast::Done(result, read) => {
+                self.inner.metrics.outcome(&result, read);
                 result
             }
             Fast::Miss(miss) => self.resolve(miss).await,
@@ -286,17 +300,17 @@ impl Authenticator {
     pub(crate) fn fast_path(&self, headers: &HeaderMap, extensions: Option<&Extensions>) -> Fast {
         let fast = match bearer_token(headers) {
             Ok(token) => self.fast_key(token),
-            Err(e) => Fast::Done(Err(e)),
+            Err(e) => Fast::Done(Err(e), CacheRead::None),
         };
-        if let Fast::Done(Ok(_)) = &fast {
+        if let Fast::Done(Ok(_), _) = &fast {
             // A valid cached key: never throttled.
         } else if let (Some((throttle, identity)), Some(extensions)) =
             (&self.inner.throttle, extensions)
         {
             return self.throttle(fast, throttle, identity, headers, extensions);
         }
-        if let Fast::Done(result) = &fast {
-            self.inner.metrics.outcome(result);
+        if let Fast::Done(result, read) = &fast {
+            self.inner.metrics.outcome(result, *read);
         }
         fast
     }
@@ -315,8 +329,8 @@ impl Authenticator {
     ) -> Fast {
         let counts = match &fast {
             // Costs nothing to answer, and is what a browser sends first.
-            Fast::Done(Err(e)) => e.kind() != crate::AuthErrorKind::MissingApiKey,
-            Fast::Done(Ok(_)) => false,
+            Fast::Done(Err(e), _) => e.kind() != crate::AuthErrorKind::MissingApiKey,
+            Fast::Done(Ok(_), _) => false,
             Fast::Miss(_) => true,
         };
         let client = counts
@@ -332,12 +346,12 @@ impl Authenticator {
                 };
                 match (verdict, fast) {
                     (Err(wait), fast) => {
-                        let hint = match &fast {
-                            Fast::Miss(miss) => Some(miss.hint.clone()),
-                            Fast::Done(Err(e)) => e.key_hint().map(str::to_owned),
-                            Fast::Done(Ok(_)) => None,
+                        let (hint, read) = match &fast {
+                            Fast::Miss(miss) => (Some(miss.hint.clone()), CacheRead::Miss),
+                            Fast::Done(Err(e), read) => (e.key_hint().map(str::to_owned), *read),
+                            Fast::Done(Ok(_), read) => (None, *read),
                         };
-                        Fast::Done(Err(self.throttled(throttle, wait, hint)))
+                        Fast::Done(Err(self.throttled(throttle, wait, hint)), read)
                     }
                     (Ok(()), Fast::Miss(mut miss)) => {
                         miss.client = Some(client);
@@ -348,8 +362,8 @@ impl Authenticator {
             }
             (None, fast) => fast,
         };
-        if let Fast::Done(result) = &fast {
-            self.inner.metrics.outcome(result);
+        if let Fast::Done(result, read) = &fast {
+            self.inner.metrics.outcome(result, *read);
         }
         fast
     }
@@ -369,18 +383,47 @@ impl Authenticator {
         }
     }
 
+    /// For a 429 the [tarpit](FailedAttemptLimit::tarpit) holds: a future that ends when
+    /// the answer may go. `None` (answer at once) for any other error, when 429s are not
+    /// held, when every slot for held answers is taken, or outside a Tokio runtime.
+    pub(crate) fn tarpit(
+        &self,
+        error: &AuthError,
+    ) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
+        if error.kind() != crate::AuthErrorKind::TooManyFailedAttempts {
+            return None;
+        }
+        let (throttle, _) = self.inner.throttle.as_ref()?;
+        tokio::runtime::Handle::try_current().ok()?;
+        let (hold, permit) = throttle.hold(error.retry_after().unwrap_or_default())?;
+        let held = Held {
+            _permit: permit,
+            gauge: self.inner.metrics.tarpit_held.clone(),
+        };
+        held.gauge.increment(1.0);
+        Some(async move {
+            tokio::time::sleep(hold).await;
+            drop(held);
+        })
+    }
+
     #[inline]
     fn fast_key(&self, token: &str) -> Fast {
         let environment = match key::validate(token) {
             Ok(environment) => environment,
-            Err(e) => return Fast::Done(Err(AuthError::format(e))),
+            Err(e) => return Fast::Done(Err(AuthError::format(e)), CacheRead::None),
         };
         let hash = KeyHash::of(token);
         match self.inner.cache.get(&hash) {
             Some(cached) => {
-                self.inner.metrics.cache_hit(cached.key.is_some());
+                let read = if cached.key.is_some() {
+                    CacheRead::Hit
+                } else {
+                    CacheRead::NegativeHit
+                };
                 Fast::Done(
                     verify(cached, &hash, environment).map_err(|e| e.with_hint(key::hint(token))),
+                    read,
                 )
             }
             None => Fast::Miss(Miss {
@@ -395,7 +438,6 @@ impl Authenticator {
     /// The store lookup for a miss, shared with every concurrent miss of the same key.
     pub(crate) async fn resolve(&self, miss: Miss) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
-        inner.metrics.cache_miss();
         let lookup = || async {
             let timeout = inner.lookup_timeout;
             let Ok(Ok(_permit)) = tokio::time::timeout(timeout, inner.lookups.acquire()).await
@@ -436,7 +478,7 @@ impl Authenticator {
             let hint = e.key_hint().map(str::to_owned);
             result = Err(self.throttled(throttle, wait, hint));
         }
-        inner.metrics.outcome(&result);
+        inner.metrics.outcome(&result, CacheRead::Miss);
         inner
             .metrics
             .cached_entries

@@ -7,10 +7,17 @@
 //! nothing. Labels are low-cardinality only (outcome code, environment, source, kind):
 //! never a key, hash, key id or tenant.
 //!
+//! A request increments **one** counter. The cache's answer is a label of
+//! `hapnd_auth_requests_total`, not a counter of its own: with
+//! `metrics-exporter-prometheus` every increment is two atomic read-modify-writes (the
+//! value and the handle's generation, for idle expiry) behind a dynamic call, and a second
+//! counter per hit doubled what metrics add to the hit path (`benches/latency.rs`,
+//! `parts/authenticate_key`). The hit ratio is
+//! `sum(rate(hapnd_auth_requests_total{cache="hit"}[5m])) / sum(rate(hapnd_auth_requests_total{cache!="none"}[5m]))`.
+//!
 //! | name | type | labels | what |
 //! |---|---|---|---|
-//! | `hapnd_auth_requests_total` | counter | `outcome` (`ok` or the error code), `environment` (`live`, `sandbox`, `none`) | every authentication |
-//! | `hapnd_auth_cache_lookups_total` | counter | `result` (`hit`, `negative_hit`, `miss`) | cache reads of well-formed keys |
+//! | `hapnd_auth_requests_total` | counter | `outcome` (`ok` or the error code), `environment` (`live`, `sandbox`, `none`), `cache` (`hit`, `negative_hit`, `miss`, `none`) | every authentication, by what the cache said (`none`: no well-formed key to look up) |
 //! | `hapnd_auth_store_lookup_duration_seconds` | histogram | | store lookups, timeouts included |
 //! | `hapnd_auth_store_lookups_in_flight` | gauge | | store lookups running now |
 //! | `hapnd_auth_store_errors_total` | counter | `kind` (`unavailable`, `timeout`, ...) | failed store lookups |
@@ -21,6 +28,7 @@
 //! | `hapnd_auth_throttled_requests_total` | counter | | 429 `too_many_failed_attempts` answers |
 //! | `hapnd_auth_cached_entries` | gauge | | keys cached (known and unknown): set by `Authenticator::cached_entries`, and approximately on each miss |
 //! | `hapnd_auth_throttled_clients` | gauge | | clients tracked by the throttle: set by `Authenticator::throttled_clients`, and approximately on each throttled answer |
+//! | `hapnd_auth_tarpit_held` | gauge | | 429s held by the tarpit now (at most its capacity: at the capacity, further 429s go out at once) |
 
 use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 
@@ -45,6 +53,22 @@ const OUTCOMES: [&str; 10] = [
 
 const ENVIRONMENTS: [&str; 3] = ["live", "sandbox", "none"];
 
+/// What the cache said of a request's key: the `cache` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CacheRead {
+    /// A known key (valid or not) was cached.
+    Hit = 0,
+    /// The key was cached as unknown.
+    NegativeHit = 1,
+    /// Not cached (or the cache is bypassed): the store was asked.
+    Miss = 2,
+    /// Nothing to look up: no header, or a key of the wrong form.
+    None = 3,
+}
+
+/// Label values, indexed by [`CacheRead`]'s discriminants.
+const CACHE_READS: [&str; 4] = ["hit", "negative_hit", "miss", "none"];
+
 const STORE_ERRORS: [&str; 5] = ["unavailable", "timeout", "conflict", "not_found", "invalid"];
 
 /// Where an invalidation came from: the `source` label.
@@ -68,10 +92,9 @@ const SOURCES: [&str; 5] = [
 
 /// The authenticator's handles.
 pub(crate) struct Metrics {
-    requests: [[Counter; 3]; 10],
-    hit: Counter,
-    negative_hit: Counter,
-    miss: Counter,
+    /// By outcome, environment and [`CacheRead`]: 120 handles, registered up front so
+    /// that a request does no lookup by name.
+    requests: [[[Counter; 4]; 3]; 10],
     pub(crate) lookup_seconds: Histogram,
     pub(crate) lookups_in_flight: Gauge,
     store_errors: [Counter; 5],
@@ -79,6 +102,7 @@ pub(crate) struct Metrics {
     pub(crate) throttled: Counter,
     pub(crate) cached_entries: Gauge,
     pub(crate) throttled_clients: Gauge,
+    pub(crate) tarpit_held: Gauge,
 }
 
 /// The cache's handles: what [`Invalidator`](crate::Invalidator) and flights record.
@@ -95,12 +119,16 @@ impl Metrics {
         Metrics {
             requests: OUTCOMES.map(|outcome| {
                 ENVIRONMENTS.map(|environment| {
-                    counter!("hapnd_auth_requests_total", "outcome" => outcome, "environment" => environment)
+                    CACHE_READS.map(|cache| {
+                        counter!(
+                            "hapnd_auth_requests_total",
+                            "outcome" => outcome,
+                            "environment" => environment,
+                            "cache" => cache
+                        )
+                    })
                 })
             }),
-            hit: counter!("hapnd_auth_cache_lookups_total", "result" => "hit"),
-            negative_hit: counter!("hapnd_auth_cache_lookups_total", "result" => "negative_hit"),
-            miss: counter!("hapnd_auth_cache_lookups_total", "result" => "miss"),
             lookup_seconds: histogram!("hapnd_auth_store_lookup_duration_seconds"),
             lookups_in_flight: gauge!("hapnd_auth_store_lookups_in_flight"),
             store_errors: STORE_ERRORS
@@ -109,31 +137,19 @@ impl Metrics {
             throttled: counter!("hapnd_auth_throttled_requests_total"),
             cached_entries: gauge!("hapnd_auth_cached_entries"),
             throttled_clients: gauge!("hapnd_auth_throttled_clients"),
+            tarpit_held: gauge!("hapnd_auth_tarpit_held"),
         }
     }
 
-    /// A well-formed key found in the cache: `known` unless it is a negative entry.
+    /// Counts an authentication's outcome and what the cache said: the request's one
+    /// increment.
     #[inline]
-    pub(crate) fn cache_hit(&self, known: bool) {
-        if known {
-            self.hit.increment(1);
-        } else {
-            self.negative_hit.increment(1);
-        }
-    }
-
-    pub(crate) fn cache_miss(&self) {
-        self.miss.increment(1);
-    }
-
-    /// Counts an authentication's outcome.
-    #[inline]
-    pub(crate) fn outcome(&self, result: &Result<Principal, AuthError>) {
-        let counter = match result {
+    pub(crate) fn outcome(&self, result: &Result<Principal, AuthError>, read: CacheRead) {
+        let per_env = match result {
             Ok(principal) => &self.requests[0][env_index(Some(principal.environment()))],
             Err(e) => &self.requests[outcome_index(e.kind())][env_index(error_environment(e))],
         };
-        counter.increment(1);
+        per_env[read as usize].increment(1);
     }
 
     pub(crate) fn store_error(&self, kind: StoreErrorKind) {
@@ -214,11 +230,8 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "hapnd_auth_requests_total",
-        "Authentications by outcome (ok or the error code) and environment"
-    );
-    describe_counter!(
-        "hapnd_auth_cache_lookups_total",
-        "Cache reads of well-formed keys: hit, negative_hit (a cached unknown key) or miss"
+        "Authentications by outcome (ok or the error code), environment, and what the cache \
+         said: hit, negative_hit (a cached unknown key), miss, or none (no well-formed key)"
     );
     describe_histogram!(
         "hapnd_auth_store_lookup_duration_seconds",
@@ -256,6 +269,10 @@ fn describe() {
     describe_gauge!(
         "hapnd_auth_cached_entries",
         "Keys cached (known and unknown), updated on each cache miss"
+    );
+    describe_gauge!(
+        "hapnd_auth_tarpit_held",
+        "429 answers held by the failed-attempt tarpit now"
     );
     describe_gauge!(
         "hapnd_auth_throttled_clients",

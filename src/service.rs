@@ -70,18 +70,29 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         match self.auth.fast_path(req.headers(), Some(req.extensions())) {
-            Fast::Done(Ok(principal)) => {
+            Fast::Done(Ok(principal), _) => {
                 admit(&mut req, principal, self.strip_authorization);
                 ResponseFuture::inner(self.inner.call(req))
             }
             // On the rejection path only: the hit path pays nothing for optional mode.
-            Fast::Done(Err(_)) if self.optional && !req.headers().contains_key(AUTHORIZATION) => {
+            Fast::Done(Err(_), _)
+                if self.optional && !req.headers().contains_key(AUTHORIZATION) =>
+            {
                 // Tells the environment guards inside that the caller sent no key (401), as
                 // opposed to a missing layer (500).
                 req.extensions_mut().insert(Anonymous);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Fast::Done(Err(error)) => ResponseFuture::rejected(reject(&self.rejection, error)),
+            Fast::Done(Err(error), _) => match self.auth.tarpit(&error) {
+                None => ResponseFuture::rejected(reject(&self.rejection, error)),
+                Some(hold) => {
+                    let response = reject(&self.rejection, error);
+                    ResponseFuture::lookup(Box::pin(async move {
+                        hold.await;
+                        Ok(response)
+                    }))
+                }
+            },
             Fast::Miss(miss) => {
                 // Call the instance that was polled ready, leave a fresh clone behind.
                 let clone = self.inner.clone();
@@ -95,7 +106,14 @@ where
                             admit(&mut req, principal, strip);
                             inner.call(req).await
                         }
-                        Err(error) => Ok(reject(&rejection, error)),
+                        Err(error) => {
+                            let hold = auth.tarpit(&error);
+                            let response = reject(&rejection, error);
+                            if let Some(hold) = hold {
+                                hold.await;
+                            }
+                            Ok(response)
+                        }
                     }
                 }))
             }

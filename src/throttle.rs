@@ -22,6 +22,15 @@
 //! sends `c` requests at once can cause up to `burst + c` lookups before its block starts
 //! (the store-lookup bound caps `c` for everyone together).
 //!
+//! A refused client can also be *slowed*: with [`FailedAttemptLimit::tarpit`] each 429 is
+//! held for a while before it is sent. An attacker that waits for each answer before its
+//! next guess (as brute-force tools do, over a fixed number of connections) then sends a
+//! few requests a second instead of tens of thousands, and stops taking the cores that
+//! legitimate requests need. A held 429 costs a timer and the connection it was already
+//! on; at most [`FailedAttemptLimit::tarpit_capacity`] are held at once, and past that
+//! 429s go out at once, so a client with more connections than that is refused at full
+//! speed again (and spends its own connections to get there).
+//!
 //! Memory is bounded: clients are kept in a cache of at most `max_clients` entries, and a
 //! client idle for long enough to have refilled its bucket is forgotten (nothing is lost:
 //! a full bucket is what a new client gets). When more than `max_clients` clients fail at
@@ -43,6 +52,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The failed-attempt budget per client. Off unless given to
 /// [`AuthenticatorBuilder::throttle_failed_attempts`](crate::AuthenticatorBuilder::throttle_failed_attempts).
@@ -62,6 +72,8 @@ pub struct FailedAttemptLimit {
     burst: NonZeroU32,
     period: Duration,
     max_clients: u64,
+    tarpit: Duration,
+    tarpit_capacity: usize,
 }
 
 impl FailedAttemptLimit {
@@ -71,7 +83,39 @@ impl FailedAttemptLimit {
             burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
             period: period.max(Duration::from_millis(1)),
             max_clients: 100_000,
+            tarpit: Duration::ZERO,
+            tarpit_capacity: 1024,
         }
+    }
+
+    /// Holds each `429 too_many_failed_attempts` for `hold` (at most until the client's
+    /// next attempt comes back) before sending it. Default: not held. Only the layer
+    /// holds answers ([`Authenticator::authenticate`](crate::Authenticator::authenticate)
+    /// returns at once); it needs a Tokio runtime with timers, as store lookups do.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hapnd_auth::FailedAttemptLimit;
+    ///
+    /// let limit = FailedAttemptLimit::new(20, Duration::from_secs(3))
+    ///     .tarpit(Duration::from_secs(1))
+    ///     .tarpit_capacity(4096);
+    /// assert_eq!(limit.tarpit_hold(), Duration::from_secs(1));
+    /// ```
+    pub fn tarpit(mut self, hold: Duration) -> Self {
+        self.tarpit = hold;
+        self
+    }
+
+    /// The most 429s held at once (default 1,024); past it they are sent at once.
+    pub fn tarpit_capacity(mut self, held: usize) -> Self {
+        self.tarpit_capacity = held.min(tokio::sync::Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How long a 429 is held ([`tarpit`](Self::tarpit)); zero when not held.
+    pub fn tarpit_hold(&self) -> Duration {
+        self.tarpit
     }
 
     /// The most clients tracked at once (default 100,000); each costs about 100 bytes.
@@ -137,6 +181,8 @@ pub(crate) struct Throttle {
     states: Clients,
     started: Instant,
     period: Duration,
+    /// How long a 429 is held, and the slots for held 429s; `None` when not held.
+    tarpit: Option<(Duration, Arc<Semaphore>)>,
 }
 
 impl Throttle {
@@ -156,7 +202,21 @@ impl Throttle {
             clock,
             states,
             started: Instant::now(),
+            tarpit: (!limit.tarpit.is_zero() && limit.tarpit_capacity > 0).then(|| {
+                (
+                    limit.tarpit,
+                    Arc::new(Semaphore::new(limit.tarpit_capacity)),
+                )
+            }),
         }
+    }
+
+    /// How long to hold a 429 whose client may retry in `wait`, and its slot; `None` when
+    /// 429s are not held or every slot is taken.
+    pub(crate) fn hold(&self, wait: Duration) -> Option<(Duration, OwnedSemaphorePermit)> {
+        let (hold, slots) = self.tarpit.as_ref()?;
+        let permit = Arc::clone(slots).try_acquire_owned().ok()?;
+        Some(((*hold).min(wait), permit))
     }
 
     /// How long `client` stays blocked, if it is. Takes nothing from its budget.

@@ -49,6 +49,14 @@ fn counter(d: &HashMap<String, f64>, name: &str) -> f64 {
     d.get(name).copied().unwrap_or(0.0)
 }
 
+/// The increase of `hapnd_auth_requests_total` over all its labels.
+fn requests(d: &HashMap<String, f64>) -> f64 {
+    d.iter()
+        .filter(|(name, _)| name.starts_with("hapnd_auth_requests_total{"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 #[tokio::test]
 async fn requests_and_cache_results() {
     let recorder = DebuggingRecorder::new();
@@ -64,13 +72,13 @@ async fn requests_and_cache_results() {
     assert_eq!(call(&auth, key).await.status, 200);
     let d = deltas(&snap);
     assert_eq!(
-        counter(&d, "hapnd_auth_requests_total{environment=live,outcome=ok}"),
+        counter(
+            &d,
+            "hapnd_auth_requests_total{cache=miss,environment=live,outcome=ok}"
+        ),
         1.0
     );
-    assert_eq!(
-        counter(&d, "hapnd_auth_cache_lookups_total{result=miss}"),
-        1.0
-    );
+    assert_eq!(requests(&d), 1.0, "one increment per request: {d:?}");
     assert_eq!(
         counter(&d, "hapnd_auth_store_lookup_duration_seconds{}"),
         1.0
@@ -83,13 +91,13 @@ async fn requests_and_cache_results() {
     assert_eq!(call(&auth, key).await.status, 200);
     let d = deltas(&snap);
     assert_eq!(
-        counter(&d, "hapnd_auth_cache_lookups_total{result=hit}"),
+        counter(
+            &d,
+            "hapnd_auth_requests_total{cache=hit,environment=live,outcome=ok}"
+        ),
         1.0
     );
-    assert_eq!(
-        counter(&d, "hapnd_auth_requests_total{environment=live,outcome=ok}"),
-        1.0
-    );
+    assert_eq!(requests(&d), 1.0, "one increment per request: {d:?}");
     assert_eq!(
         counter(&d, "hapnd_auth_store_lookup_duration_seconds{}"),
         0.0
@@ -100,21 +108,19 @@ async fn requests_and_cache_results() {
     call(&auth, unknown.expose_secret()).await;
     call(&auth, unknown.expose_secret()).await;
     let d = deltas(&snap);
-    assert_eq!(
-        counter(
-            &d,
-            "hapnd_auth_requests_total{environment=sandbox,outcome=invalid_api_key}"
-        ),
-        2.0
-    );
-    assert_eq!(
-        counter(&d, "hapnd_auth_cache_lookups_total{result=negative_hit}"),
-        1.0
-    );
-    assert_eq!(
-        counter(&d, "hapnd_auth_cache_lookups_total{result=miss}"),
-        1.0
-    );
+    for cache in ["miss", "negative_hit"] {
+        assert_eq!(
+            counter(
+                &d,
+                &format!(
+                    "hapnd_auth_requests_total{{cache={cache},environment=sandbox,outcome=invalid_api_key}}"
+                )
+            ),
+            1.0,
+            "{d:?}"
+        );
+    }
+    assert_eq!(requests(&d), 2.0, "{d:?}");
 
     // No header at all.
     let svc = auth.layer().layer(tower::service_fn(echo));
@@ -123,14 +129,42 @@ async fn requests_and_cache_results() {
     assert_eq!(
         counter(
             &d,
-            "hapnd_auth_requests_total{environment=none,outcome=missing_api_key}"
+            "hapnd_auth_requests_total{cache=none,environment=none,outcome=missing_api_key}"
         ),
         1.0
     );
+    assert_eq!(requests(&d), 1.0, "{d:?}");
+
+    // A key of the wrong form: nothing to look up either.
+    call(&auth, "sk_live_short").await;
+    let d = deltas(&snap);
     assert_eq!(
-        counter(&d, "hapnd_auth_cache_lookups_total{result=miss}"),
-        0.0
+        counter(
+            &d,
+            "hapnd_auth_requests_total{cache=none,environment=none,outcome=invalid_api_key}"
+        ),
+        1.0,
+        "{d:?}"
     );
+
+    // A revoked key: read from the store once, then a hit that is rejected.
+    auth.revoke(&created.record.id).await.unwrap();
+    deltas(&snap);
+    assert_eq!(call(&auth, key).await.status, 401);
+    assert_eq!(call(&auth, key).await.status, 401);
+    let d = deltas(&snap);
+    for cache in ["miss", "hit"] {
+        assert_eq!(
+            counter(
+                &d,
+                &format!(
+                    "hapnd_auth_requests_total{{cache={cache},environment=live,outcome=api_key_revoked}}"
+                )
+            ),
+            1.0,
+            "{d:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -157,7 +191,7 @@ async fn store_errors_bound_refusals_and_coalesced_waiters() {
     assert_eq!(
         counter(
             &d,
-            "hapnd_auth_requests_total{environment=live,outcome=auth_unavailable}"
+            "hapnd_auth_requests_total{cache=miss,environment=live,outcome=auth_unavailable}"
         ),
         1.0
     );
@@ -282,7 +316,7 @@ async fn throttled_requests() {
     assert_eq!(
         counter(
             &d,
-            "hapnd_auth_requests_total{environment=live,outcome=too_many_failed_attempts}"
+            "hapnd_auth_requests_total{cache=miss,environment=live,outcome=too_many_failed_attempts}"
         ),
         2.0
     );
@@ -395,4 +429,38 @@ async fn a_postgres_notification_counts_as_its_source() {
     })
     .await;
     assert!(found.is_some(), "no {name} within 5 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tarpit_gauge_counts_held_429s() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let hold = Duration::from_secs(1);
+    let auth = built_with(&recorder, || {
+        Authenticator::builder(MemoryKeyStore::new())
+            .throttle_failed_attempts(
+                FailedAttemptLimit::new(1, Duration::from_secs(60)).tarpit(hold),
+            )
+            .build()
+    });
+    let svc = auth.layer().layer(tower::service_fn(echo));
+    let send = move || {
+        let mut request = common::bearer(ApiKey::generate(Environment::Live).expose_secret());
+        request
+            .extensions_mut()
+            .insert(ClientAddr("192.0.2.1:1".parse().unwrap()));
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.oneshot(request).await.unwrap().status() })
+    };
+    assert_eq!(send().await.unwrap(), 401);
+    let held = [send(), send()];
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(deltas(&snap).get("hapnd_auth_tarpit_held{}"), Some(&2.0));
+    for task in held {
+        assert_eq!(task.await.unwrap(), 429);
+    }
+    // Snapshots hand back changes: the two held, then the two given back.
+    assert_eq!(deltas(&snap).get("hapnd_auth_tarpit_held{}"), Some(&-2.0));
 }

@@ -258,3 +258,149 @@ async fn memory_stays_bounded_with_100_000_distinct_clients() {
     assert!(tracked <= MAX, "{tracked} clients tracked, bound {MAX}");
     assert!(tracked > 0);
 }
+
+// The tarpit: 429s held before they are sent. On paused Tokio time, a request's elapsed
+// time is exactly what it waited on timers: 0 unless held.
+
+fn tarpitted(store: TestStore, period: Duration, hold: Duration, capacity: usize) -> Authenticator {
+    Authenticator::builder(store)
+        .throttle_failed_attempts(
+            FailedAttemptLimit::new(BURST, period)
+                .tarpit(hold)
+                .tarpit_capacity(capacity),
+        )
+        .build()
+}
+
+async fn timed_send(auth: &Authenticator, request: Request<Body>) -> (common::Seen, Duration) {
+    let started = tokio::time::Instant::now();
+    let seen = send(auth, request).await;
+    (seen, started.elapsed())
+}
+
+/// Spends `ATTACKER`'s budget; every failure within it is answered at once.
+async fn spend_budget(auth: &Authenticator) {
+    for _ in 0..BURST {
+        let (seen, took) = timed_send(auth, from(ATTACKER, Some(&random_key()))).await;
+        assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+        assert_eq!(took, Duration::ZERO, "a 401 was held");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tarpit_holds_429s_and_nothing_else() {
+    let hold = Duration::from_secs(1);
+    let auth = tarpitted(TestStore::new(), Duration::from_secs(60), hold, 16);
+    let created = common::live_key(&auth).await;
+    let good = format!("Bearer {}", created.key.expose_secret());
+    let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&good))).await;
+    assert_eq!((seen.status.as_u16(), took), (200, Duration::ZERO));
+    spend_budget(&auth).await;
+    for _ in 0..3 {
+        let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
+        assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+        assert!(seen.retry_after.is_some());
+        assert_eq!(took, hold, "a 429 held for the tarpit's time");
+    }
+    // The throttled client's cached good key, and another client: not held.
+    let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&good))).await;
+    assert_eq!((seen.status.as_u16(), took), (200, Duration::ZERO));
+    let (seen, took) = timed_send(&auth, from(NEIGHBOUR, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::InvalidApiKey);
+    assert_eq!(took, Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_held_no_longer_than_the_client_must_wait() {
+    let period = Duration::from_millis(200);
+    let auth = tarpitted(TestStore::new(), period, Duration::from_secs(10), 16);
+    spend_budget(&auth).await;
+    let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+    assert!(
+        took > Duration::ZERO && took <= period,
+        "held {took:?}, the next attempt was due within {period:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_capacity_the_tarpit_answers_at_once() {
+    let hold = Duration::from_secs(1);
+    let auth = tarpitted(TestStore::new(), Duration::from_secs(60), hold, 2);
+    spend_budget(&auth).await;
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
+                assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+                took
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for task in tasks {
+        took.push(task.await.unwrap());
+    }
+    took.sort();
+    assert_eq!(
+        took,
+        [Duration::ZERO, Duration::ZERO, Duration::ZERO, hold, hold]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_gives_its_slot_back() {
+    let hold = Duration::from_secs(1);
+    let auth = tarpitted(TestStore::new(), Duration::from_secs(60), hold, 1);
+    spend_budget(&auth).await;
+    let held = {
+        let auth = auth.clone();
+        tokio::spawn(async move { send(&auth, from(ATTACKER, Some(&random_key()))).await })
+    };
+    // Let it take the only slot, then drop it, as hyper drops a closed connection's future.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+    assert_eq!(took, Duration::ZERO, "the only slot was taken");
+    held.abort();
+    assert!(held.await.err().is_some_and(|e| e.is_cancelled()));
+    let (_, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_eq!(took, hold, "the aborted request's slot was not given back");
+}
+
+/// A 429 decided after the store answered (a miss already in flight when the budget ran
+/// out) is held too. Real time: the lookup bound's timers must not jump ahead.
+#[tokio::test]
+async fn a_429_after_a_store_lookup_is_held_too() {
+    let hold = Duration::from_secs(1);
+    let store = TestStore::new();
+    let auth = Authenticator::builder(store.clone())
+        .throttle_failed_attempts(FailedAttemptLimit::new(1, Duration::from_secs(60)).tarpit(hold))
+        .build();
+    let gate = store.close_gate();
+    let spawn = |auth: &Authenticator| {
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+            (seen, std::time::Instant::now())
+        })
+    };
+    // Two misses of one client in flight at once, budget 1: the first failure spends it,
+    // the second finds it spent.
+    let (first, second) = (spawn(&auth), spawn(&auth));
+    gate.entered().await;
+    gate.entered().await;
+    let released = std::time::Instant::now();
+    gate.release();
+    gate.release();
+    let mut answers = [first.await.unwrap(), second.await.unwrap()];
+    answers.sort_by_key(|(seen, _)| seen.status);
+    let [(refused, refused_at), (throttled, throttled_at)] = answers;
+    assert_rejected(&refused, AuthErrorKind::InvalidApiKey);
+    assert_rejected(&throttled, AuthErrorKind::TooManyFailedAttempts);
+    assert!(refused_at - released < hold, "the 401 was held");
+    assert!(throttled_at - released >= hold, "the 429 was not held");
+}

@@ -72,6 +72,14 @@ struct Defence {
     /// The most clients the throttle tracks at once (memory bound, ~100 bytes each).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     throttle_max_clients: u64,
+    /// Hold each 429 this many milliseconds (at most until the client's next attempt comes
+    /// back) before sending it: a guesser that waits for answers slows to a few requests a
+    /// second. 0 sends 429s at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    throttle_tarpit_ms: u64,
+    /// The most 429s held at once; past it they are sent at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    throttle_tarpit_capacity: u64,
     /// Reverse proxies in front of the gateway that append to --proxy-header: the client
     /// is the address the outermost of them saw. 0 (the default): the peer address, and
     /// forwarding headers are ignored (a client can write anything there).
@@ -104,7 +112,9 @@ impl Defence {
             self.throttle_burst,
             Duration::from_millis(self.throttle_period_ms),
         )
-        .max_clients(self.throttle_max_clients);
+        .max_clients(self.throttle_max_clients)
+        .tarpit(Duration::from_millis(self.throttle_tarpit_ms))
+        .tarpit_capacity(self.throttle_tarpit_capacity as usize);
         builder
             .throttle_failed_attempts(limit)
             .client_identity(self.client_identity())
