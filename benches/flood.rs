@@ -9,6 +9,10 @@
 //! 3. the same attack from 200 addresses (127.0.1.1 to 127.0.1.200).
 //!
 //! Everything is bounded: 50,000 attack requests or 60 s per phase, whichever comes first.
+//! All three phases run twice, on two servers: 429s sent at once (the library's default),
+//! then held by a 1 s tarpit (`FailedAttemptLimit::tarpit`, what `serve` does), where the
+//! attack phases last 20 s: an attacker that waits for its answers sends a few requests
+//! a second per connection, so 50,000 would take hours.
 //! Run: `cargo bench --bench flood` (release build; prints the figures and checks them).
 //! Each phase also prints where the cores went (Linux): CPU time of the server, the
 //! attacker and the clients, each one's time spent runnable but waiting for a core, and
@@ -35,6 +39,8 @@ const BURST: u32 = 20;
 const ATTACK_REQUESTS: u64 = 50_000;
 const ATTACK_CONNECTIONS: usize = 8;
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
+/// An attack phase with the tarpit on.
+const TARPIT_PHASE: Duration = Duration::from_secs(20);
 const STORE_DELAY: Duration = Duration::from_micros(200);
 /// A legitimate request's send time; the server answers with when it began on it and when
 /// the response left its layers, so a latency splits into three legs.
@@ -173,7 +179,7 @@ struct Server {
     store: Observed,
 }
 
-async fn server() -> Server {
+async fn server(tarpit: Option<Duration>) -> Server {
     let store = Observed {
         inner: MemoryKeyStore::new(),
         legit: Default::default(),
@@ -182,7 +188,10 @@ async fn server() -> Server {
         most: Default::default(),
     };
     let auth = Authenticator::builder(store.clone())
-        .throttle_failed_attempts(FailedAttemptLimit::new(BURST, Duration::from_secs(3)))
+        .throttle_failed_attempts(
+            FailedAttemptLimit::new(BURST, Duration::from_secs(3))
+                .tarpit(tarpit.unwrap_or_default()),
+        )
         .client_identity(
             ClientIdentity::peer()
                 .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())),
@@ -247,9 +256,9 @@ async fn legit(from: Ipv4Addr, to: SocketAddr, key: String, stop: Arc<AtomicBool
 
 /// `ATTACK_REQUESTS` random well-formed keys over `ATTACK_CONNECTIONS` connections per
 /// address in `from`; the statuses seen, by code.
-async fn attack(from: Vec<Ipv4Addr>, to: SocketAddr) -> [u64; 6] {
+async fn attack(from: Vec<Ipv4Addr>, to: SocketAddr, limit: Duration) -> [u64; 6] {
     let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + PHASE_LIMIT;
+    let deadline = Instant::now() + limit;
     let connections = from.len().max(ATTACK_CONNECTIONS);
     let tasks: Vec<_> = (0..connections)
         .map(|i| {
@@ -411,8 +420,21 @@ async fn stop_legit(legit: Legit) -> (Duration, Duration, usize, String) {
 /// The server, the attacker and the legitimate clients each run on a runtime of their
 /// own, so a legitimate request never queues behind attacker tasks in one scheduler;
 /// they still share the machine's cores, as on a real single-host setup they would not.
-async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handle) {
-    let server = server_rt.spawn(server()).await.unwrap();
+async fn run(
+    server_rt: tokio::runtime::Handle,
+    attack_rt: tokio::runtime::Handle,
+    tarpit: Option<Duration>,
+) {
+    let limit = if tarpit.is_some() {
+        TARPIT_PHASE
+    } else {
+        PHASE_LIMIT
+    };
+    match tarpit {
+        Some(hold) => println!("== 429s held by a {hold:?} tarpit; attack phases {limit:?}"),
+        None => println!("== 429s sent at once"),
+    }
+    let server = server_rt.spawn(server(tarpit)).await.unwrap();
     let mut keys = Vec::new();
     for i in 0..5 {
         let created = server
@@ -448,7 +470,11 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let before = server.store.attacker_lookups.load(Ordering::Relaxed);
     let (cpu_before, phase_started) = (CpuUse::now(), Instant::now());
     let loud = start_legit(&server, &legit_keys);
-    let attacker = attack_rt.spawn(attack(vec![Ipv4Addr::new(127, 0, 0, 2)], server.addr));
+    let attacker = attack_rt.spawn(attack(
+        vec![Ipv4Addr::new(127, 0, 0, 2)],
+        server.addr,
+        limit,
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c = Connection::open(Ipv4Addr::new(127, 0, 3, 1), server.addr).await;
     let fresh_status = c.get(&fresh).await;
@@ -486,7 +512,10 @@ async fn run(server_rt: tokio::runtime::Handle, attack_rt: tokio::runtime::Handl
     let spread = start_legit(&server, &legit_keys);
     let sources: Vec<Ipv4Addr> = (1..=200).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
     let started = Instant::now();
-    let statuses = attack_rt.spawn(attack(sources, server.addr)).await.unwrap();
+    let statuses = attack_rt
+        .spawn(attack(sources, server.addr, limit))
+        .await
+        .unwrap();
     let took = started.elapsed();
     let (s50, s99, sn, s_legs) = stop_legit(spread).await;
     let cpu = CpuUse::now().since(cpu_before, started.elapsed());
@@ -527,9 +556,15 @@ fn main() {
     };
     // Named, so that the CPU each one uses can be told apart.
     let (server_rt, attack_rt) = (runtime(2, "flood-server"), runtime(1, "flood-attack"));
-    tokio::runtime::Builder::new_current_thread()
+    let main = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run(server_rt.handle().clone(), attack_rt.handle().clone()));
+        .unwrap();
+    for tarpit in [None, Some(Duration::from_secs(1))] {
+        main.block_on(run(
+            server_rt.handle().clone(),
+            attack_rt.handle().clone(),
+            tarpit,
+        ));
+    }
 }
