@@ -395,14 +395,14 @@ impl Authenticator {
         }
         let (throttle, _) = self.inner.throttle.as_ref()?;
         tokio::runtime::Handle::try_current().ok()?;
-        let (hold, permit) = throttle.hold(error.retry_after().unwrap_or_default())?;
+        let (hold, permit) = throttle.hold()?;
         let held = Held {
             _permit: permit,
             gauge: self.inner.metrics.tarpit_held.clone(),
         };
         held.gauge.increment(1.0);
         Some(async move {
-            tokio::time::sleep(hold).await;
+            tokio::time::sleep(jittered(hold)).await;
             drop(held);
         })
     }
@@ -646,7 +646,8 @@ async fn flush_usage_every(inner: Weak<Inner>) {
 
 /// A wait drawn uniformly from 80 % to 120 % of `interval`, afresh for every flush: many
 /// instances started together (a deployment) would otherwise write their batches at the
-/// same moments, for ever. The mean stays `interval`.
+/// same moments, for ever. The mean stays `interval`. Also spreads a throttled client's
+/// held 429s (the tarpit), for the same reason.
 fn jittered(interval: Duration) -> Duration {
     // 53 random bits: a uniform fraction in [0, 1) with a double's full precision.
     let bits = u64::from_le_bytes(crate::key::random::<8>()) >> 11;

@@ -272,6 +272,11 @@ fn tarpitted(store: TestStore, period: Duration, hold: Duration, capacity: usize
         .build()
 }
 
+/// Within the tarpit's spread: 80 to 120 % of `hold`.
+fn held_about(took: Duration, hold: Duration) -> bool {
+    took >= hold.mul_f64(0.8) && took <= hold.mul_f64(1.2)
+}
+
 async fn timed_send(auth: &Authenticator, request: Request<Body>) -> (common::Seen, Duration) {
     let started = tokio::time::Instant::now();
     let seen = send(auth, request).await;
@@ -300,7 +305,7 @@ async fn a_tarpit_holds_429s_and_nothing_else() {
         let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
         assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
         assert!(seen.retry_after.is_some());
-        assert_eq!(took, hold, "a 429 held for the tarpit's time");
+        assert!(held_about(took, hold), "a 429 held {took:?}");
     }
     // The throttled client's cached good key, and another client: not held.
     let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&good))).await;
@@ -310,16 +315,54 @@ async fn a_tarpit_holds_429s_and_nothing_else() {
     assert_eq!(took, Duration::ZERO);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_429_is_held_no_longer_than_the_client_must_wait() {
-    let period = Duration::from_millis(200);
-    let auth = tarpitted(TestStore::new(), period, Duration::from_secs(10), 16);
-    spend_budget(&auth).await;
-    let (seen, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
-    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+/// One client's connections, each sending its next guess when its last answer came:
+/// held answers must not all end together, or each brings a store lookup when the block
+/// ends. Real time: the throttle's blocks run on the real clock.
+#[tokio::test]
+async fn a_throttled_clients_connections_do_not_come_back_together() {
+    let period = Duration::from_millis(300);
+    let hold = Duration::from_millis(100);
+    // A lookup takes a round trip: guesses that arrive together all pass the block check
+    // before the first one's failure blocks the client again.
+    let store = TestStore::new().lookup_delay(Duration::from_millis(1));
+    let auth = Authenticator::builder(store.clone())
+        .throttle_failed_attempts(FailedAttemptLimit::new(1, period).tarpit(hold))
+        .build();
+    let phase = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let connections: Vec<_> = (0..8)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while started.elapsed() < phase {
+                    send(&auth, from(ATTACKER, Some(&random_key()))).await;
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for connection in connections {
+        sent += connection.await.unwrap();
+    }
+    // The budget: 1, then one per period; the 8 first guesses all went to the store. Each
+    // block end lets through the first guess that arrives, and one that lands while that
+    // one is looked up (1 ms, more on a loaded machine) slips past too: with held answers
+    // spread over 40 ms that is rare (17 to 21 lookups in all, measured), so allow two
+    // connections' worth. Answers held exactly alike bring all 8 back together at every
+    // block end: about 8 lookups per period (73 measured).
+    let periods = (phase.as_millis() / period.as_millis()) as usize + 1;
+    let budget = 8 + periods + 16;
+    eprintln!(
+        "{} lookups from {sent} requests, budget {budget}",
+        store.lookups()
+    );
     assert!(
-        took > Duration::ZERO && took <= period,
-        "held {took:?}, the next attempt was due within {period:?}"
+        store.lookups() <= budget,
+        "{} lookups from {sent} requests, budget {budget}",
+        store.lookups()
     );
 }
 
@@ -343,10 +386,8 @@ async fn past_its_capacity_the_tarpit_answers_at_once() {
         took.push(task.await.unwrap());
     }
     took.sort();
-    assert_eq!(
-        took,
-        [Duration::ZERO, Duration::ZERO, Duration::ZERO, hold, hold]
-    );
+    assert_eq!(took[..3], [Duration::ZERO; 3], "{took:?}");
+    assert!(took[3..].iter().all(|t| held_about(*t, hold)), "{took:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,7 +409,10 @@ async fn a_client_that_goes_away_gives_its_slot_back() {
     held.abort();
     assert!(held.await.err().is_some_and(|e| e.is_cancelled()));
     let (_, took) = timed_send(&auth, from(ATTACKER, Some(&random_key()))).await;
-    assert_eq!(took, hold, "the aborted request's slot was not given back");
+    assert!(
+        held_about(took, hold),
+        "the aborted request's slot was not given back: {took:?}"
+    );
 }
 
 /// A 429 decided after the store answered (a miss already in flight when the budget ran
@@ -402,5 +446,8 @@ async fn a_429_after_a_store_lookup_is_held_too() {
     assert_rejected(&refused, AuthErrorKind::InvalidApiKey);
     assert_rejected(&throttled, AuthErrorKind::TooManyFailedAttempts);
     assert!(refused_at - released < hold, "the 401 was held");
-    assert!(throttled_at - released >= hold, "the 429 was not held");
+    assert!(
+        throttled_at - released >= hold.mul_f64(0.8),
+        "the 429 was not held"
+    );
 }

@@ -72,9 +72,9 @@ struct Defence {
     /// The most clients the throttle tracks at once (memory bound, ~100 bytes each).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     throttle_max_clients: u64,
-    /// Hold each 429 this many milliseconds (at most until the client's next attempt comes
-    /// back) before sending it: a guesser that waits for answers slows to a few requests a
-    /// second. 0 sends 429s at once.
+    /// Hold each 429 about this many milliseconds (80 to 120 %) before sending it: a
+    /// guesser that waits for its answers slows to about one request a second per
+    /// connection. 0 sends 429s at once.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     throttle_tarpit_ms: u64,
     /// The most 429s held at once; past it they are sent at once.

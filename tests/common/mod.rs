@@ -130,6 +130,7 @@ pub struct TestStore<S = MemoryKeyStore> {
     pub lookups: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
     gate: Arc<Mutex<Option<Gate>>>,
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -170,7 +171,14 @@ impl<S> TestStore<S> {
             lookups: Default::default(),
             failing: Default::default(),
             gate: Default::default(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Every lookup takes `delay` (a database round trip) after reading.
+    pub fn lookup_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     pub fn lookups(&self) -> usize {
@@ -211,6 +219,9 @@ impl<S: KeyStore + Clone> KeyStore for TestStore<S> {
         }
         // Read first, then wait: the answer is what the store held when the lookup ran.
         let result = self.inner.lookup(hash).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let gate = self.gate.lock().unwrap().clone();
         if let Some(gate) = gate {
             gate.entered.add_permits(1);
