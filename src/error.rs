@@ -466,6 +466,31 @@ impl std::error::Error for AuthError {
     }
 }
 
+/// Whether this `auth_unavailable` rejection gets the WARN line: at most one a second,
+/// process-wide, carrying how many were left out (`Some(left_out)`); the others are
+/// DEBUG events. An outage under a flood of distinct keys would otherwise write one WARN
+/// per request. (Metrics count every one.)
+fn unavailable_sample() -> Option<u64> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64;
+    let next = NEXT_MS.load(Ordering::Relaxed);
+    if now >= next
+        && NEXT_MS
+            .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        Some(LEFT_OUT.swap(0, Ordering::Relaxed))
+    } else {
+        LEFT_OUT.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 impl AuthError {
     /// Emits the tracing event for this rejection: reason, hint, tenant and key id, never the key.
     pub(crate) fn trace(&self) {
@@ -475,13 +500,23 @@ impl AuthError {
         let tenant = self.principal.as_ref().map(|p| p.tenant());
         let key_id = self.principal.as_ref().map(|p| p.key_id().as_str());
         match self.kind {
-            AuthErrorKind::Unavailable => tracing::warn!(
-                target: "hapnd_auth",
-                reason = code,
-                key_hint = hint,
-                error = self.store_error().map(tracing::field::display),
-                "authentication unavailable: key store failed"
-            ),
+            AuthErrorKind::Unavailable => match unavailable_sample() {
+                Some(suppressed) => tracing::warn!(
+                    target: "hapnd_auth",
+                    reason = code,
+                    key_hint = hint,
+                    error = self.store_error().map(tracing::field::display),
+                    suppressed = (suppressed > 0).then_some(suppressed),
+                    "authentication unavailable: key store failed"
+                ),
+                None => tracing::debug!(
+                    target: "hapnd_auth",
+                    reason = code,
+                    key_hint = hint,
+                    error = self.store_error().map(tracing::field::display),
+                    "authentication unavailable: key store failed"
+                ),
+            },
             AuthErrorKind::LayerMissing => tracing::error!(
                 target: "hapnd_auth",
                 reason = code,

@@ -1,0 +1,66 @@
+//! A store outage under a flood of distinct keys does not become a flood of WARN lines:
+//! the library writes its `auth_unavailable` WARN at most once a second.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{TestStore, call};
+use hapnd_auth::{ApiKey, Authenticator, Environment};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = TestStore::new();
+    let auth = Authenticator::new(store.clone());
+    store.set_failing(true);
+    let started = std::time::Instant::now();
+    let requests = 200;
+    for _ in 0..requests {
+        let key = ApiKey::generate(Environment::Live);
+        assert_eq!(call(&auth, key.expose_secret()).await.status, 503);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("authentication unavailable"))
+        .collect();
+    assert!(
+        !warns.is_empty() && warns.len() as u64 <= seconds,
+        "{} WARN lines for {requests} failures in {seconds} s:\n{text}",
+        warns.len()
+    );
+
+    // A second later, the next WARN says how many were left out.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let key = ApiKey::generate(Environment::Live);
+    assert_eq!(call(&auth, key.expose_secret()).await.status, 503);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let last = text
+        .lines()
+        .rfind(|l| l.contains("WARN") && l.contains("authentication unavailable"))
+        .unwrap();
+    assert!(last.contains("suppressed="), "{last}");
+}
