@@ -1112,6 +1112,9 @@ async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
         stores.push(
             PostgresKeyStore::builder()
                 .max_connections(2)
+                // Every batch writes every row, as with the resolution off: the lock order
+                // is what this test is about.
+                .usage_resolution(Duration::ZERO)
                 .connect_with(options.clone())
                 .await
                 .unwrap(),
@@ -1179,6 +1182,116 @@ async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
         .unwrap()
         .unwrap();
     assert!(used.last_used_at.is_some());
+}
+
+/// A usage batch moves `last_used_at` only by at least the store's resolution: many
+/// instances reporting the same keys' use within a minute write each row once.
+#[tokio::test]
+async fn last_used_moves_only_by_the_usage_resolution() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let coarse = PostgresKeyStore::builder()
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let exact = PostgresKeyStore::builder()
+        .usage_resolution(Duration::ZERO)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let created =
+        hapnd_auth::KeyStore::create(&coarse, NewKey::new(unique("res"), Environment::Live, "ci"))
+            .await
+            .unwrap();
+    let id = created.record.id;
+    let last_used = |store: &PostgresKeyStore| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            hapnd_auth::KeyStore::get(&store, &id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+                .unwrap()
+        }
+    };
+    let use_at = |store: &PostgresKeyStore, at: std::time::SystemTime| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            hapnd_auth::KeyStore::record_usage(&store, &[hapnd_auth::LastUsed { id, at }])
+                .await
+                .unwrap()
+        }
+    };
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    use_at(&coarse, t0).await;
+    assert_eq!(last_used(&coarse).await, t0);
+    // 59 s later: within the default minute, not written.
+    use_at(&coarse, t0 + Duration::from_secs(59)).await;
+    assert_eq!(last_used(&coarse).await, t0);
+    // 61 s later: written.
+    let t1 = t0 + Duration::from_secs(61);
+    use_at(&coarse, t1).await;
+    assert_eq!(last_used(&coarse).await, t1);
+    // With no resolution every newer time is written; an older one never is.
+    let t2 = t1 + Duration::from_millis(1);
+    use_at(&exact, t2).await;
+    assert_eq!(last_used(&exact).await, t2);
+    use_at(&exact, t0).await;
+    assert_eq!(last_used(&exact).await, t2);
+    drop((coarse, exact));
+    exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+/// Usage writes take turns on one advisory lock: while another session holds it, a flush
+/// waits (in the server's lock queue, using no CPU) and runs once it is released.
+#[tokio::test]
+async fn usage_writes_take_turns_on_the_usage_lock() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = store_on(options.clone()).await;
+    let created = hapnd_auth::KeyStore::create(
+        &store,
+        NewKey::new(unique("turns"), Environment::Live, "ci"),
+    )
+    .await
+    .unwrap();
+    let other = PgPool::connect_with(options).await.unwrap();
+    let mut turn = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PostgresKeyStore::USAGE_LOCK)
+        .execute(&mut *turn)
+        .await
+        .unwrap();
+    let flush = {
+        let (store, id) = (store.clone(), created.record.id.clone());
+        tokio::spawn(async move {
+            let used = [hapnd_auth::LastUsed {
+                id,
+                at: std::time::SystemTime::now(),
+            }];
+            hapnd_auth::KeyStore::record_usage(&store, &used).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !flush.is_finished(),
+        "the flush ran while another held the turn"
+    );
+    turn.commit().await.unwrap();
+    flush
+        .await
+        .unwrap()
+        .expect("the flush runs once the turn is free");
+    let record = hapnd_auth::KeyStore::get(&store, &created.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.last_used_at.is_some());
+    drop((store, other));
+    exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
 /// A transaction left open after changing one key (a DBA's session, a stuck tool) blocks no

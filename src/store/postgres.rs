@@ -148,6 +148,7 @@ pub struct PostgresKeyStore {
     pool: PgPool,
     options: PgConnectOptions,
     query_timeout: Duration,
+    usage_resolution: Duration,
 }
 
 /// Configures a [`PostgresKeyStore`]. Made by [`PostgresKeyStore::builder`].
@@ -156,6 +157,7 @@ pub struct PostgresKeyStore {
 pub struct PostgresKeyStoreBuilder {
     max_connections: u32,
     query_timeout: Duration,
+    usage_resolution: Duration,
 }
 
 impl PostgresKeyStoreBuilder {
@@ -172,6 +174,23 @@ impl PostgresKeyStoreBuilder {
     /// `statement_timeout`.
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    /// How far a key's `last_used_at` must move before a usage batch writes it (default
+    /// [`DEFAULT_USAGE_RESOLUTION`](PostgresKeyStore::DEFAULT_USAGE_RESOLUTION), one
+    /// minute): a use less than this after the stored one is left out, so `last_used_at`
+    /// may be up to this much older than the key's latest use. `Duration::ZERO` writes
+    /// every newer time.
+    ///
+    /// Many instances see the same keys in use, and each writes its own batch: with every
+    /// newer time written, every instance's batch rewrote every row (a new row version,
+    /// index entries, WAL), so 100 instances flushing at once kept the server's cores busy
+    /// for seconds and a revocation meanwhile waited for one (up to 638 ms measured). With
+    /// a resolution, the first batch of the minute writes and the others only read.
+    /// At most a year.
+    pub fn usage_resolution(mut self, resolution: Duration) -> Self {
+        self.usage_resolution = resolution.min(Duration::from_secs(365 * 24 * 3600));
         self
     }
 
@@ -239,6 +258,7 @@ impl PostgresKeyStoreBuilder {
             pool,
             options,
             query_timeout: self.query_timeout,
+            usage_resolution: self.usage_resolution,
         })
     }
 }
@@ -364,11 +384,21 @@ impl PostgresKeyStore {
         Self::builder().connect(url).await
     }
 
+    /// The advisory lock key (`pg_advisory_xact_lock`) that usage writes take turns on,
+    /// one instance at a time: "hapnduse" in ASCII. Nothing else in this crate takes it;
+    /// other code on the same database should not either.
+    pub const USAGE_LOCK: i64 = 0x6861_706e_6475_7365;
+
+    /// The default [`usage_resolution`](PostgresKeyStoreBuilder::usage_resolution): one
+    /// minute.
+    pub const DEFAULT_USAGE_RESOLUTION: Duration = Duration::from_secs(60);
+
     /// Starts configuring a store.
     pub fn builder() -> PostgresKeyStoreBuilder {
         PostgresKeyStoreBuilder {
             max_connections: 10,
             query_timeout: Duration::from_secs(2),
+            usage_resolution: Self::DEFAULT_USAGE_RESOLUTION,
         }
     }
 
@@ -589,7 +619,9 @@ impl KeyStore for PostgresKeyStore {
         // another instance is updating at this moment are skipped, not waited for (it is
         // recording a use from the same moment): many instances flushing the same keys at
         // once neither queue behind each other nor deadlock. A key without a row (deleted by
-        // hand) gets one, in id order. Keys that no longer exist are skipped.
+        // hand) gets one, in id order. Keys that no longer exist are skipped. A row whose
+        // time is within `usage_resolution` of the batch's is not written at all: with
+        // many instances, the first batch of the minute writes, the others only read.
         let mut batch: Vec<(&str, i64)> = used
             .iter()
             .map(|u| (u.id.as_str(), to_millis(u.at)))
@@ -602,7 +634,8 @@ impl KeyStore for PostgresKeyStore {
             "SELECT t.id, timestamptz 'epoch' + max(t.ms) * interval '1 millisecond' AS at ",
             "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) GROUP BY t.id), ",
             "free AS (SELECT u.id FROM hapnd_key_usage AS u JOIN input AS i ON i.id = u.id ",
-            "WHERE u.last_used_at IS NULL OR u.last_used_at < i.at ",
+            "WHERE u.last_used_at IS NULL ",
+            "OR u.last_used_at < i.at - $3::int8 * interval '1 millisecond' ",
             "ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
             "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = GREATEST(u.last_used_at, i.at) ",
             "FROM free AS f JOIN input AS i ON i.id = f.id ",
@@ -613,11 +646,34 @@ impl KeyStore for PostgresKeyStore {
             "ORDER BY i.id ON CONFLICT (id) DO NOTHING"
         ))
         .bind(ids)
-        .bind(times);
-        bounded(self.query_timeout, query.execute(&self.pool)).await?;
-        Ok(())
+        .bind(times)
+        .bind(self.usage_resolution.as_millis() as i64);
+        // Instances take turns: a transaction-scoped advisory lock, waited for in the
+        // server's lock queue, where a waiting session uses no CPU. 100 instances flushing
+        // at once otherwise ran 100 statements side by side on the server's cores, and a
+        // revocation meanwhile waited its turn for a core among them (up to 0.6 s measured
+        // on 2 cores). The wait is off the request path, so it gets a longer bound.
+        let limit = self.query_timeout.saturating_mul(USAGE_WAIT_FACTOR);
+        bounded(limit, async {
+            let mut tx = self.pool.begin().await?;
+            // The longer bound first: it applies from the next statement on.
+            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                .bind(format!("{}ms", limit.as_millis().max(1)))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(Self::USAGE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            query.execute(&mut *tx).await?;
+            tx.commit().await
+        })
+        .await
     }
 }
+
+/// A usage write may wait this many query timeouts for its turn and run.
+const USAGE_WAIT_FACTOR: u32 = 5;
 
 /// What the listener task owns.
 struct Feed {
