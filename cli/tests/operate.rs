@@ -154,9 +154,9 @@ fn throttling_is_on_by_default_and_spares_cached_keys() {
     let codes: Vec<u16> = statuses.iter().map(|(code, _)| *code).collect();
     assert_eq!(&codes[..20], &[401; 20], "{statuses:?}");
     assert_eq!(&codes[20..], &[429; 2], "{statuses:?}");
-    // 429s are held by the tarpit, 1 s by default.
+    // 429s are held by the tarpit: 1 s by default, drawn from 80 to 120 % of it.
     for (_, took) in &statuses[20..] {
-        assert!(*took >= Duration::from_secs(1), "{statuses:?}");
+        assert!(*took >= Duration::from_millis(800), "{statuses:?}");
     }
     let throttled = get(server.addr, "/v1/whoami", Some(&random_key()));
     assert!(throttled.body.contains("too_many_failed_attempts"));
