@@ -60,7 +60,8 @@ pub(crate) enum CacheRead {
     Hit = 0,
     /// The key was cached as unknown.
     NegativeHit = 1,
-    /// Not cached (or the cache is bypassed): the store was asked.
+    /// Not cached (or the cache is bypassed): the store was asked, unless the client was
+    /// throttled first (429 before any lookup).
     Miss = 2,
     /// Nothing to look up: no header, or a key of the wrong form.
     None = 3,

@@ -106,14 +106,10 @@ where
                             admit(&mut req, principal, strip);
                             inner.call(req).await
                         }
-                        Err(error) => {
-                            let hold = auth.tarpit(&error);
-                            let response = reject(&rejection, error);
-                            if let Some(hold) = hold {
-                                hold.await;
-                            }
-                            Ok(response)
-                        }
+                        // Not held, even a 429: this request already spent up to the
+                        // lookup's bound, and a hold on top would pass the 4 s that proxy
+                        // timeouts are set above. The client's next guesses are held.
+                        Err(error) => Ok(reject(&rejection, error)),
                     }
                 }))
             }

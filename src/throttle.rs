@@ -88,10 +88,15 @@ impl FailedAttemptLimit {
         }
     }
 
-    /// Holds each `429 too_many_failed_attempts` for about `hold` (80 to 120 %, drawn
-    /// per answer) before sending it. Default: not held. Only the layer holds answers
+    /// Holds each `429 too_many_failed_attempts` that the layer answers without a store
+    /// lookup (a blocked client's guess) for about `hold` (80 to 120 %, drawn per answer)
+    /// before sending it. Default: not held. A 429 decided after a lookup (a guess already
+    /// in flight when the client was blocked) is not held, so a request never takes
+    /// longer than the lookup bound allows; a held one takes up to 1.2 × `hold`, which
+    /// proxy timeouts must allow for. Only the layer holds answers
     /// ([`Authenticator::authenticate`](crate::Authenticator::authenticate) returns at
-    /// once); it needs a Tokio runtime with timers, as store lookups do.
+    /// once); it needs a Tokio runtime with timers, as store lookups do. `Retry-After` is
+    /// computed when the answer is decided, so a held one overstates the wait by the hold.
     ///
     /// Not capped at the client's `Retry-After`, and drawn afresh per answer: held
     /// answers that all ended when the client's block ended would bring every one of its

@@ -1112,9 +1112,11 @@ async fn concurrent_usage_flushes_never_fail_or_block_revocations() {
         stores.push(
             PostgresKeyStore::builder()
                 .max_connections(2)
-                // Every batch writes every row, as with the resolution off: the lock order
-                // is what this test is about.
+                // Every batch writes every row, and batches do not take turns: what
+                // concurrent writes do to each other (lock order, skipped rows) is what this
+                // test is about.
                 .usage_resolution(Duration::ZERO)
+                .usage_turns(false)
                 .connect_with(options.clone())
                 .await
                 .unwrap(),
@@ -1260,7 +1262,7 @@ async fn usage_writes_take_turns_on_the_usage_lock() {
     .unwrap();
     let other = PgPool::connect_with(options).await.unwrap();
     let mut turn = other.begin().await.unwrap();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
         .bind(PostgresKeyStore::USAGE_LOCK)
         .execute(&mut *turn)
         .await

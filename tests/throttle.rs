@@ -416,9 +416,10 @@ async fn a_client_that_goes_away_gives_its_slot_back() {
 }
 
 /// A 429 decided after the store answered (a miss already in flight when the budget ran
-/// out) is held too. Real time: the lookup bound's timers must not jump ahead.
+/// out) is not held: the request already spent up to the lookup's bound, and a hold on top
+/// would pass what proxies wait for. Real time: the lookup bound's timers must not jump.
 #[tokio::test]
-async fn a_429_after_a_store_lookup_is_held_too() {
+async fn a_429_after_a_store_lookup_is_not_held() {
     let hold = Duration::from_secs(1);
     let store = TestStore::new();
     let auth = Authenticator::builder(store.clone())
@@ -447,7 +448,15 @@ async fn a_429_after_a_store_lookup_is_held_too() {
     assert_rejected(&throttled, AuthErrorKind::TooManyFailedAttempts);
     assert!(refused_at - released < hold, "the 401 was held");
     assert!(
-        throttled_at - released >= hold.mul_f64(0.8),
-        "the 429 was not held"
+        throttled_at - released < hold,
+        "the 429 after a lookup was held"
+    );
+    // The client's next guess, refused before any lookup, is held.
+    let started = std::time::Instant::now();
+    let seen = send(&auth, from(ATTACKER, Some(&random_key()))).await;
+    assert_rejected(&seen, AuthErrorKind::TooManyFailedAttempts);
+    assert!(
+        started.elapsed() >= hold.mul_f64(0.8),
+        "the next 429 was not held"
     );
 }

@@ -74,11 +74,13 @@ struct Defence {
     throttle_max_clients: u64,
     /// Hold each 429 about this many milliseconds (80 to 120 %) before sending it: a
     /// guesser that waits for its answers slows to about one request a second per
-    /// connection. 0 sends 429s at once.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    /// connection. 0 sends 429s at once. At most 3000, so that a held answer (up to 3.6 s)
+    /// stays within the gateway's 4 s bound that proxy timeouts are set above.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=3000))]
     throttle_tarpit_ms: u64,
-    /// The most 429s held at once; past it they are sent at once.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// The most 429s held at once; past it they are sent at once. A held answer keeps its
+    /// connection, so at most a quarter of --max-connections are held, whatever is asked.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     throttle_tarpit_capacity: u64,
     /// Reverse proxies in front of the gateway that append to --proxy-header: the client
     /// is the address the outermost of them saw. 0 (the default): the peer address, and
@@ -103,7 +105,11 @@ enum ProxyHeader {
 }
 
 impl Defence {
-    fn apply(&self, builder: hapnd_auth::AuthenticatorBuilder) -> hapnd_auth::AuthenticatorBuilder {
+    fn apply(
+        &self,
+        builder: hapnd_auth::AuthenticatorBuilder,
+        max_connections: u64,
+    ) -> hapnd_auth::AuthenticatorBuilder {
         let builder = builder.max_concurrent_lookups(self.max_store_lookups as usize);
         if self.throttle_burst == 0 {
             return builder;
@@ -114,7 +120,8 @@ impl Defence {
         )
         .max_clients(self.throttle_max_clients)
         .tarpit(Duration::from_millis(self.throttle_tarpit_ms))
-        .tarpit_capacity(self.throttle_tarpit_capacity as usize);
+        // Held answers must never fill the listener: a quarter of its connections at most.
+        .tarpit_capacity(self.throttle_tarpit_capacity.min(max_connections / 4) as usize);
         builder
             .throttle_failed_attempts(limit)
             .client_identity(self.client_identity())
@@ -145,7 +152,10 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     tracing::info!("database: {described}");
     let auth = args
         .defence
-        .apply(Authenticator::builder(store.clone()).ttl(Duration::from_secs(args.cache_ttl_secs)))
+        .apply(
+            Authenticator::builder(store.clone()).ttl(Duration::from_secs(args.cache_ttl_secs)),
+            args.limits.max_connections,
+        )
         .build();
     let feed = store.watch(
         auth.invalidator(),

@@ -136,9 +136,24 @@ fn hex(key: &str) -> String {
 
 #[test]
 fn throttling_is_on_by_default_and_spares_cached_keys() {
-    let server = Server::start("throttle", &[], "info");
+    // Only the period is set (the default 3 s could refill an attempt during the two held
+    // answers on a slow machine); the budget and the tarpit are the defaults.
+    let server = Server::start("throttle", &["--throttle-period-ms", "60000"], "info");
     wait_healthy(&server);
-    // Cache the demo key first.
+    // The change feed replays the demo key's creation once (an invalidation of its hash):
+    // cache the key after that, or it would need a lookup, which a blocked client is
+    // refused.
+    let started = Instant::now();
+    while !get(server.admin, "/metrics", None)
+        .body
+        .contains(r#"hapnd_auth_invalidations_total{source="sqlite_change_log"} 1"#)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no change-log read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
         200

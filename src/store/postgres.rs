@@ -149,6 +149,7 @@ pub struct PostgresKeyStore {
     options: PgConnectOptions,
     query_timeout: Duration,
     usage_resolution: Duration,
+    usage_turns: bool,
 }
 
 /// Configures a [`PostgresKeyStore`]. Made by [`PostgresKeyStore::builder`].
@@ -158,6 +159,7 @@ pub struct PostgresKeyStoreBuilder {
     max_connections: u32,
     query_timeout: Duration,
     usage_resolution: Duration,
+    usage_turns: bool,
 }
 
 impl PostgresKeyStoreBuilder {
@@ -191,6 +193,14 @@ impl PostgresKeyStoreBuilder {
     /// At most a year.
     pub fn usage_resolution(mut self, resolution: Duration) -> Self {
         self.usage_resolution = resolution.min(Duration::from_secs(365 * 24 * 3600));
+        self
+    }
+
+    /// Whether usage writes take turns on [`PostgresKeyStore::USAGE_LOCK`] (default
+    /// true). Off only for tests of what concurrent writes do to each other.
+    #[doc(hidden)]
+    pub fn usage_turns(mut self, turns: bool) -> Self {
+        self.usage_turns = turns;
         self
     }
 
@@ -259,6 +269,7 @@ impl PostgresKeyStoreBuilder {
             options,
             query_timeout: self.query_timeout,
             usage_resolution: self.usage_resolution,
+            usage_turns: self.usage_turns,
         })
     }
 }
@@ -384,10 +395,11 @@ impl PostgresKeyStore {
         Self::builder().connect(url).await
     }
 
-    /// The advisory lock key (`pg_advisory_xact_lock`) that usage writes take turns on,
-    /// one instance at a time: "hapnduse" in ASCII. Nothing else in this crate takes it;
-    /// other code on the same database should not either.
-    pub const USAGE_LOCK: i64 = 0x6861_706e_6475_7365;
+    /// The advisory lock that usage writes take turns on, one instance at a time:
+    /// `pg_advisory_xact_lock(USAGE_LOCK, hashtext(current_schema()))` ("hapn" in ASCII,
+    /// and the store's schema). Nothing else in this crate takes it; other code on the
+    /// same database should not either.
+    pub const USAGE_LOCK: i32 = 0x6861_706e;
 
     /// The default [`usage_resolution`](PostgresKeyStoreBuilder::usage_resolution): one
     /// minute.
@@ -399,6 +411,7 @@ impl PostgresKeyStore {
             max_connections: 10,
             query_timeout: Duration::from_secs(2),
             usage_resolution: Self::DEFAULT_USAGE_RESOLUTION,
+            usage_turns: true,
         }
     }
 
@@ -635,7 +648,7 @@ impl KeyStore for PostgresKeyStore {
             "FROM UNNEST($1::text[], $2::int8[]) AS t(id, ms) GROUP BY t.id), ",
             "free AS (SELECT u.id FROM hapnd_key_usage AS u JOIN input AS i ON i.id = u.id ",
             "WHERE u.last_used_at IS NULL ",
-            "OR u.last_used_at < i.at - $3::int8 * interval '1 millisecond' ",
+            "OR u.last_used_at <= i.at - $3::int8 * interval '1 millisecond' ",
             "ORDER BY u.id FOR UPDATE OF u SKIP LOCKED), ",
             "updated AS (UPDATE hapnd_key_usage AS u SET last_used_at = GREATEST(u.last_used_at, i.at) ",
             "FROM free AS f JOIN input AS i ON i.id = f.id ",
@@ -652,19 +665,31 @@ impl KeyStore for PostgresKeyStore {
         // server's lock queue, where a waiting session uses no CPU. 100 instances flushing
         // at once otherwise ran 100 statements side by side on the server's cores, and a
         // revocation meanwhile waited its turn for a core among them (up to 0.6 s measured
-        // on 2 cores). The wait is off the request path, so it gets a longer bound.
-        let limit = self.query_timeout.saturating_mul(USAGE_WAIT_FACTOR);
-        bounded(limit, async {
+        // on 2 cores). The wait is off the request path, so it gets a longer bound; the
+        // write itself keeps the usual one, so the lock is never held past it. The wait
+        // holds one pooled connection (lookups keep the others).
+        let wait = self.query_timeout.saturating_mul(USAGE_WAIT_FACTOR);
+        let ms = |d: Duration| format!("{}ms", d.as_millis().clamp(1, i32::MAX as u128));
+        bounded(wait.saturating_add(self.query_timeout), async {
             let mut tx = self.pool.begin().await?;
-            // The longer bound first: it applies from the next statement on.
-            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-                .bind(format!("{}ms", limit.as_millis().max(1)))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            if self.usage_turns {
+                // `set_config(.., true)` lasts for the transaction and applies from the
+                // next statement on: the long bound to the wait, the usual one to the write.
+                sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                    .bind(ms(wait))
+                    .execute(&mut *tx)
+                    .await?;
+                // Keyed by schema too: stores in other schemas of the database do not
+                // wait for each other.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock($1, hashtext(current_schema())), \
+                     set_config('statement_timeout', $2, true)",
+                )
                 .bind(Self::USAGE_LOCK)
+                .bind(ms(self.query_timeout))
                 .execute(&mut *tx)
                 .await?;
+            }
             query.execute(&mut *tx).await?;
             tx.commit().await
         })
