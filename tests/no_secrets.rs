@@ -2,28 +2,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use common::{TestStore, bearer, echo, request, seen};
+use common::{Captured, TestStore, bearer, echo, request, seen};
 use hapnd_auth::{
     ApiKey, Authenticator, Environment, EnvironmentRouter, NewKey, RequireEnvironmentLayer,
 };
 use http::HeaderValue;
 use tower::{Layer, ServiceExt, service_fn};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn no_key_in_logs_debug_errors_or_bodies() {
