@@ -3,19 +3,12 @@
 
 mod common;
 
-use common::{Captured, TestStore, call};
+use common::{TestStore, call, capture_logs};
 use hapnd_auth::{ApiKey, Authenticator, Environment};
 
 #[tokio::test]
 async fn an_outage_logs_one_warn_a_second_not_one_per_request() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs(tracing::Level::INFO);
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
     store.set_failing(true);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Captured, TestStore, bearer, echo, request, seen};
+use common::{TestStore, bearer, capture_logs, echo, request, seen};
 use hapnd_auth::{
     ApiKey, Authenticator, Environment, EnvironmentRouter, NewKey, RequireEnvironmentLayer,
 };
@@ -11,14 +11,7 @@ use tower::{Layer, ServiceExt, service_fn};
 
 #[tokio::test]
 async fn no_key_in_logs_debug_errors_or_bodies() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs(tracing::Level::TRACE);
 
     let store = TestStore::new();
     let auth = Authenticator::new(store.clone());
@@ -169,14 +162,7 @@ impl hapnd_auth::KeyStore for HandWritten {
 
 #[tokio::test]
 async fn stored_strings_are_logged_escaped() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs(tracing::Level::INFO);
     let auth = Authenticator::new(HandWritten::default());
     let created = auth
         .create_key(NewKey::new("acme", Environment::Live, "ci"))

@@ -357,3 +357,15 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// Captures this thread's tracing output at `level` and above until the guard is dropped.
+pub fn capture_logs(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
