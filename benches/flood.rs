@@ -10,7 +10,8 @@
 //!
 //! Everything is bounded: 50,000 attack requests or 60 s per phase, whichever comes first.
 //! All three phases run twice, on two servers: 429s sent at once (the library's default),
-//! then held by a 1 s tarpit (`FailedAttemptLimit::tarpit`, what `serve` does), where the
+//! then held by a 1 s tarpit holding at most 128 answers (`FailedAttemptLimit::tarpit`,
+//! what `serve` does by default), where the
 //! attack phases last 20 s: an attacker that waits for its answers sends a few requests
 //! a second per connection, so 50,000 would take hours.
 //! Run: `cargo bench --bench flood` (release build; prints the figures and checks them).
@@ -190,7 +191,9 @@ async fn server(tarpit: Option<Duration>) -> Server {
     let auth = Authenticator::builder(store.clone())
         .throttle_failed_attempts(
             FailedAttemptLimit::new(BURST, Duration::from_secs(3))
-                .tarpit(tarpit.unwrap_or_default()),
+                .tarpit(tarpit.unwrap_or_default())
+                // What `serve` holds at most by default (a quarter of its 512 connections).
+                .tarpit_capacity(128),
         )
         .client_identity(
             ClientIdentity::peer()
