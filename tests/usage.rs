@@ -2,13 +2,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{TestStore, bearer, echo};
 use hapnd_auth::{
-    Authenticator, Environment, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed,
-    MIN_USAGE_FLUSH_INTERVAL, MemoryKeyStore, NewKey, StoreError, StoreErrorKind,
+    Authenticator, Environment, KeyStore, MIN_USAGE_FLUSH_INTERVAL, MemoryKeyStore, NewKey,
 };
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -95,39 +93,6 @@ async fn the_background_flusher_writes_on_its_interval() {
     panic!("last_used_at was never written");
 }
 
-/// A store that notes when each `record_usage` call came, and fails them if asked to.
-#[derive(Clone)]
-struct Timed {
-    inner: MemoryKeyStore,
-    flushes: Arc<Mutex<Vec<Instant>>>,
-    failing: bool,
-}
-
-impl KeyStore for Timed {
-    async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.lookup(hash).await
-    }
-    async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        self.inner.insert(record).await
-    }
-    async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, tenant: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.list(tenant).await
-    }
-    async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        self.inner.revoke(id, at).await
-    }
-    async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
-        self.flushes.lock().unwrap().push(Instant::now());
-        if self.failing {
-            return Err(StoreError::new(StoreErrorKind::Unavailable, "down"));
-        }
-        self.inner.record_usage(used).await
-    }
-}
-
 /// Instances started together do not flush together: each flusher's wait is drawn from 80 %
 /// to 120 % of the interval. Twenty authenticators start their flushers at the same moment;
 /// their first flushes must spread over more than a tenth of the interval (without jitter
@@ -140,13 +105,9 @@ async fn background_flushes_of_instances_started_together_are_spread() {
         .create_key(NewKey::new("acme", Environment::Live, "used"))
         .await
         .unwrap();
-    let instances: Vec<(Authenticator, Timed)> = (0..20)
+    let instances: Vec<(Authenticator, TestStore)> = (0..20)
         .map(|_| {
-            let store = Timed {
-                inner: shared.clone(),
-                flushes: Arc::default(),
-                failing: false,
-            };
+            let store = TestStore::wrap(shared.clone());
             let auth = Authenticator::builder(store.clone())
                 .usage_flush_interval(interval)
                 .build();
@@ -165,7 +126,7 @@ async fn background_flushes_of_instances_started_together_are_spread() {
     let deadline = Instant::now() + interval * 20;
     while instances
         .iter()
-        .any(|(_, store)| store.flushes.lock().unwrap().is_empty())
+        .any(|(_, store)| store.usage_writes.lock().unwrap().is_empty())
     {
         assert!(Instant::now() < deadline, "an instance never flushed");
         tokio::time::sleep(interval / 10).await;
@@ -174,7 +135,7 @@ async fn background_flushes_of_instances_started_together_are_spread() {
         .iter()
         .zip(&started)
         .map(|((_, store), started)| {
-            let flushes = store.flushes.lock().unwrap();
+            let flushes = store.usage_writes.lock().unwrap();
             flushes[0] - *started
         })
         .collect();
@@ -195,11 +156,7 @@ async fn background_flushes_of_instances_started_together_are_spread() {
 /// 12 ms), about 30 attempts; a flusher that waited nothing made thousands.
 #[tokio::test]
 async fn a_zero_flush_interval_does_not_hammer_a_failing_store() {
-    let store = Timed {
-        inner: MemoryKeyStore::new(),
-        flushes: Arc::default(),
-        failing: true,
-    };
+    let store = TestStore::new();
     let auth = Authenticator::builder(store.clone())
         .usage_flush_interval(Duration::ZERO)
         .build();
@@ -210,9 +167,12 @@ async fn a_zero_flush_interval_does_not_hammer_a_failing_store() {
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
+    // Down from now on (its lookups too, hence after the use): every write fails. The
+    // first write is due 8 ms after the use at the earliest.
+    store.set_failing(true);
     let window = Duration::from_millis(300);
     tokio::time::sleep(window).await;
-    let attempts = store.flushes.lock().unwrap().len();
+    let attempts = store.usage_writes.lock().unwrap().len();
     let most = (window.as_millis() / (MIN_USAGE_FLUSH_INTERVAL.as_millis() * 4 / 5)) as usize + 1;
     assert!(attempts >= 1, "the flusher never tried");
     assert!(

@@ -129,6 +129,8 @@ pub struct TestStore<S = MemoryKeyStore> {
     pub inner: S,
     pub lookups: Arc<AtomicUsize>,
     pub failing: Arc<AtomicBool>,
+    /// When each `record_usage` call came, failed ones included.
+    pub usage_writes: Arc<Mutex<Vec<std::time::Instant>>>,
     gate: Arc<Mutex<Option<Gate>>>,
     delay: Duration,
 }
@@ -170,6 +172,7 @@ impl<S> TestStore<S> {
             inner,
             lookups: Default::default(),
             failing: Default::default(),
+            usage_writes: Default::default(),
             gate: Default::default(),
             delay: Duration::ZERO,
         }
@@ -247,6 +250,10 @@ impl<S: KeyStore + Clone> KeyStore for TestStore<S> {
     }
 
     async fn record_usage(&self, used: &[hapnd_auth::LastUsed]) -> Result<(), StoreError> {
+        self.usage_writes
+            .lock()
+            .unwrap()
+            .push(std::time::Instant::now());
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::new(
                 StoreErrorKind::Unavailable,
