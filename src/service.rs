@@ -83,16 +83,17 @@ where
                 req.extensions_mut().insert(Anonymous);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Fast::Done(Err(error), _) => match self.auth.tarpit(&error) {
-                None => ResponseFuture::rejected(reject(&self.rejection, error)),
-                Some(hold) => {
-                    let response = reject(&self.rejection, error);
-                    ResponseFuture::lookup(Box::pin(async move {
+            Fast::Done(Err(error), _) => {
+                let hold = self.auth.tarpit(&error);
+                let response = reject(&self.rejection, error);
+                match hold {
+                    None => ResponseFuture::rejected(response),
+                    Some(hold) => ResponseFuture::lookup(Box::pin(async move {
                         hold.await;
                         Ok(response)
-                    }))
+                    })),
                 }
-            },
+            }
             Fast::Miss(miss) => {
                 // Call the instance that was polled ready, leave a fresh clone behind.
                 let clone = self.inner.clone();
