@@ -252,8 +252,7 @@ impl AuthError {
             headers.insert(WWW_AUTHENTICATE, challenge.clone());
         }
         if let Some(after) = self.retry_after {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            headers.insert(RETRY_AFTER, retry_after_value(after));
         }
     }
 
@@ -285,9 +284,22 @@ impl AuthError {
     /// # });
     /// ```
     pub fn response<B>(&self, body: B) -> Response<B> {
+        self.response_from(body, Template::Plain)
+    }
+
+    /// [`response`](Self::response), its headers cloned from a map built once per kind
+    /// (with `Content-Type` too, for the JSON rejection) instead of inserted one by one: a
+    /// clone is two allocations and copies, where inserts also hash and probe. Rejections
+    /// are what a flood of bad keys costs, so they are kept cheap.
+    pub(crate) fn response_from<B>(&self, body: B, template: Template) -> Response<B> {
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
-        self.insert_headers(response.headers_mut());
+        *response.headers_mut() = template.headers(self.kind).clone();
+        if let Some(after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, retry_after_value(after));
+        }
         response
     }
 
@@ -536,6 +548,71 @@ impl AuthError {
 
 // Statics: built at compile time; a clone copies a pointer, with no allocation.
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_value(after: Duration) -> HeaderValue {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+/// Which prebuilt header map a rejection starts from.
+#[derive(Clone, Copy)]
+pub(crate) enum Template {
+    /// What [`AuthError::insert_headers`] sets, but `Retry-After`.
+    Plain,
+    /// The same and `Content-Type: application/json`.
+    Json,
+}
+
+impl Template {
+    /// The map for `kind`, built on first use from [`AuthError::insert_headers`] itself, so
+    /// the two cannot disagree.
+    fn headers(self, kind: AuthErrorKind) -> &'static HeaderMap {
+        use AuthErrorKind::*;
+        const KINDS: [AuthErrorKind; 9] = [
+            MissingApiKey,
+            InvalidRequest,
+            InvalidApiKey,
+            Revoked,
+            Expired,
+            WrongEnvironment,
+            Unavailable,
+            LayerMissing,
+            TooManyFailedAttempts,
+        ];
+        static MAPS: std::sync::OnceLock<[[HeaderMap; KINDS.len()]; 2]> =
+            std::sync::OnceLock::new();
+        let maps = MAPS.get_or_init(|| {
+            let build = |json: bool| {
+                KINDS.map(|kind| {
+                    let mut headers = HeaderMap::with_capacity(4);
+                    AuthError::new(kind, Detail::None).insert_headers(&mut headers);
+                    if json {
+                        headers.insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                    }
+                    headers
+                })
+            };
+            [build(false), build(true)]
+        });
+        // Every kind is listed: `KINDS` and this match must grow together.
+        let index = match kind {
+            MissingApiKey => 0,
+            InvalidRequest => 1,
+            InvalidApiKey => 2,
+            Revoked => 3,
+            Expired => 4,
+            WrongEnvironment => 5,
+            Unavailable => 6,
+            LayerMissing => 7,
+            TooManyFailedAttempts => 8,
+        };
+        &maps[self as usize][index]
+    }
+}
 
 /// [`AuthErrorKind::challenge`] as a prebuilt header value.
 fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {

@@ -2,10 +2,9 @@
 //! [`JsonRejection`].
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response};
+use http::Response;
 
-use crate::error::{AuthError, Message};
+use crate::error::{AuthError, Message, Template};
 
 /// Builds the response for a rejected request. Implemented by [`JsonRejection`] and by
 /// any `Fn(&AuthError) -> Response<B>` closure.
@@ -71,16 +70,10 @@ pub struct JsonRejection;
 
 impl<B: From<Bytes>> RejectionResponse<B> for JsonRejection {
     fn rejection(&self, error: &AuthError) -> Response<B> {
-        let mut response = error.response(B::from(json_body(error)));
-        // A static: a clone copies a pointer, with no allocation and no reference count.
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, APPLICATION_JSON.clone());
-        response
+        error.response_from(B::from(json_body(error)), Template::Json)
     }
 }
 
-static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const BODY_START: &str = r#"{"error":{"type":"authentication_error","code":""#;
 const BODY_MESSAGE: &str = r#"","message":"#;
 const BODY_END: &str = r#""}}"#;
@@ -174,6 +167,30 @@ mod tests {
             .collect();
         errors.extend(hinted);
         errors
+    }
+
+    #[test]
+    fn prebuilt_headers_are_what_insert_headers_sets() {
+        use http::header::{CONTENT_TYPE, RETRY_AFTER};
+        let mut errors = every_error();
+        errors.push(AuthError::throttled(std::time::Duration::from_millis(
+            2_500,
+        )));
+        for error in errors {
+            let mut expected = http::HeaderMap::new();
+            error.insert_headers(&mut expected);
+            assert!(expected.contains_key(http::header::CACHE_CONTROL));
+            let plain = error.response(());
+            assert_eq!(plain.headers(), &expected, "{:?}", error.kind());
+            assert_eq!(plain.status(), error.status());
+            expected.insert(CONTENT_TYPE, "application/json".parse().unwrap());
+            let json: Response<Bytes> = JsonRejection.rejection(&error);
+            assert_eq!(json.headers(), &expected, "{:?}", error.kind());
+            assert_eq!(
+                json.headers().get(RETRY_AFTER).is_some(),
+                error.retry_after().is_some()
+            );
+        }
     }
 
     #[test]
