@@ -8,12 +8,65 @@
 //! number of cached entries, is what the cache costs per key: moka's entry and its
 //! bookkeeping, our value, the principal's strings, allocator overhead included. Target:
 //! at most 450 bytes per key.
+//!
+//! It also prints what those bytes are made of: allocations per key and bytes requested
+//! per key (live after the run, by size class), counted by a global allocator that
+//! forwards to the system's. RSS minus requested bytes is the allocator's own overhead
+//! (glibc: 8 bytes a chunk, sizes rounded up to 16).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use hapnd_auth::{Authenticator, Environment, MemoryKeyStore, NewKey};
 
 const TARGET_BYTES_PER_KEY: f64 = 450.0;
+
+/// Live allocations by size class (16-byte steps, the last one for everything from
+/// 1,008 bytes), and live bytes requested.
+static LIVE: [AtomicI64; 64] = [const { AtomicI64::new(0) }; 64];
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+
+fn class(size: usize) -> usize {
+    size.div_ceil(16).min(63)
+}
+
+fn count(size: usize, delta: i64) {
+    LIVE[class(size)].fetch_add(delta, Ordering::Relaxed);
+    LIVE_BYTES.fetch_add(delta * size as i64, Ordering::Relaxed);
+}
+
+struct Counting;
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size(), 1);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(layout.size(), -1);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(layout.size(), -1);
+        count(new_size, 1);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> (Vec<i64>, i64) {
+    let classes = LIVE.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    (classes, LIVE_BYTES.load(Ordering::Relaxed))
+}
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
@@ -56,6 +109,7 @@ fn main() {
         let created_in = started.elapsed();
 
         let before = rss_bytes();
+        let (classes_before, bytes_before) = live();
         let started = Instant::now();
         for key in &secrets {
             auth.authenticate_key(key.expose_secret())
@@ -64,6 +118,7 @@ fn main() {
         }
         let cached = auth.cached_entries();
         let after = rss_bytes();
+        let (classes_after, bytes_after) = live();
         assert_eq!(cached, keys as u64, "every key cached");
 
         let per_key = (after - before) as f64 / cached as f64;
@@ -78,6 +133,28 @@ fn main() {
             after as f64 / 1048576.0,
             if per_key <= TARGET_BYTES_PER_KEY { "met" } else { "MISSED" }
         );
+        let per = |n: i64| n as f64 / cached as f64;
+        let allocations: i64 = classes_after
+            .iter()
+            .zip(&classes_before)
+            .map(|(a, b)| a - b)
+            .sum();
+        println!(
+            "memory: {:.1} live allocations and {:.0} bytes requested per cached key; by size class:",
+            per(allocations),
+            per(bytes_after - bytes_before)
+        );
+        for (i, (a, b)) in classes_after.iter().zip(&classes_before).enumerate() {
+            // Classes that hold at least one allocation per hundred keys.
+            if (a - b).abs() * 100 >= cached as i64 {
+                let range = if i == 63 {
+                    "1008 B and up".to_owned()
+                } else {
+                    format!("{}-{} B", i * 16 - 15, i * 16)
+                };
+                println!("memory:   {range:>14}: {:+.2} per key", per(a - b));
+            }
+        }
         drop(secrets);
     });
 }
