@@ -1296,6 +1296,72 @@ async fn usage_writes_take_turns_on_the_usage_lock() {
     exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
+/// A usage write that waits past its bound for its turn fails, and leaves its pooled
+/// connection usable: the transaction it began (in the same round trip as the wait) is
+/// rolled back, not left open or aborted for the next query on that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_write_that_waits_too_long_leaves_its_connection_clean() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    // One connection, so the next queries run on the one the failed write used. The wait
+    // for the turn is bounded by 5 query timeouts: 1 s.
+    let store = PostgresKeyStore::builder()
+        .max_connections(1)
+        .query_timeout(Duration::from_millis(200))
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let created =
+        hapnd_auth::KeyStore::create(&store, NewKey::new(unique("late"), Environment::Live, "ci"))
+            .await
+            .unwrap();
+    let other = PgPool::connect_with(options).await.unwrap();
+    let mut turn = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
+        .bind(PostgresKeyStore::USAGE_LOCK)
+        .execute(&mut *turn)
+        .await
+        .unwrap();
+    let used = [hapnd_auth::LastUsed {
+        id: created.record.id.clone(),
+        at: std::time::SystemTime::now(),
+    }];
+    let started = std::time::Instant::now();
+    let err = hapnd_auth::KeyStore::record_usage(&store, &used)
+        .await
+        .expect_err("the turn is held past the wait's bound");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), hapnd_auth::StoreErrorKind::Timeout, "{err}");
+    turn.commit().await.unwrap();
+    // The same connection: not inside a transaction, not aborted, its timeout the usual one.
+    let record = hapnd_auth::KeyStore::get(&store, &created.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.last_used_at.is_none(),
+        "the failed write wrote nothing"
+    );
+    hapnd_auth::KeyStore::record_usage(&store, &used)
+        .await
+        .expect("the next write takes its turn");
+    hapnd_auth::KeyStore::revoke(&store, &created.record.id, std::time::SystemTime::now())
+        .await
+        .expect("a revocation on that connection");
+    let record = hapnd_auth::KeyStore::get(&store, &created.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.last_used_at.is_some() && record.revoked_at.is_some());
+    drop((store, other));
+    exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
 /// A transaction left open after changing one key (a DBA's session, a stuck tool) blocks no
 /// other key's revocation: the change log numbers its entries only at commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
