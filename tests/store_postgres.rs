@@ -1296,6 +1296,47 @@ async fn usage_writes_take_turns_on_the_usage_lock() {
     exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
+/// A pooled connection that died while idle (a server restart, a proxy's idle timeout) is
+/// pinged and replaced before a lookup uses it: the lookup does not fail. The store pings
+/// only connections idle for a second or more, not every one it hands out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_died_while_idle_is_replaced_before_a_lookup() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = PostgresKeyStore::builder()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let created =
+        hapnd_auth::KeyStore::create(&store, NewKey::new(unique("idle"), Environment::Live, "ci"))
+            .await
+            .unwrap();
+    for round in 0..2 {
+        let killed = sqlx::query(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) AS t",
+        )
+        .bind(&schema)
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+        assert_eq!(
+            killed, 1,
+            "round {round}: the store's one pooled connection"
+        );
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let found = hapnd_auth::KeyStore::lookup(&store, &created.record.hash)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the lookup met the dead connection: {e}"));
+        assert_eq!(found.unwrap().id, created.record.id);
+    }
+    drop(store);
+    exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
 /// A usage write that waits past its bound for its turn fails, and leaves its pooled
 /// connection usable: the transaction it began (in the same round trip as the wait) is
 /// rolled back, not left open or aborted for the next query on that connection.
