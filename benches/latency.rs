@@ -299,22 +299,6 @@ fn latency(c: &mut Criterion<Clock>) {
             (keys.svc, uniform(name, keys.headers, &keys.lookups))
         });
     }
-    // One million cached keys, built once (the first of these rows that runs) for both
-    // traffic shapes.
-    let million = OnceCell::new();
-    let name = "hit/1m_keys_uniform";
-    row(&mut group, &rt, name, StatusCode::OK, |rt| {
-        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
-        let pick = uniform(name, Arc::clone(&keys.headers), &keys.lookups);
-        (keys.svc.clone(), pick)
-    });
-    let name = "hit/1m_keys_zipf";
-    row(&mut group, &rt, name, StatusCode::OK, |rt| {
-        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
-        let pick = zipf(name, Arc::clone(&keys.headers), &keys.lookups);
-        (keys.svc.clone(), pick)
-    });
-
     row(
         &mut group,
         &rt,
@@ -398,6 +382,25 @@ fn latency(c: &mut Criterion<Clock>) {
             })
         },
     );
+
+    // One million cached keys, built once (the first of these rows that runs) for both
+    // traffic shapes. After the 1k-key rows: with the million keys (and their 1.5 GB)
+    // alive, the rows that ran after them measured up to 60 ns slower than alone.
+    let million = OnceCell::new();
+    let name = "hit/1m_keys_uniform";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = uniform(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
+    });
+    let name = "hit/1m_keys_zipf";
+    row(&mut group, &rt, name, StatusCode::OK, |rt| {
+        let keys = million.get_or_init(|| cached_keys(rt, 1_000_000));
+        let pick = zipf(name, Arc::clone(&keys.headers), &keys.lookups);
+        (keys.svc.clone(), pick)
+    });
+
+    drop(million);
 
     // The store rows wait on other threads (sqlx's SQLite worker) and processes.
     Clock::wall_time_from_here();
