@@ -294,11 +294,18 @@ impl AuthError {
     pub(crate) fn response_from<B>(&self, body: B, template: Template) -> Response<B> {
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
-        *response.headers_mut() = template.headers(self.kind).clone();
-        if let Some(after) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, retry_after_value(after));
+        let headers = response.headers_mut();
+        *headers = template.headers(self.kind).clone();
+        // The kinds that carry `Retry-After` have a placeholder in their map: the value
+        // replaces it in place. Inserting a new entry would grow the clone's table, which
+        // has no spare room (one allocation more on every 429 of a flood).
+        match self.retry_after {
+            Some(after) => {
+                headers.insert(RETRY_AFTER, retry_after_value(after));
+            }
+            None => {
+                headers.remove(RETRY_AFTER);
+            }
         }
         response
     }
@@ -549,10 +556,23 @@ impl AuthError {
 // Statics: built at compile time; a clone copies a pointer, with no allocation.
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// `Retry-After` in whole seconds, rounded up, at least 1.
+/// `Retry-After` in whole seconds, rounded up, at least 1. Written on the stack and copied
+/// once: `HeaderValue::from(u64)` costs two allocations (a spare-capacity buffer, then the
+/// shared header `Bytes` needs for it), on every 429 of a flood.
 fn retry_after_value(after: Duration) -> HeaderValue {
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-    HeaderValue::from(secs.max(1))
+    let mut secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (secs % 10) as u8;
+        secs /= 10;
+        if secs == 0 {
+            break;
+        }
+    }
+    // ASCII digits are always a valid value; the fallback only keeps this panic-free.
+    HeaderValue::from_bytes(&digits[start..]).unwrap_or_else(|_| HeaderValue::from_static("1"))
 }
 
 /// Which prebuilt header map a rejection starts from.
@@ -566,27 +586,22 @@ pub(crate) enum Template {
 
 impl Template {
     /// The map for `kind`, built on first use from [`AuthError::insert_headers`] itself, so
-    /// the two cannot disagree.
+    /// the two cannot disagree (`Retry-After` holds a placeholder where the kind has one).
     fn headers(self, kind: AuthErrorKind) -> &'static HeaderMap {
-        use AuthErrorKind::*;
-        const KINDS: [AuthErrorKind; 9] = [
-            MissingApiKey,
-            InvalidRequest,
-            InvalidApiKey,
-            Revoked,
-            Expired,
-            WrongEnvironment,
-            Unavailable,
-            LayerMissing,
-            TooManyFailedAttempts,
-        ];
         static MAPS: std::sync::OnceLock<[[HeaderMap; KINDS.len()]; 2]> =
             std::sync::OnceLock::new();
         let maps = MAPS.get_or_init(|| {
             let build = |json: bool| {
                 KINDS.map(|kind| {
-                    let mut headers = HeaderMap::with_capacity(4);
-                    AuthError::new(kind, Detail::None).insert_headers(&mut headers);
+                    let mut headers = HeaderMap::with_capacity(5);
+                    let mut error = AuthError::new(kind, Detail::None);
+                    if matches!(
+                        kind,
+                        AuthErrorKind::Unavailable | AuthErrorKind::TooManyFailedAttempts
+                    ) {
+                        error.retry_after = Some(Duration::from_secs(1));
+                    }
+                    error.insert_headers(&mut headers);
                     if json {
                         headers.insert(
                             http::header::CONTENT_TYPE,
@@ -598,21 +613,46 @@ impl Template {
             };
             [build(false), build(true)]
         });
-        // Every kind is listed: `KINDS` and this match must grow together.
-        let index = match kind {
-            MissingApiKey => 0,
-            InvalidRequest => 1,
-            InvalidApiKey => 2,
-            Revoked => 3,
-            Expired => 4,
-            WrongEnvironment => 5,
-            Unavailable => 6,
-            LayerMissing => 7,
-            TooManyFailedAttempts => 8,
-        };
-        &maps[self as usize][index]
+        &maps[self as usize][kind_index(kind)]
     }
 }
+
+/// Every kind, at its [`kind_index`].
+const KINDS: [AuthErrorKind; 9] = [
+    AuthErrorKind::MissingApiKey,
+    AuthErrorKind::InvalidRequest,
+    AuthErrorKind::InvalidApiKey,
+    AuthErrorKind::Revoked,
+    AuthErrorKind::Expired,
+    AuthErrorKind::WrongEnvironment,
+    AuthErrorKind::Unavailable,
+    AuthErrorKind::LayerMissing,
+    AuthErrorKind::TooManyFailedAttempts,
+];
+
+/// `kind`'s place in [`KINDS`]: a new kind fails to compile here until it is added to
+/// both (the compile-time check below makes sure they agree).
+const fn kind_index(kind: AuthErrorKind) -> usize {
+    match kind {
+        AuthErrorKind::MissingApiKey => 0,
+        AuthErrorKind::InvalidRequest => 1,
+        AuthErrorKind::InvalidApiKey => 2,
+        AuthErrorKind::Revoked => 3,
+        AuthErrorKind::Expired => 4,
+        AuthErrorKind::WrongEnvironment => 5,
+        AuthErrorKind::Unavailable => 6,
+        AuthErrorKind::LayerMissing => 7,
+        AuthErrorKind::TooManyFailedAttempts => 8,
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < KINDS.len() {
+        assert!(kind_index(KINDS[i]) == i, "KINDS and kind_index disagree");
+        i += 1;
+    }
+};
 
 /// [`AuthErrorKind::challenge`] as a prebuilt header value.
 fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {

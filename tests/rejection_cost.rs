@@ -7,13 +7,18 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
+mod common;
+
+use std::time::Duration;
+
 use hapnd_auth::{
-    ApiKey, AuthError, Authenticator, Environment, JsonRejection, MemoryKeyStore, NewKey,
-    RejectionResponse,
+    ApiKey, AuthError, AuthErrorKind, Authenticator, ClientAddr, Environment, FailedAttemptLimit,
+    JsonRejection, MemoryKeyStore, NewKey, RejectionResponse,
 };
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt};
 
 struct Counting;
 
@@ -66,7 +71,8 @@ fn header_map_allocations() -> u64 {
 }
 
 /// Rejections of each shape the request path produces, with the allocations their body
-/// may cost: none for a fixed message, one for a message with the key's hint.
+/// and headers may cost beyond the map: none for a fixed message, one for a message with
+/// the key's hint, one for a `Retry-After` value (the map has its place already).
 async fn errors() -> Vec<(AuthError, u64)> {
     let auth = Authenticator::new(MemoryKeyStore::new());
     let created = auth
@@ -100,6 +106,44 @@ async fn errors() -> Vec<(AuthError, u64)> {
             .unwrap_err(),
         1,
     ));
+
+    // 503 with Retry-After: the store fails a lookup (a fixed message, and its hint).
+    let store = common::TestStore::new();
+    store.set_failing(true);
+    let failing = Authenticator::new(store);
+    let unavailable = failing
+        .authenticate_key(unknown.expose_secret())
+        .await
+        .unwrap_err();
+    assert_eq!(unavailable.kind(), AuthErrorKind::Unavailable);
+    let hinted = u64::from(unavailable.key_hint().is_some());
+    out.push((unavailable, 1 + hinted));
+
+    // 429 with Retry-After: a client whose one failed attempt is spent, through the layer.
+    let throttling = Authenticator::builder(MemoryKeyStore::new())
+        .throttle_failed_attempts(FailedAttemptLimit::new(1, Duration::from_secs(60)))
+        .build();
+    let service = throttling
+        .layer()
+        .layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+        }));
+    let mut throttled = None;
+    for _ in 0..3 {
+        let mut request = http::Request::new(());
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
+        request
+            .extensions_mut()
+            .insert(ClientAddr("192.0.2.7:443".parse().unwrap()));
+        let response = service.clone().oneshot(request).await.unwrap();
+        throttled = response.extensions().get::<AuthError>().cloned();
+    }
+    let throttled = throttled.expect("the layer puts its error in the response");
+    assert_eq!(throttled.kind(), AuthErrorKind::TooManyFailedAttempts);
+    out.push((throttled, 1));
     out
 }
 
@@ -115,7 +159,8 @@ async fn a_rejection_allocates_only_its_header_map_and_a_hinted_body() {
         assert_eq!(
             n,
             map + body,
-            "{:?}: {n} allocations, expected the header map's {map} and {body} for the body",
+            "{:?}: {n} allocations, expected the header map's {map} and {body} for the body \
+             and Retry-After",
             error.kind()
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -251,11 +251,13 @@ impl PostgresKeyStoreBuilder {
             PgPoolOptions::new()
                 .max_connections(self.max_connections)
                 .acquire_timeout(self.query_timeout)
-                // sqlx pings every connection it hands out by default: a second round
-                // trip on every key lookup. Only a connection idle for a while is pinged
-                // (what sqlx's docs suggest, and what HikariCP does with 500 ms): one that
-                // served a query a moment ago is alive, or its failure is an outage that
-                // the next query meets either way.
+                // sqlx pings every connection it hands out by default: a round trip
+                // before every key lookup (it also pings each one it takes back, off the
+                // caller's path; that stays). Only a connection idle for a while is pinged
+                // (the pattern sqlx's docs give; HikariCP skips its check within 500 ms).
+                // The cost: a connection the server drops within a second of its last use
+                // fails the one query that meets it (README, "Pooled connections"). A
+                // failed ping here is logged by sqlx at WARN (its own ping: INFO).
                 .test_before_acquire(false)
                 .before_acquire(|conn, meta| {
                     Box::pin(async move {
@@ -690,7 +692,8 @@ impl KeyStore for PostgresKeyStore {
             if self.usage_turns {
                 // The long bound, the lock and the usual bound again, in one round trip: a
                 // simple query of two statements, each run under the `statement_timeout`
-                // the one before it set (it was two round trips). Every batch of a storm
+                // the one before it set (PostgreSQL 13 and later time each statement of a
+                // simple query on its own; it was two round trips). Every batch of a storm
                 // starts at once, and those first round trips are what a revocation issued
                 // meanwhile queues behind (`benches/fleet.rs`; the gain is within that
                 // bench's run-to-run spread). Only integers this code formats go into the
