@@ -1341,6 +1341,63 @@ async fn a_connection_that_died_while_idle_is_replaced_before_a_lookup() {
     exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
+/// A pooled connection the server drops within a second of its last use is not pinged
+/// before the next query (that ping would cost every lookup a round trip). A lookup, a
+/// `get` or a revocation that meets it is sent once more on another connection: it
+/// succeeds. All three are idempotent (revoking twice changes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_meets_a_recently_dropped_connection_is_sent_again() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = PostgresKeyStore::builder()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let created = hapnd_auth::KeyStore::create(
+        &store,
+        NewKey::new(unique("dropped"), Environment::Live, "ci"),
+    )
+    .await
+    .unwrap();
+    let kill = || async {
+        // Past sqlx's ping when the connection went back to the pool, well within the
+        // second after which it would be pinged before use.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let killed = sqlx::query(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1) AS t",
+        )
+        .bind(&schema)
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+        assert_eq!(killed, 1, "the store's one pooled connection");
+        // The backend is gone before the store's next query is sent.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    kill().await;
+    let found = hapnd_auth::KeyStore::lookup(&store, &created.record.hash)
+        .await
+        .expect("a lookup on a dropped connection is sent again");
+    assert_eq!(found.unwrap().id, created.record.id);
+    kill().await;
+    let got = hapnd_auth::KeyStore::get(&store, &created.record.id)
+        .await
+        .expect("a get on a dropped connection is sent again");
+    assert!(got.is_some());
+    kill().await;
+    let revoked =
+        hapnd_auth::KeyStore::revoke(&store, &created.record.id, std::time::SystemTime::now())
+            .await
+            .expect("a revocation on a dropped connection is sent again");
+    assert!(revoked.revoked_at.is_some());
+    drop(store);
+    exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
 /// A usage write that waits past its bound for its turn fails, and leaves its pooled
 /// connection usable: the transaction it began (in the same round trip as the wait) is
 /// rolled back, not left open or aborted for the next query on that connection.

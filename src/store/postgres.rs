@@ -255,9 +255,10 @@ impl PostgresKeyStoreBuilder {
                 // before every key lookup (it also pings each one it takes back, off the
                 // caller's path; that stays). Only a connection idle for a while is pinged
                 // (the pattern sqlx's docs give; HikariCP skips its check within 500 ms).
-                // The cost: a connection the server drops within a second of its last use
-                // fails the one query that meets it (README, "Pooled connections"). A
-                // failed ping here is logged by sqlx at WARN (its own ping: INFO).
+                // A lookup or revocation that meets a connection the server dropped within
+                // that second is sent again (`fetch_optional`); other writes fail once
+                // (README, "Pooled connections"). A failed ping here is logged by sqlx at
+                // WARN (its own ping: INFO).
                 .test_before_acquire(false)
                 .before_acquire(|conn, meta| {
                     Box::pin(async move {
@@ -503,12 +504,36 @@ impl PostgresKeyStore {
         }
     }
 
+    /// At most one row of `query`, within the query timeout. A query that meets a
+    /// connection the server has dropped is sent once more, on another connection, within
+    /// the same bound: connections used within [`PING_IF_IDLE_FOR`] are not pinged before
+    /// use, so after a failover or a terminated backend the first query on each of them
+    /// would otherwise fail. Every caller's query is idempotent (lookups, `get`, and the
+    /// revocation's `COALESCE`), so sending it twice is safe even if the first one ran.
     async fn fetch_optional(
         &self,
-        query: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        query: impl Fn() -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let row = bounded(self.query_timeout, query.fetch_optional(&self.pool)).await?;
+        let row = bounded(self.query_timeout, async {
+            match query().fetch_optional(&self.pool).await {
+                Err(e) if connection_lost(&e) => query().fetch_optional(&self.pool).await,
+                result => result,
+            }
+        })
+        .await?;
         row.map(|row| decode(&row)).transpose()
+    }
+}
+
+/// Whether `error` says the connection itself is gone: its socket failed, or the server
+/// ended the session (`admin_shutdown`, `crash_shutdown`: a terminated backend, a restart).
+/// Not a timeout, a refused login or a failing statement, which a second try would meet
+/// again.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
+        _ => false,
     }
 }
 
@@ -532,9 +557,9 @@ impl fmt::Debug for PostgresKeyStore {
 
 impl KeyStore for PostgresKeyStore {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.fetch_optional(
-            sqlx::query(select!("WHERE key_hash = $1")).bind(hash.as_bytes().to_vec()),
-        )
+        self.fetch_optional(|| {
+            sqlx::query(select!("WHERE key_hash = $1")).bind(hash.as_bytes().to_vec())
+        })
         .await
     }
 
@@ -569,7 +594,7 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
-        self.fetch_optional(sqlx::query(select!("WHERE id = $1")).bind(id.as_str().to_owned()))
+        self.fetch_optional(|| sqlx::query(select!("WHERE id = $1")).bind(id.as_str().to_owned()))
             .await
     }
 
@@ -624,14 +649,16 @@ impl KeyStore for PostgresKeyStore {
         // commit together, and nothing in it can fail because of the NOTIFY queue. The
         // notification follows the commit. COALESCE keeps the first revocation time:
         // revoking twice changes nothing.
-        let query = sqlx::query(concat!(
-            "UPDATE hapnd_api_keys AS k SET revoked_at = COALESCE(k.revoked_at, ",
-            ts!(2),
-            ") WHERE k.id = $1 RETURNING ",
-            columns!()
-        ))
-        .bind(id.as_str().to_owned())
-        .bind(to_millis(at));
+        let query = || {
+            sqlx::query(concat!(
+                "UPDATE hapnd_api_keys AS k SET revoked_at = COALESCE(k.revoked_at, ",
+                ts!(2),
+                ") WHERE k.id = $1 RETURNING ",
+                columns!()
+            ))
+            .bind(id.as_str().to_owned())
+            .bind(to_millis(at))
+        };
         let record = self
             .fetch_optional(query)
             .await?
