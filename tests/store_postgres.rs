@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use common::conformance::Fixture;
 use common::{eventually, unique};
 use hapnd_auth::{
-    ApiKey, AuthErrorKind, Authenticator, ChannelHealth, Environment, ListenOptions, NewKey,
-    PostgresKeyStore, StoreErrorKind,
+    ApiKey, AuthErrorKind, Authenticator, ChannelHealth, CreatedKey, Environment, ListenOptions,
+    NewKey, PostgresKeyStore, StoreErrorKind,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{AssertSqlSafe, Row};
@@ -1296,6 +1296,39 @@ async fn usage_writes_take_turns_on_the_usage_lock() {
     exec(&admin, format!("DROP SCHEMA {schema} CASCADE")).await;
 }
 
+/// A store with one pooled connection, so each query runs on the connection the test
+/// kills, and a key in it.
+async fn one_connection_store(options: PgConnectOptions) -> (PostgresKeyStore, CreatedKey) {
+    let store = PostgresKeyStore::builder()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let created =
+        hapnd_auth::KeyStore::create(&store, NewKey::new(unique("conn"), Environment::Live, "ci"))
+            .await
+            .unwrap();
+    (store, created)
+}
+
+/// Terminates the one pooled connection of the store in `schema`, once it sits idle in the
+/// pool: 200 ms after its last use, past sqlx's ping when a connection goes back to the
+/// pool (which would otherwise notice the kill and replace it), then waits `after`.
+async fn kill_pooled_connection(admin: &PgPool, schema: &str, after: Duration) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = sqlx::query(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) AS t",
+    )
+    .bind(schema)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+    .get::<i64, _>(0);
+    assert_eq!(killed, 1, "the store's one pooled connection");
+    tokio::time::sleep(after).await;
+}
+
 /// A pooled connection that died while idle (a server restart, a proxy's idle timeout) is
 /// pinged and replaced before a lookup uses it: the lookup does not fail. (The store pings
 /// only connections idle for a second or more; this test holds for any policy that pings
@@ -1305,33 +1338,10 @@ async fn a_connection_that_died_while_idle_is_replaced_before_a_lookup() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (schema, options) = schema(&url, &admin).await;
-    let store = PostgresKeyStore::builder()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let created =
-        hapnd_auth::KeyStore::create(&store, NewKey::new(unique("idle"), Environment::Live, "ci"))
-            .await
-            .unwrap();
+    let (store, created) = one_connection_store(options).await;
     for round in 0..2 {
-        // Past sqlx's own ping when a connection goes back to the pool: the kill then hits
-        // an idle connection, not one whose return would have noticed it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let killed = sqlx::query(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1) AS t",
-        )
-        .bind(&schema)
-        .fetch_one(&admin)
-        .await
-        .unwrap()
-        .get::<i64, _>(0);
-        assert_eq!(
-            killed, 1,
-            "round {round}: the store's one pooled connection"
-        );
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        // Idle past the second after which the pool pings it.
+        kill_pooled_connection(&admin, &schema, Duration::from_millis(1_200)).await;
         let found = hapnd_auth::KeyStore::lookup(&store, &created.record.hash)
             .await
             .unwrap_or_else(|e| panic!("round {round}: the lookup met the dead connection: {e}"));
@@ -1350,45 +1360,21 @@ async fn a_query_that_meets_a_recently_dropped_connection_is_sent_again() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (schema, options) = schema(&url, &admin).await;
-    let store = PostgresKeyStore::builder()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let created = hapnd_auth::KeyStore::create(
-        &store,
-        NewKey::new(unique("dropped"), Environment::Live, "ci"),
-    )
-    .await
-    .unwrap();
-    let kill = || async {
-        // Past sqlx's ping when the connection went back to the pool, well within the
-        // second after which it would be pinged before use.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let killed = sqlx::query(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1) AS t",
-        )
-        .bind(&schema)
-        .fetch_one(&admin)
-        .await
-        .unwrap()
-        .get::<i64, _>(0);
-        assert_eq!(killed, 1, "the store's one pooled connection");
-        // The backend is gone before the store's next query is sent.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    kill().await;
+    let (store, created) = one_connection_store(options).await;
+    // Well within the second after which the pool would ping it; the backend is gone
+    // before the store's next query is sent.
+    let soon = Duration::from_millis(100);
+    kill_pooled_connection(&admin, &schema, soon).await;
     let found = hapnd_auth::KeyStore::lookup(&store, &created.record.hash)
         .await
         .expect("a lookup on a dropped connection is sent again");
     assert_eq!(found.unwrap().id, created.record.id);
-    kill().await;
+    kill_pooled_connection(&admin, &schema, soon).await;
     let got = hapnd_auth::KeyStore::get(&store, &created.record.id)
         .await
         .expect("a get on a dropped connection is sent again");
     assert!(got.is_some());
-    kill().await;
+    kill_pooled_connection(&admin, &schema, soon).await;
     let revoked =
         hapnd_auth::KeyStore::revoke(&store, &created.record.id, std::time::SystemTime::now())
             .await
