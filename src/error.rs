@@ -38,6 +38,44 @@ pub enum AuthErrorKind {
 }
 
 impl AuthErrorKind {
+    /// Every kind, each at its [`index`](Self::index): what per-kind tables (metrics,
+    /// rejection header maps) are built from.
+    pub(crate) const ALL: [AuthErrorKind; 9] = [
+        AuthErrorKind::MissingApiKey,
+        AuthErrorKind::InvalidRequest,
+        AuthErrorKind::InvalidApiKey,
+        AuthErrorKind::Revoked,
+        AuthErrorKind::Expired,
+        AuthErrorKind::WrongEnvironment,
+        AuthErrorKind::Unavailable,
+        AuthErrorKind::LayerMissing,
+        AuthErrorKind::TooManyFailedAttempts,
+    ];
+
+    /// This kind's place in [`ALL`](Self::ALL). An exhaustive match, so a new kind does not
+    /// compile until it has a place; a compile-time check below makes sure `ALL` agrees.
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            AuthErrorKind::MissingApiKey => 0,
+            AuthErrorKind::InvalidRequest => 1,
+            AuthErrorKind::InvalidApiKey => 2,
+            AuthErrorKind::Revoked => 3,
+            AuthErrorKind::Expired => 4,
+            AuthErrorKind::WrongEnvironment => 5,
+            AuthErrorKind::Unavailable => 6,
+            AuthErrorKind::LayerMissing => 7,
+            AuthErrorKind::TooManyFailedAttempts => 8,
+        }
+    }
+
+    /// Whether the rejection carries `Retry-After`: the kinds a client should retry later.
+    pub(crate) const fn retries_later(self) -> bool {
+        matches!(
+            self,
+            AuthErrorKind::Unavailable | AuthErrorKind::TooManyFailedAttempts
+        )
+    }
+
     /// The HTTP status of the rejection.
     pub const fn status(self) -> StatusCode {
         match self {
@@ -298,14 +336,16 @@ impl AuthError {
         *headers = template.headers(self.kind).clone();
         // The kinds that carry `Retry-After` have a placeholder in their map: the value
         // replaces it in place. Inserting a new entry would grow the clone's table, which
-        // has no spare room (one allocation more on every 429 of a flood).
+        // has no spare room (one allocation more on every 429 of a flood). Other kinds'
+        // maps have none, so their rejections (bad keys) do no header lookup here.
         match self.retry_after {
             Some(after) => {
                 headers.insert(RETRY_AFTER, retry_after_value(after));
             }
-            None => {
+            None if self.kind.retries_later() => {
                 headers.remove(RETRY_AFTER);
             }
+            None => {}
         }
         response
     }
@@ -556,23 +596,14 @@ impl AuthError {
 // Statics: built at compile time; a clone copies a pointer, with no allocation.
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-/// `Retry-After` in whole seconds, rounded up, at least 1. Written on the stack and copied
-/// once: `HeaderValue::from(u64)` costs two allocations (a spare-capacity buffer, then the
-/// shared header `Bytes` needs for it), on every 429 of a flood.
+/// `Retry-After` in whole seconds, rounded up, at least 1. Formatted on the stack (`itoa`)
+/// and copied once: `HeaderValue::from(u64)` costs two allocations (a spare-capacity
+/// buffer, then the shared header `Bytes` needs for it), on every 429 of a flood.
 fn retry_after_value(after: Duration) -> HeaderValue {
-    let mut secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (secs % 10) as u8;
-        secs /= 10;
-        if secs == 0 {
-            break;
-        }
-    }
+    let secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
     // ASCII digits are always a valid value; the fallback only keeps this panic-free.
-    HeaderValue::from_bytes(&digits[start..]).unwrap_or_else(|_| HeaderValue::from_static("1"))
+    HeaderValue::from_str(itoa::Buffer::new().format(secs))
+        .unwrap_or_else(|_| HeaderValue::from_static("1"))
 }
 
 /// Which prebuilt header map a rejection starts from.
@@ -588,17 +619,14 @@ impl Template {
     /// The map for `kind`, built on first use from [`AuthError::insert_headers`] itself, so
     /// the two cannot disagree (`Retry-After` holds a placeholder where the kind has one).
     fn headers(self, kind: AuthErrorKind) -> &'static HeaderMap {
-        static MAPS: std::sync::OnceLock<[[HeaderMap; KINDS.len()]; 2]> =
+        static MAPS: std::sync::OnceLock<[[HeaderMap; AuthErrorKind::ALL.len()]; 2]> =
             std::sync::OnceLock::new();
         let maps = MAPS.get_or_init(|| {
             let build = |json: bool| {
-                KINDS.map(|kind| {
+                AuthErrorKind::ALL.map(|kind| {
                     let mut headers = HeaderMap::with_capacity(5);
                     let mut error = AuthError::new(kind, Detail::None);
-                    if matches!(
-                        kind,
-                        AuthErrorKind::Unavailable | AuthErrorKind::TooManyFailedAttempts
-                    ) {
+                    if kind.retries_later() {
                         error.retry_after = Some(Duration::from_secs(1));
                     }
                     error.insert_headers(&mut headers);
@@ -613,43 +641,18 @@ impl Template {
             };
             [build(false), build(true)]
         });
-        &maps[self as usize][kind_index(kind)]
+        &maps[self as usize][kind.index()]
     }
 }
 
-/// Every kind, at its [`kind_index`].
-const KINDS: [AuthErrorKind; 9] = [
-    AuthErrorKind::MissingApiKey,
-    AuthErrorKind::InvalidRequest,
-    AuthErrorKind::InvalidApiKey,
-    AuthErrorKind::Revoked,
-    AuthErrorKind::Expired,
-    AuthErrorKind::WrongEnvironment,
-    AuthErrorKind::Unavailable,
-    AuthErrorKind::LayerMissing,
-    AuthErrorKind::TooManyFailedAttempts,
-];
-
-/// `kind`'s place in [`KINDS`]: a new kind fails to compile here until it is added to
-/// both (the compile-time check below makes sure they agree).
-const fn kind_index(kind: AuthErrorKind) -> usize {
-    match kind {
-        AuthErrorKind::MissingApiKey => 0,
-        AuthErrorKind::InvalidRequest => 1,
-        AuthErrorKind::InvalidApiKey => 2,
-        AuthErrorKind::Revoked => 3,
-        AuthErrorKind::Expired => 4,
-        AuthErrorKind::WrongEnvironment => 5,
-        AuthErrorKind::Unavailable => 6,
-        AuthErrorKind::LayerMissing => 7,
-        AuthErrorKind::TooManyFailedAttempts => 8,
-    }
-}
-
+// `AuthErrorKind::ALL` holds each kind at its `index`.
 const _: () = {
     let mut i = 0;
-    while i < KINDS.len() {
-        assert!(kind_index(KINDS[i]) == i, "KINDS and kind_index disagree");
+    while i < AuthErrorKind::ALL.len() {
+        assert!(
+            AuthErrorKind::ALL[i].index() == i,
+            "AuthErrorKind::ALL and AuthErrorKind::index disagree"
+        );
         i += 1;
     }
 };

@@ -37,20 +37,6 @@ use crate::key::Environment;
 use crate::principal::Principal;
 use crate::store::StoreErrorKind;
 
-/// Every `outcome` label value; index 0 is success.
-const OUTCOMES: [&str; 10] = [
-    "ok",
-    "missing_api_key",
-    "invalid_request",
-    "invalid_api_key",
-    "api_key_revoked",
-    "api_key_expired",
-    "wrong_environment",
-    "auth_unavailable",
-    "auth_layer_missing",
-    "too_many_failed_attempts",
-];
-
 const ENVIRONMENTS: [&str; 3] = ["live", "sandbox", "none"];
 
 /// What the cache said of a request's key: the `cache` label.
@@ -95,7 +81,7 @@ const SOURCES: [&str; 5] = [
 pub(crate) struct Metrics {
     /// By outcome, environment and [`CacheRead`]: 120 handles, registered up front so
     /// that a request does no lookup by name.
-    requests: [[[Counter; 4]; 3]; 10],
+    requests: [[[Counter; 4]; 3]; OUTCOMES],
     pub(crate) lookup_seconds: Histogram,
     pub(crate) lookups_in_flight: Gauge,
     store_errors: [Counter; 5],
@@ -118,7 +104,11 @@ impl Metrics {
     pub(crate) fn register() -> Self {
         describe();
         Metrics {
-            requests: OUTCOMES.map(|outcome| {
+            requests: std::array::from_fn(|i| {
+                // "ok", then every error code, at `outcome_index`.
+                let outcome = i
+                    .checked_sub(1)
+                    .map_or("ok", |kind| AuthErrorKind::ALL[kind].code());
                 ENVIRONMENTS.map(|environment| {
                     CACHE_READS.map(|cache| {
                         counter!(
@@ -194,18 +184,12 @@ impl CacheMetrics {
     }
 }
 
+/// `outcome` label values: `ok`, then every error code.
+const OUTCOMES: usize = 1 + AuthErrorKind::ALL.len();
+
+/// Where `kind`'s counters are in [`Metrics::requests`]: after `ok`'s.
 fn outcome_index(kind: AuthErrorKind) -> usize {
-    match kind {
-        AuthErrorKind::MissingApiKey => 1,
-        AuthErrorKind::InvalidRequest => 2,
-        AuthErrorKind::InvalidApiKey => 3,
-        AuthErrorKind::Revoked => 4,
-        AuthErrorKind::Expired => 5,
-        AuthErrorKind::WrongEnvironment => 6,
-        AuthErrorKind::Unavailable => 7,
-        AuthErrorKind::LayerMissing => 8,
-        AuthErrorKind::TooManyFailedAttempts => 9,
-    }
+    1 + kind.index()
 }
 
 fn env_index(environment: Option<Environment>) -> usize {
