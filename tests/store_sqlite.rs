@@ -398,43 +398,6 @@ async fn a_look_alike_tenant_written_by_hand_fails_closed() {
     assert_eq!(store.list(&format!("{tenant} ")).await.unwrap().len(), 1);
 }
 
-/// A tracing subscriber that writes into a buffer the test can read.
-fn captured_logs() -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    (tracing::subscriber::set_default(subscriber), logs)
-}
-
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// `let _ = store.watch(..)` drops the feed at once: that degrades the cache to a bypass,
 /// so it is said in the log. Detaching, or aborting on purpose, says nothing.
 #[tokio::test]
@@ -442,7 +405,7 @@ async fn a_feed_dropped_without_detach_warns() {
     let fixture = sqlite().await.unwrap();
     let store = fixture.store.clone();
     let auth = Authenticator::new(store.clone());
-    let (_guard, logs) = captured_logs();
+    let (logs, _guard) = common::capture_logs(tracing::Level::INFO);
 
     let _ = store.watch(auth.invalidator(), POLL);
     let text = logs.text();

@@ -720,13 +720,9 @@ impl KeyStore for PostgresKeyStore {
                 // The long bound, the lock and the usual bound again, in one round trip: a
                 // simple query of two statements, each run under the `statement_timeout`
                 // the one before it set (PostgreSQL 13 and later time each statement of a
-                // simple query on its own; it was two round trips). Every batch of a storm
-                // starts at once, and those first round trips are what a revocation issued
-                // meanwhile queues behind (`benches/fleet.rs`; the gain is within that
-                // bench's run-to-run spread). Only integers this code formats go into the
-                // text.
-                // Not in the `BEGIN` itself (`begin_with`): a `BEGIN` whose later
-                // statements fail leaves the pooled connection in an aborted transaction.
+                // simple query on its own). Only integers this code formats go into the
+                // text. Not in the `BEGIN` itself (`begin_with`): a failed wait there left
+                // the pooled connection in an aborted transaction.
                 let turn = format!(
                     "SELECT set_config('statement_timeout', '{}ms', true); \
                      SELECT pg_advisory_xact_lock({}, hashtext(current_schema())), \
