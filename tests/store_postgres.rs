@@ -213,14 +213,27 @@ async fn flush_notification_empties_the_cache() {
     let auth = Authenticator::builder(store.clone())
         .ttl(Duration::from_secs(60))
         .build();
-    let _feed = store.listen(auth.invalidator());
+    // The change-log read that follows a notification is 10 ms behind it, not 100 ms.
+    let feed = store.listen_with(
+        auth.invalidator(),
+        ListenOptions::new().notification_read_delay(Duration::from_millis(10)),
+    );
     healthy(&auth, Duration::from_secs(3)).await;
+    let heard = feed.notifications_received();
     let created = auth
         .create_key(NewKey::new(unique("flush"), Environment::Live, "ci"))
         .await
         .unwrap();
-    // The creation's own notification (it clears any negative entry) comes and goes first.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The creation's own notification (it clears any negative entry) and the log read
+    // behind it come and go first: both invalidate the new key's hash, and would evict the
+    // entry cached below. (A fixed 100 ms wait raced the read, 100 ms behind by default,
+    // and failed once in CI.)
+    eventually(Duration::from_secs(3), || async {
+        feed.notifications_received() > heard
+    })
+    .await
+    .expect("the creation is notified");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     auth.authenticate_key(created.key.expose_secret())
         .await
         .unwrap();
