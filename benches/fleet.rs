@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use hapnd_auth::{ChannelHealth, Environment, KeyStore, LastUsed, ListenOptions, NewKey};
-use pg_fleet::{Db, Instance, fleet, percentile, server_cpu, until_all_reject};
+use pg_fleet::{Db, Instance, Revoker, fleet, percentile, received, server_cpu, until_all_reject};
 use sqlx::AssertSqlSafe;
 
 fn main() {
@@ -36,9 +36,11 @@ fn main() {
     rt.block_on(async {
         let db = Db::create(&url, "fleet").await;
         let fleet = fleet(&db, n, ListenOptions::new()).await;
+        let revoker = Revoker::start(db.options.clone());
         idle(&db, &fleet).await;
-        usage_storm(&fleet).await;
-        bulk_change(&db, &fleet, rows).await;
+        usage_storm(&fleet, &revoker).await;
+        bulk_change(&db, &fleet, &revoker, rows).await;
+        drop(revoker);
         drop(fleet);
         db.drop_now().await;
     });
@@ -79,7 +81,7 @@ async fn idle(db: &Db, fleet: &[Instance]) {
 
 /// Every instance writes last-used times for the same 1,000 keys at once, each in its own
 /// order, 5 rounds, while 20 keys are revoked one after another.
-async fn usage_storm(fleet: &[Instance]) {
+async fn usage_storm(fleet: &[Instance], revoker: &Revoker) {
     let store = &fleet[0].store;
     let mut ids = Vec::new();
     for i in 0..1000 {
@@ -126,15 +128,10 @@ async fn usage_storm(fleet: &[Instance]) {
     let began = Instant::now();
     let mut revocations = Vec::new();
     for id in ids.iter().step_by(50) {
-        let t = Instant::now();
-        fleet[1 % fleet.len()]
-            .auth
-            .revoke(id)
-            .await
-            .expect("revoke during the storm");
-        revocations.push(t.elapsed());
+        let took = revoker.revoke(id).await.took;
+        revocations.push(took);
         if std::env::var("HAPND_DEBUG").is_ok() {
-            eprintln!("revoke {:?} at {:?}", t.elapsed(), began.elapsed());
+            eprintln!("revoke {took:?} at {:?}", began.elapsed());
         }
     }
     for flush in flushes {
@@ -157,7 +154,7 @@ async fn usage_storm(fleet: &[Instance]) {
 /// `rows` rows changed by one UPDATE while every instance listens; a key cached everywhere
 /// is revoked right after the UPDATE starts. Counts channel flaps (an instance seen
 /// degraded) from the UPDATE's start to a second after it ends.
-async fn bulk_change(db: &Db, fleet: &[Instance], rows: usize) {
+async fn bulk_change(db: &Db, fleet: &[Instance], revoker: &Revoker, rows: usize) {
     let pool = db.pool().await;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, created_at) \
@@ -210,14 +207,18 @@ async fn bulk_change(db: &Db, fleet: &[Instance], rows: usize) {
         t.elapsed()
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let t = Instant::now();
-    fleet[1 % fleet.len()]
-        .auth
-        .revoke(&created.record.id)
-        .await
-        .expect("revoke during the bulk change");
-    let revoke_returned = t.elapsed();
-    let all_reject = until_all_reject(fleet, &created.key, Duration::from_secs(10)).await;
+    let baseline = received(fleet);
+    let revoked = revoker.revoke(&created.record.id).await;
+    let revoke_returned = revoked.took;
+    let all_reject = until_all_reject(
+        fleet,
+        &created.key,
+        baseline,
+        revoked.returned,
+        Duration::from_secs(10),
+    )
+    .await
+    .rejected;
     let bulk_took = bulk.await.expect("bulk task");
     tokio::time::sleep(Duration::from_secs(1)).await;
     watching.store(false, Ordering::Relaxed);

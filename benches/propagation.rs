@@ -1,5 +1,6 @@
-//! Revocation propagation: time from `revoke` returning to the first rejection by every
-//! instance that had the key cached.
+//! Revocation propagation: time from `revoke` returning until every instance that had the
+//! key cached has invalidated it (its listener received the notification), and until every
+//! one has rejected it (one more store read each).
 //!
 //! Run: `HAPND_TEST_DATABASE_URL=postgres://... cargo bench --bench propagation`
 //! (`bash scripts/pg-start.sh` starts a throwaway server and prints the URL). PostgreSQL rows
@@ -18,7 +19,7 @@ use hapnd_auth::{
     AuthErrorKind, Authenticator, ChannelHealth, Environment, ListenOptions, NewKey,
     PostgresKeyStore, SqliteKeyStore,
 };
-use pg_fleet::{Db, fleet, percentile, until_all_reject};
+use pg_fleet::{Db, Revoker, fleet, percentile, received, until_all_reject};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -54,16 +55,20 @@ fn main() {
 
 async fn postgres(url: &str, n: usize, rounds: usize) {
     let db = Db::create(url, "propagation").await;
-    let revoker = Authenticator::new(
+    let creator = Authenticator::new(
         PostgresKeyStore::builder()
             .connect_with(db.options.clone())
             .await
-            .expect("connect the revoker"),
+            .expect("connect the creator"),
     );
     let fleet = fleet(&db, n, ListenOptions::new()).await;
-    let mut samples = Vec::with_capacity(rounds);
+    // Revoked from a gateway of its own (runtime and thread), as a separate process would.
+    let revoker = Revoker::start(db.options.clone());
+    let mut invalidated = Vec::with_capacity(rounds);
+    let mut rejected = Vec::with_capacity(rounds);
+    let mut lost = 0;
     for _ in 0..rounds {
-        let created = revoker
+        let created = creator
             .create_key(NewKey::new("propagation", Environment::Live, "bench"))
             .await
             .expect("create");
@@ -78,21 +83,48 @@ async fn postgres(url: &str, n: usize, rounds: usize) {
                 .await
                 .expect("accepts the new key");
         }
-        revoker.revoke(&created.record.id).await.expect("revoke");
-        samples.push(until_all_reject(&fleet, &created.key, Duration::from_secs(5)).await);
+        let baseline = received(&fleet);
+        let revoked = revoker.revoke(&created.record.id).await;
+        let reached = until_all_reject(
+            &fleet,
+            &created.key,
+            baseline,
+            revoked.returned,
+            Duration::from_secs(5),
+        )
+        .await;
+        match reached.invalidated {
+            Some(t) => invalidated.push(t),
+            None => lost += 1,
+        }
+        rejected.push(reached.rejected);
     }
-    samples.sort();
+    invalidated.sort();
+    rejected.sort();
     println!(
-        "postgres (LISTEN/NOTIFY), {n} instances: {} revocations, last instance rejects at \
-         p50 {:?}, p99 {:?}, max {:?}",
-        samples.len(),
-        percentile(&samples, 0.50),
-        percentile(&samples, 0.99),
-        samples[samples.len() - 1]
+        "postgres (LISTEN/NOTIFY), {n} instances, {} revocations: every instance invalidated \
+         the key at p50 {}, p99 {}, max {} ({lost} rounds without a notification); \
+         every instance rejected it (one store read each) at p50 {:?}, p99 {:?}, max {:?}",
+        rejected.len(),
+        show(percentile_of(&invalidated, 0.50)),
+        show(percentile_of(&invalidated, 0.99)),
+        show(invalidated.last().copied()),
+        percentile(&rejected, 0.50),
+        percentile(&rejected, 0.99),
+        rejected[rejected.len() - 1]
     );
-    drop(fleet);
     drop(revoker);
+    drop(fleet);
+    drop(creator);
     db.drop_now().await;
+}
+
+fn percentile_of(sorted: &[Duration], p: f64) -> Option<Duration> {
+    (!sorted.is_empty()).then(|| percentile(sorted, p))
+}
+
+fn show(time: Option<Duration>) -> String {
+    time.map_or_else(|| "-".to_owned(), |t| format!("{t:?}"))
 }
 
 async fn sqlite(rounds: usize) {
