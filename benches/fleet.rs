@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use hapnd_auth::{ChannelHealth, Environment, KeyStore, LastUsed, ListenOptions, NewKey};
-use pg_fleet::{Db, Instance, Revoker, fleet, percentile, received, server_cpu, until_all_reject};
+use pg_fleet::{Db, Instance, Revoker, Watch, fleet, percentile, server_cpu};
 use sqlx::AssertSqlSafe;
 
 fn main() {
@@ -207,18 +207,13 @@ async fn bulk_change(db: &Db, fleet: &[Instance], revoker: &Revoker, rows: usize
         t.elapsed()
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let baseline = received(fleet);
+    let watch = Watch::start(fleet, Duration::from_secs(10));
     let revoked = revoker.revoke(&created.record.id).await;
     let revoke_returned = revoked.took;
-    let all_reject = until_all_reject(
-        fleet,
-        &created.key,
-        baseline,
-        revoked.returned,
-        Duration::from_secs(10),
-    )
-    .await
-    .rejected;
+    let all_reject = watch
+        .until_all_reject(fleet, &created.key, revoked.returned)
+        .await
+        .rejected;
     let bulk_took = bulk.await.expect("bulk task");
     tokio::time::sleep(Duration::from_secs(1)).await;
     watching.store(false, Ordering::Relaxed);

@@ -5,17 +5,29 @@
 //! (default sizes 1,000 and 1,000,000 rows; `-- 1000 1000000 10000000` for 10M, which takes
 //! minutes and gigabytes). Without the URL the PostgreSQL rows are skipped with a message.
 //! Rows are loaded with one `INSERT ... SELECT` each (triggers on: a bulk insert logs one
-//! flush entry in PostgreSQL, one change row per key in SQLite).
+//! flush entry in PostgreSQL, one change row per key in SQLite). Every table is loaded
+//! first and kept; then the rows take turns, 250 lookups at a time, 20,000 timed lookups
+//! each, so the ratio of the largest table's p99 to the smallest's compares times taken
+//! under the same conditions. It is printed last, per store.
 
 mod pg_fleet;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hapnd_auth::{KeyHash, KeyStore, PostgresKeyStore, SqliteKeyStore};
 use pg_fleet::{Db, percentile};
 use sqlx::AssertSqlSafe;
 
-const LOOKUPS: usize = 2000;
+/// Timed lookups per row, after [`WARM_UP`] untimed ones.
+const LOOKUPS: usize = 20_000;
+/// Untimed lookups per row before timing: the first prepare the statement on each
+/// connection and bring pages into the caches.
+const WARM_UP: usize = 200;
+/// Lookups timed on one row before moving to the next: rows take turns, so a burst of noise
+/// on these shared cores (another tenant, a checkpoint) lands on every row alike instead of
+/// on whichever was being measured, and the ratios between rows, measured in one run, hold.
+const CHUNK: usize = 250;
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -33,14 +45,91 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
+        let url = std::env::var("HAPND_TEST_DATABASE_URL").ok();
+        if url.is_none() {
+            eprintln!("SKIPPED: postgres rows: HAPND_TEST_DATABASE_URL not set");
+        }
+        let mut rows = Vec::new();
         for &n in &sizes {
-            match std::env::var("HAPND_TEST_DATABASE_URL") {
-                Ok(url) => postgres(&url, n).await,
-                Err(_) => eprintln!("SKIPPED: postgres rows: HAPND_TEST_DATABASE_URL not set"),
+            if let Some(url) = &url {
+                rows.push(postgres(url, n).await);
             }
-            sqlite(n).await;
+            rows.push(sqlite(n).await);
+        }
+        let samples = time_lookups(&rows).await;
+        for (row, samples) in rows.iter().zip(&samples) {
+            println!(
+                "{}, {} keys: load {:?}, {:.1} MB; miss (store lookup) p50 {:?}, p99 {:?}",
+                row.label,
+                row.n,
+                row.load,
+                row.bytes as f64 / 1e6,
+                percentile(samples, 0.5),
+                percentile(samples, 0.99)
+            );
+        }
+        for label in ["postgres", "sqlite"] {
+            let of: Vec<usize> = (0..rows.len())
+                .filter(|&i| rows[i].label == label)
+                .collect();
+            if let (Some(&small), Some(&large)) = (of.first(), of.last())
+                && small != large
+            {
+                let ratio = |p| {
+                    percentile(&samples[large], p).as_secs_f64()
+                        / percentile(&samples[small], p).as_secs_f64()
+                };
+                println!(
+                    "{label}: {} keys against {} keys: p50 {:.2}x, p99 {:.2}x",
+                    rows[large].n,
+                    rows[small].n,
+                    ratio(0.5),
+                    ratio(0.99)
+                );
+            }
+        }
+        for row in rows {
+            row.drop_now().await;
         }
     });
+}
+
+/// A loaded table and the keys to look up in it.
+struct Row {
+    label: &'static str,
+    n: usize,
+    load: Duration,
+    bytes: i64,
+    hashes: Vec<KeyHash>,
+    store: Store,
+}
+
+enum Store {
+    Postgres(PostgresKeyStore, Box<Db>),
+    Sqlite(SqliteKeyStore, PathBuf),
+}
+
+impl Row {
+    async fn lookup(&self, hash: &KeyHash) {
+        let found = match &self.store {
+            Store::Postgres(store, _) => store.lookup(hash).await,
+            Store::Sqlite(store, _) => store.lookup(hash).await,
+        };
+        assert!(found.expect("lookup").is_some());
+    }
+
+    async fn drop_now(self) {
+        match self.store {
+            Store::Postgres(store, db) => {
+                drop(store);
+                db.drop_now().await;
+            }
+            Store::Sqlite(store, dir) => {
+                drop(store);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
 }
 
 /// Random ids among `key_1 ..= key_n`, deterministic.
@@ -56,29 +145,33 @@ fn sample_ids(n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn time_lookups<S: KeyStore>(store: &S, hashes: &[KeyHash]) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(hashes.len());
-    for hash in hashes {
-        let t = Instant::now();
-        let found = store.lookup(hash).await.expect("lookup");
-        samples.push(t.elapsed());
-        assert!(found.is_some());
+/// [`LOOKUPS`] timed lookups per row, the rows taking turns [`CHUNK`] at a time; each row's
+/// times sorted.
+async fn time_lookups(rows: &[Row]) -> Vec<Vec<Duration>> {
+    for row in rows {
+        for hash in row.hashes.iter().take(WARM_UP) {
+            row.lookup(hash).await;
+        }
     }
-    samples.sort();
+    let mut samples: Vec<Vec<Duration>> =
+        rows.iter().map(|_| Vec::with_capacity(LOOKUPS)).collect();
+    for chunk in 0..LOOKUPS.div_ceil(CHUNK) {
+        for (row, samples) in rows.iter().zip(&mut samples) {
+            for hash in row.hashes.iter().skip(chunk * CHUNK).take(CHUNK) {
+                let t = Instant::now();
+                row.lookup(hash).await;
+                samples.push(t.elapsed());
+            }
+        }
+    }
+    for samples in &mut samples {
+        samples.sort();
+    }
     samples
 }
 
-fn report(label: &str, n: usize, load: Duration, bytes: i64, samples: &[Duration]) {
-    println!(
-        "{label}, {n} keys: load {load:?}, {:.1} MB; miss (store lookup) p50 {:?}, p99 {:?}",
-        bytes as f64 / 1e6,
-        percentile(samples, 0.5),
-        percentile(samples, 0.99)
-    );
-}
-
-async fn postgres(url: &str, n: usize) {
-    let db = Db::create(url, "many").await;
+async fn postgres(url: &str, n: usize) -> Row {
+    let db = Db::create(url, &format!("many_{n}")).await;
     let store = PostgresKeyStore::builder()
         .connect_with(db.options.clone())
         .await
@@ -111,14 +204,18 @@ async fn postgres(url: &str, n: usize) {
             .expect("sample");
         hashes.push(KeyHash::from_bytes(hash.try_into().expect("32 bytes")));
     }
-    let samples = time_lookups(&store, &hashes).await;
-    report("postgres", n, load, bytes, &samples);
     admin.close().await;
-    drop(store);
-    db.drop_now().await;
+    Row {
+        label: "postgres",
+        n,
+        load,
+        bytes,
+        hashes,
+        store: Store::Postgres(store, Box::new(db)),
+    }
 }
 
-async fn sqlite(n: usize) {
+async fn sqlite(n: usize) -> Row {
     let dir = std::env::temp_dir().join(format!("hapnd-many-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("keys.db");
@@ -149,8 +246,12 @@ async fn sqlite(n: usize) {
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
         .map(|m| m.len() as i64)
         .sum();
-    let samples = time_lookups(&store, &hashes).await;
-    report("sqlite", n, load, bytes, &samples);
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        label: "sqlite",
+        n,
+        load,
+        bytes,
+        hashes,
+        store: Store::Sqlite(store, dir),
+    }
 }

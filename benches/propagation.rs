@@ -19,7 +19,7 @@ use hapnd_auth::{
     AuthErrorKind, Authenticator, ChannelHealth, Environment, ListenOptions, NewKey,
     PostgresKeyStore, SqliteKeyStore,
 };
-use pg_fleet::{Db, Revoker, fleet, percentile, received, until_all_reject};
+use pg_fleet::{Db, Revoker, Watch, fleet, percentile};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -83,16 +83,11 @@ async fn postgres(url: &str, n: usize, rounds: usize) {
                 .await
                 .expect("accepts the new key");
         }
-        let baseline = received(&fleet);
+        let watch = Watch::start(&fleet, Duration::from_secs(5));
         let revoked = revoker.revoke(&created.record.id).await;
-        let reached = until_all_reject(
-            &fleet,
-            &created.key,
-            baseline,
-            revoked.returned,
-            Duration::from_secs(5),
-        )
-        .await;
+        let reached = watch
+            .until_all_reject(&fleet, &created.key, revoked.returned)
+            .await;
         match reached.invalidated {
             Some(t) => invalidated.push(t),
             None => lost += 1,

@@ -199,100 +199,112 @@ const WATCH: Duration = Duration::from_micros(100);
 /// notification is applied by a read of the change log, which no count shows).
 const FALLBACK_POLL: Duration = Duration::from_millis(20);
 
-/// Every instance's notification count, taken before a revocation for
-/// [`until_all_reject`].
-pub fn received(fleet: &[Instance]) -> Vec<u64> {
-    fleet
-        .iter()
-        .map(|i| i.feed.notifications_received())
-        .collect()
+/// Watches every instance's notification count from before a revocation is sent until
+/// every instance has rejected the key ([`Watch::until_all_reject`]).
+///
+/// A watcher thread reads each count every [`WATCH`] and, the moment it grows, records the
+/// time and wakes that instance's task, which asks the authenticator once (a store read:
+/// the cache forgot the key). So no instance's time waits for a poll timer. Earlier
+/// versions asked every instance once per millisecond of Tokio's timer: each time late by 1
+/// to 2 ms, and 50 to 100 tasks waking each millisecond on the two cores PostgreSQL needs
+/// to deliver the notification (spinning instead took the 10-instance p99 to 45 ms).
+pub struct Watch {
+    woken: Vec<tokio::sync::oneshot::Receiver<()>>,
+    done: Arc<AtomicBool>,
+    watcher: std::thread::JoinHandle<Vec<Option<Instant>>>,
 }
 
-/// Times how long after `since` (when `revoke` returned) the revocation of `key` reaches
-/// every instance of `fleet`, which all had it cached. `baseline` is [`received`] taken
-/// before the revocation was sent: its notification may arrive before `revoke` returns.
-///
-/// A watcher thread reads each instance's notification count every [`WATCH`] and, the
-/// moment it grows, records the time and wakes that instance's task, which asks the
-/// authenticator once (a store read: the cache forgot the key). So no instance's time
-/// waits for a poll timer. Earlier versions asked every instance once per millisecond of
-/// Tokio's timer: a time late by 1 to 2 ms, and 50 to 100 tasks waking each millisecond on
-/// the two cores PostgreSQL needs to deliver the notification (spinning instead took the
-/// 10-instance p99 to 45 ms).
-pub async fn until_all_reject(
-    fleet: &[Instance],
-    key: &ApiKey,
-    baseline: Vec<u64>,
-    since: Instant,
-    bound: Duration,
-) -> Reached {
-    let counts: Vec<Arc<ChangeFeed>> = fleet.iter().map(|i| i.feed.clone()).collect();
-    let mut wake = Vec::with_capacity(fleet.len());
-    let mut woken = Vec::with_capacity(fleet.len());
-    for _ in fleet {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        wake.push(Some(tx));
-        woken.push(rx);
-    }
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut heard: Vec<Option<Duration>> = vec![None; counts.len()];
-            let mut left = counts.len();
-            while left > 0 && !done.load(Ordering::Relaxed) && since.elapsed() < bound {
-                for (i, feed) in counts.iter().enumerate() {
-                    if heard[i].is_none() && feed.notifications_received() > baseline[i] {
-                        heard[i] = Some(since.elapsed());
-                        left -= 1;
-                        if let Some(tx) = wake[i].take() {
-                            let _ = tx.send(());
+impl Watch {
+    /// Starts watching, before the revocation is sent: its notification may arrive before
+    /// `revoke` returns. Gives up after `bound`.
+    pub fn start(fleet: &[Instance], bound: Duration) -> Watch {
+        let counts: Vec<Arc<ChangeFeed>> = fleet.iter().map(|i| i.feed.clone()).collect();
+        let baseline: Vec<u64> = counts.iter().map(|f| f.notifications_received()).collect();
+        let (mut wake, mut woken) = (Vec::new(), Vec::new());
+        for _ in fleet {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            wake.push(Some(tx));
+            woken.push(rx);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let done = done.clone();
+            let started = Instant::now();
+            std::thread::spawn(move || {
+                let mut heard: Vec<Option<Instant>> = vec![None; counts.len()];
+                let mut left = counts.len();
+                while left > 0 && !done.load(Ordering::Relaxed) && started.elapsed() < bound {
+                    for (i, feed) in counts.iter().enumerate() {
+                        if heard[i].is_none() && feed.notifications_received() > baseline[i] {
+                            heard[i] = Some(Instant::now());
+                            left -= 1;
+                            if let Some(tx) = wake[i].take() {
+                                let _ = tx.send(());
+                            }
                         }
                     }
+                    std::thread::sleep(WATCH);
                 }
-                std::thread::sleep(WATCH);
-            }
-            heard
-        })
-    };
-    let tasks: Vec<_> = fleet
-        .iter()
-        .zip(woken)
-        .map(|(instance, woken)| {
-            let (auth, key) = (instance.auth.clone(), key.expose_secret().to_owned());
-            tokio::spawn(async move {
-                let mut woken = Some(woken);
-                loop {
-                    match woken.as_mut() {
-                        Some(rx) => tokio::select! {
-                            _ = rx => woken = None,
-                            () = tokio::time::sleep(FALLBACK_POLL) => {}
-                        },
-                        None => tokio::time::sleep(FALLBACK_POLL).await,
-                    }
-                    match auth.authenticate_key(&key).await {
-                        Err(e) if e.kind() == AuthErrorKind::Revoked => return since.elapsed(),
-                        Ok(_) => {}
-                        Err(e) => panic!("unexpected {e}"),
-                    }
-                    assert!(since.elapsed() < bound, "never propagated within {bound:?}");
-                }
+                heard
             })
-        })
-        .collect();
-    let mut rejected = Duration::ZERO;
-    for task in tasks {
-        rejected = rejected.max(task.await.expect("poll task"));
+        };
+        Watch {
+            woken,
+            done,
+            watcher,
+        }
     }
-    done.store(true, Ordering::Relaxed);
-    let heard = watcher.join().expect("watcher");
-    let invalidated = heard
-        .iter()
-        .copied()
-        .try_fold(Duration::ZERO, |last, t| t.map(|t| last.max(t)));
-    Reached {
-        invalidated,
-        rejected,
+
+    /// Times how long after `since` (when `revoke` returned) the revocation of `key`
+    /// reached every instance of `fleet` (the one [`Watch::start`] was given), which all
+    /// had the key cached. A delivery before `since` counts as 0.
+    pub async fn until_all_reject(
+        self,
+        fleet: &[Instance],
+        key: &ApiKey,
+        since: Instant,
+    ) -> Reached {
+        let tasks: Vec<_> = fleet
+            .iter()
+            .zip(self.woken)
+            .map(|(instance, woken)| {
+                let (auth, key) = (instance.auth.clone(), key.expose_secret().to_owned());
+                tokio::spawn(async move {
+                    let mut woken = Some(woken);
+                    loop {
+                        match woken.as_mut() {
+                            Some(rx) => tokio::select! {
+                                _ = rx => woken = None,
+                                () = tokio::time::sleep(FALLBACK_POLL) => {}
+                            },
+                            None => tokio::time::sleep(FALLBACK_POLL).await,
+                        }
+                        match auth.authenticate_key(&key).await {
+                            Err(e) if e.kind() == AuthErrorKind::Revoked => return since.elapsed(),
+                            Ok(_) => {}
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                        assert!(
+                            since.elapsed() < Duration::from_secs(30),
+                            "never propagated"
+                        );
+                    }
+                })
+            })
+            .collect();
+        let mut rejected = Duration::ZERO;
+        for task in tasks {
+            rejected = rejected.max(task.await.expect("poll task"));
+        }
+        self.done.store(true, Ordering::Relaxed);
+        let heard = self.watcher.join().expect("watcher");
+        let invalidated = heard.iter().try_fold(Duration::ZERO, |last, t| {
+            t.map(|t| last.max(t.saturating_duration_since(since)))
+        });
+        Reached {
+            invalidated,
+            rejected,
+        }
     }
 }
 
