@@ -600,7 +600,7 @@ async fn timed_lookup(inner: &Inner, hash: &KeyHash) -> Result<Option<KeyRecord>
     let metrics = &inner.metrics;
     metrics.lookups_in_flight.increment(1.0);
     let started = std::time::Instant::now();
-    let result = match tokio::time::timeout(timeout, inner.store.lookup(hash)).await {
+    let result = match tokio::time::timeout(timeout, inner.store.lookup_for_request(hash)).await {
         Ok(result) => result,
         Err(_) => Err(StoreError::new(
             StoreErrorKind::Timeout,

@@ -1841,3 +1841,46 @@ async fn a_burst_of_notifications_costs_few_reads_of_the_log() {
     db.close().await;
     instance.finish().await;
 }
+
+/// Answering a request reads the key's own row only: a lock on the usage table (a
+/// `VACUUM FULL` or a migration of it, a stuck usage write) never stalls authentication,
+/// while `lookup`, which reports the last use, waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_usage_table_does_not_stall_authentication() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let created = hapnd_auth::KeyStore::create(
+        &store,
+        NewKey::new(unique("locked"), Environment::Live, "k"),
+    )
+    .await
+    .unwrap();
+    let mut dba = admin.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {schema}.hapnd_key_usage IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *dba)
+    .await
+    .unwrap();
+    let auth = Authenticator::new(store.clone());
+    let principal = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .expect("authenticated while the usage table is locked");
+    assert_eq!(principal.key_id(), &created.record.id);
+    let waited = hapnd_auth::KeyStore::lookup(&store, &created.key.hash()).await;
+    assert!(waited.is_err(), "lookup reads the usage table: {waited:?}");
+    dba.rollback().await.unwrap();
+    assert!(
+        hapnd_auth::KeyStore::lookup(&store, &created.key.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

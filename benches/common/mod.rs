@@ -56,6 +56,14 @@ impl<S: KeyStore> KeyStore for Counting<S> {
         self.inner.lookup(hash).await
     }
 
+    async fn lookup_for_request(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.inner.lookup_for_request(hash).await
+    }
+
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         self.inner.insert(record).await
     }

@@ -304,6 +304,10 @@ impl KeyStore for AnyStore {
         each!(self, s => s.lookup(hash).await)
     }
 
+    async fn lookup_for_request(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        each!(self, s => s.lookup_for_request(hash).await)
+    }
+
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         each!(self, s => s.insert(record).await)
     }

@@ -49,6 +49,7 @@ macro_rules! conformance_suite {
             case!(unknown_id);
             case!(concurrent_creates_all_succeed);
             case!(record_usage_keeps_the_latest);
+            case!(lookup_for_request_is_lookup_but_for_last_use);
             case!(dump_holds_no_plaintext_key);
             case!(authenticator_over_the_store);
             case!(invalid_new_key_is_refused);
@@ -294,6 +295,49 @@ pub async fn record_usage_keeps_the_latest<F: Fixture>(f: &F) {
     store.record_usage(&[used(&a.record.id, t0)]).await.unwrap();
     assert_eq!(last(a.record.id.clone()).await, Some(ms(t1)));
     store.record_usage(&[]).await.unwrap();
+}
+
+/// The authenticator's lookup answers what `lookup` answers, revoked keys and unknown
+/// hashes included; only the last-used time may be left out.
+pub async fn lookup_for_request_is_lookup_but_for_last_use<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("request");
+    let used = store
+        .create(NewKey::new(&tenant, Environment::Live, "used"))
+        .await
+        .unwrap();
+    let revoked = store
+        .create(
+            NewKey::new(&tenant, Environment::Sandbox, "revoked")
+                .expires_at(SystemTime::now() + Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let at = SystemTime::now();
+    store
+        .record_usage(&[LastUsed {
+            id: used.record.id.clone(),
+            at,
+        }])
+        .await
+        .unwrap();
+    store.revoke(&revoked.record.id, at).await.unwrap();
+    for created in [&used, &revoked] {
+        let hash = created.key.hash();
+        let full = store.lookup(&hash).await.unwrap().unwrap();
+        let mut fast = store.lookup_for_request(&hash).await.unwrap().unwrap();
+        assert!(
+            fast.last_used_at.is_none() || fast.last_used_at == full.last_used_at,
+            "a last-used time that `lookup` does not give"
+        );
+        fast.last_used_at = full.last_used_at;
+        assert_eq!(normalized(fast), normalized(full));
+    }
+    // `lookup` itself carries the last use.
+    let full = store.lookup(&used.key.hash()).await.unwrap().unwrap();
+    assert_eq!(full.last_used_at.map(ms), Some(ms(at)));
+    let unknown = ApiKey::generate(Environment::Live).hash();
+    assert!(store.lookup_for_request(&unknown).await.unwrap().is_none());
 }
 
 pub async fn dump_holds_no_plaintext_key<F: Fixture>(f: &F) {
