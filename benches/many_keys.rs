@@ -136,10 +136,8 @@ impl Row {
 }
 
 /// Lets the loads' writes reach the disk before anything is timed: a `CHECKPOINT` (so
-/// PostgreSQL's buffers are clean), then `sync`. Timed right after loading 10,000,000 rows
-/// into each store (7.5 GB), a lookup that had to evict a dirty buffer wrote it while the
-/// kernel was still writing back gigabytes, and waited: the 10M row's p99 measured the
-/// load's write-back, not the table (1.4 ms against 0.49 ms at 1k, same run).
+/// PostgreSQL's buffers are clean, and no lookup writes one out to evict it), then `sync`
+/// (so the kernel is not writing back the 7.5 GB of a 10,000,000-row load meanwhile).
 async fn settle(rows: &[Row]) {
     for row in rows {
         if let Store::Postgres(_, db) = &row.store {

@@ -138,8 +138,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// except that the record's `last_used_at` may be left `None`, since answering a
     /// request never reads it. A store that keeps last-used times apart from the keys
     /// answers from the key's own row: [`PostgresKeyStore`](crate::PostgresKeyStore)
-    /// then reads one table instead of two, so a miss touches half the pages and a lock on
-    /// the usage table never stalls a request. The default calls `lookup`.
+    /// then reads one table instead of two, and a lock on the usage table never stalls a
+    /// request. The default calls `lookup`.
     fn lookup_for_request(
         &self,
         hash: &KeyHash,

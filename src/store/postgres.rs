@@ -574,8 +574,8 @@ impl KeyStore for PostgresKeyStore {
     }
 
     /// One index probe and one heap page: the usage table is not read (`last_used_at` is
-    /// `None`). With it, a miss on ten million keys read twice as many pages, most of them
-    /// outside `shared_buffers` (README, "Many keys").
+    /// `None`), which would add a second probe and page (on a large table, mostly outside
+    /// `shared_buffers`) and wait for any lock on that table.
     async fn lookup_for_request(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         self.fetch_optional(|| {
             sqlx::query(concat!(
