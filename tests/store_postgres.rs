@@ -72,6 +72,16 @@ async fn store_on(options: PgConnectOptions) -> PostgresKeyStore {
         .unwrap()
 }
 
+/// A store whose queries give up after 500 ms: for tests where one is meant to wait on a
+/// lock another session holds.
+async fn impatient_store(options: PgConnectOptions) -> PostgresKeyStore {
+    PostgresKeyStore::builder()
+        .query_timeout(Duration::from_millis(500))
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
 struct Pg {
     store: PostgresKeyStore,
 }
@@ -1470,11 +1480,7 @@ async fn an_open_transaction_does_not_block_other_revocations() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (schema, options) = schema(&url, &admin).await;
-    let store = PostgresKeyStore::builder()
-        .query_timeout(Duration::from_millis(500))
-        .connect_with(options)
-        .await
-        .unwrap();
+    let store = impatient_store(options).await;
     let tenant = unique("open");
     let mut ids = Vec::new();
     for name in ["edited", "revoked"] {
@@ -1850,11 +1856,7 @@ async fn a_locked_usage_table_does_not_stall_authentication() {
     let Some(url) = database_url() else { return };
     let admin = admin(&url).await;
     let (schema, options) = schema(&url, &admin).await;
-    let store = PostgresKeyStore::builder()
-        .query_timeout(Duration::from_millis(500))
-        .connect_with(options)
-        .await
-        .unwrap();
+    let store = impatient_store(options).await;
     let created = hapnd_auth::KeyStore::create(
         &store,
         NewKey::new(unique("locked"), Environment::Live, "k"),
