@@ -1375,9 +1375,9 @@ async fn a_connection_that_died_while_idle_is_replaced_before_a_lookup() {
 }
 
 /// A pooled connection the server drops within a second of its last use is not pinged
-/// before the next query (that ping would cost every lookup a round trip). A lookup, a
-/// `get` or a revocation that meets it is sent once more on another connection: it
-/// succeeds. All three are idempotent (revoking twice changes nothing).
+/// before the next query (that ping would cost every lookup a round trip). A lookup (both
+/// kinds), a `get` or a revocation that meets it is sent once more on another connection:
+/// it succeeds. All are idempotent (revoking twice changes nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_meets_a_recently_dropped_connection_is_sent_again() {
     let Some(url) = database_url() else { return };
@@ -1391,6 +1391,12 @@ async fn a_query_that_meets_a_recently_dropped_connection_is_sent_again() {
     let found = hapnd_auth::KeyStore::lookup(&store, &created.record.hash)
         .await
         .expect("a lookup on a dropped connection is sent again");
+    assert_eq!(found.unwrap().id, created.record.id);
+    // The authenticator's own lookup, which reads the key's table only.
+    kill_pooled_connection(&admin, &schema, soon).await;
+    let found = hapnd_auth::KeyStore::lookup_for_request(&store, &created.record.hash)
+        .await
+        .expect("a request's lookup on a dropped connection is sent again");
     assert_eq!(found.unwrap().id, created.record.id);
     kill_pooled_connection(&admin, &schema, soon).await;
     let got = hapnd_auth::KeyStore::get(&store, &created.record.id)

@@ -518,8 +518,8 @@ impl PostgresKeyStore {
     /// connection the server has dropped is sent once more, on another connection, within
     /// the same bound: connections used within [`PING_IF_IDLE_FOR`] are not pinged before
     /// use, so after a failover or a terminated backend the first query on each of them
-    /// would otherwise fail. Every caller's query is idempotent (lookups, `get`, and the
-    /// revocation's `COALESCE`), so sending it twice is safe even if the first one ran.
+    /// would otherwise fail. Every caller's query is idempotent (both lookups, `get`, and
+    /// the revocation's `COALESCE`), so sending it twice is safe even if the first one ran.
     async fn fetch_optional(
         &self,
         query: impl Fn() -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
