@@ -45,22 +45,24 @@ impl<S> Counting<S> {
         counting.delay = Some(delay);
         (counting, lookups)
     }
+
+    /// What every lookup does before it asks the store: count, then the delay, if any.
+    async fn count_and_wait(&self) {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
 }
 
 impl<S: KeyStore> KeyStore for Counting<S> {
     async fn lookup(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        if let Some(delay) = self.delay {
-            tokio::time::sleep(delay).await;
-        }
+        self.count_and_wait().await;
         self.inner.lookup(hash).await
     }
 
     async fn lookup_for_request(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        if let Some(delay) = self.delay {
-            tokio::time::sleep(delay).await;
-        }
+        self.count_and_wait().await;
         self.inner.lookup_for_request(hash).await
     }
 
