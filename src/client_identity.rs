@@ -6,12 +6,14 @@
 //! or, under `axum::serve(..).into_make_service_with_connect_info::<SocketAddr>()`, a
 //! closure given to [`ClientIdentity::peer_from`] that reads axum's `ConnectInfo`. A raw
 //! `X-Forwarded-For` is never trusted by default: a client can write anything there.
-//! Behind proxies, [`ClientIdentity::x_forwarded_for`] and [`ClientIdentity::forwarded`]
-//! take the address the outermost *trusted* proxy saw.
+//! Behind proxies, [`ClientIdentity::x_forwarded_for_from`] and
+//! [`ClientIdentity::forwarded_from`] read the header only when the peer is one of the
+//! [`TrustedProxies`] the operator named (as nginx's `set_real_ip_from` and Caddy's
+//! `trusted_proxies` do), and take the address the outermost trusted proxy saw.
 //!
 //! ```
 //! use std::net::{IpAddr, SocketAddr};
-//! use hapnd_auth::{ClientAddr, ClientIdentity};
+//! use hapnd_auth::{ClientAddr, ClientIdentity, TrustedProxies};
 //!
 //! let mut request = http::Request::new(());
 //! request.extensions_mut().insert(ClientAddr("10.0.0.7:51234".parse().unwrap()));
@@ -21,14 +23,21 @@
 //! let peer = ClientIdentity::peer();
 //! assert_eq!(peer.identify(request.headers(), request.extensions()), Some("10.0.0.7".parse().unwrap()));
 //!
-//! // One trusted proxy (the peer) appended the address it saw: that one is the client.
-//! let behind_one = ClientIdentity::x_forwarded_for(1);
+//! // The peer is a proxy we run (10.0.0.0/8): the address it appended is the client.
+//! let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+//! let behind = ClientIdentity::x_forwarded_for_from(proxies.clone());
 //! let client: IpAddr = "203.0.113.9".parse().unwrap();
-//! assert_eq!(behind_one.identify(request.headers(), request.extensions()), Some(client));
+//! assert_eq!(behind.identify(request.headers(), request.extensions()), Some(client));
+//!
+//! // The same header from a peer that is not a trusted proxy is ignored.
+//! request.extensions_mut().insert(ClientAddr("198.51.100.4:4000".parse().unwrap()));
+//! let peer: IpAddr = "198.51.100.4".parse().unwrap();
+//! assert_eq!(behind.identify(request.headers(), request.extensions()), Some(peer));
 //! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, HeaderName};
@@ -44,7 +53,14 @@ type CustomFn = dyn Fn(&HeaderMap, &Extensions) -> Option<IpAddr> + Send + Sync;
 #[derive(Clone)]
 enum Source {
     Peer,
-    Header { name: HeaderName, hops: usize },
+    Header {
+        name: HeaderName,
+        hops: usize,
+    },
+    Trusted {
+        name: HeaderName,
+        proxies: TrustedProxies,
+    },
     Custom(Arc<CustomFn>),
 }
 
@@ -67,16 +83,51 @@ impl ClientIdentity {
         }
     }
 
-    /// Behind `hops` trusted proxies that each append to `X-Forwarded-For`: the client is
-    /// the `hops`-th address from the right (the one the outermost trusted proxy saw).
-    /// Addresses further left were written by the client and are ignored. Without the
-    /// header, the peer address.
+    /// Behind proxies the operator names: when the peer is one of `proxies`, the client is
+    /// the first address, reading `X-Forwarded-For` from the right, that is not a trusted
+    /// proxy (what nginx's `real_ip_recursive on` and Caddy's `trusted_proxies` compute).
+    /// Addresses further left were written by someone else and are ignored; from a peer
+    /// that is not a trusted proxy, the header is ignored altogether.
+    ///
+    /// Fails closed: an entry that is not an address (`unknown`, garbage, a value that is
+    /// not UTF-8) stops the walk at the nearest address known for sure, the last trusted
+    /// hop (the peer, behind one proxy), so a forged header is counted against the proxy's
+    /// address, never left unidentified (unidentified requests are not throttled). With
+    /// every address trusted, the leftmost one is the client.
+    pub fn x_forwarded_for_from(proxies: TrustedProxies) -> Self {
+        Self::trusted(HeaderName::from_static("x-forwarded-for"), proxies)
+    }
+
+    /// As [`x_forwarded_for_from`](Self::x_forwarded_for_from), with the `for=` parameters
+    /// of the standard `Forwarded` header (RFC 7239); an obfuscated or `unknown` node fails
+    /// closed in the same way.
+    pub fn forwarded_from(proxies: TrustedProxies) -> Self {
+        Self::trusted(http::header::FORWARDED, proxies)
+    }
+
+    fn trusted(name: HeaderName, proxies: TrustedProxies) -> Self {
+        ClientIdentity {
+            source: Source::Trusted { name, proxies },
+            peer: None,
+        }
+    }
+
+    /// Behind `hops` proxies that each append to `X-Forwarded-For`: the client is the
+    /// `hops`-th address from the right (the one the outermost of them saw). Addresses
+    /// further left were written by the client and are ignored. Without enough entries, or
+    /// with one that is not an address there, the peer address.
+    ///
+    /// The header is read whatever the peer is, so a client that can reach the server
+    /// without the proxies writes its own address: prefer
+    /// [`x_forwarded_for_from`](Self::x_forwarded_for_from), which reads it only from
+    /// proxies named by address.
     pub fn x_forwarded_for(hops: usize) -> Self {
         Self::header(HeaderName::from_static("x-forwarded-for"), hops)
     }
 
     /// As [`x_forwarded_for`](Self::x_forwarded_for), with the `for=` parameters of the
-    /// standard `Forwarded` header (RFC 7239).
+    /// standard `Forwarded` header (RFC 7239). Prefer
+    /// [`forwarded_from`](Self::forwarded_from).
     pub fn forwarded(hops: usize) -> Self {
         Self::header(http::header::FORWARDED, hops)
     }
@@ -124,10 +175,16 @@ impl ClientIdentity {
     pub fn identify(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         let ip = match &self.source {
             Source::Peer => self.peer_addr(extensions),
+            // An entry that is not an address fails closed, to the peer: a forged header
+            // must never make a request unidentified (and so unthrottled).
             Source::Header { name, hops } => match from_header(headers, name, *hops) {
-                Some(node) => parse_node(node),
+                Some(node) => parse_node(node).or_else(|| self.peer_addr(extensions)),
                 None => self.peer_addr(extensions),
             },
+            Source::Trusted { name, proxies } => {
+                let peer = self.peer_addr(extensions)?;
+                Some(walk_trusted(headers, name, proxies, peer))
+            }
             Source::Custom(f) => f(headers, extensions),
         }?;
         Some(bucket(ip))
@@ -156,9 +213,203 @@ impl fmt::Debug for ClientIdentity {
                 .field("name", name)
                 .field("hops", hops)
                 .finish(),
+            Source::Trusted { name, proxies } => f
+                .debug_struct("ClientIdentity::Trusted")
+                .field("name", name)
+                .field("proxies", proxies)
+                .finish(),
             Source::Custom(_) => f.write_str("ClientIdentity::Custom"),
         }
     }
+}
+
+/// The proxies whose forwarding headers count: addresses and CIDR networks
+/// (`127.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`), parsed from a comma-separated list.
+/// Cheap to clone.
+///
+/// ```
+/// use hapnd_auth::TrustedProxies;
+///
+/// let proxies: TrustedProxies = "127.0.0.1, 10.0.0.0/8, fd00::/8".parse().unwrap();
+/// assert!(proxies.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!proxies.contains("192.0.2.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    networks: Arc<[Network]>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, unmap(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl TrustedProxies {
+    /// No proxy: forwarding headers never count.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether `ip` is one of the trusted proxies (IPv4-mapped IPv6 as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+
+    /// These proxies and `other`'s.
+    pub fn union(&self, other: &TrustedProxies) -> TrustedProxies {
+        let networks: Vec<Network> = self
+            .networks
+            .iter()
+            .chain(other.networks.iter())
+            .copied()
+            .collect();
+        TrustedProxies {
+            networks: networks.into(),
+        }
+    }
+}
+
+impl fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.networks.iter()).finish()
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = InvalidProxyAddress;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut networks = Vec::new();
+        for item in s.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            networks.push(parse_network(item).ok_or_else(|| InvalidProxyAddress(item.into()))?);
+        }
+        Ok(TrustedProxies {
+            networks: networks.into(),
+        })
+    }
+}
+
+fn parse_network(item: &str) -> Option<Network> {
+    let (addr, prefix) = match item.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (item, None),
+    };
+    let addr = unmap(addr.parse::<IpAddr>().ok()?);
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        // Digits only: `+8` or ` 8` are not a prefix length.
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+        None => max,
+    };
+    (prefix <= max).then_some(Network { addr, prefix })
+}
+
+/// A trusted-proxy list entry that is neither an address nor a CIDR network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidProxyAddress(String);
+
+impl fmt::Display for InvalidProxyAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not an IP address or CIDR network (such as 10.0.0.1, 10.0.0.0/8 or fd00::/8)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidProxyAddress {}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// From the peer leftwards through the header, while the address is a trusted proxy's:
+/// the first untrusted address is the client. An entry that cannot be read stops at the
+/// last address known (fails closed); with every address trusted, the leftmost.
+fn walk_trusted(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    proxies: &TrustedProxies,
+    peer: IpAddr,
+) -> IpAddr {
+    let mut client = peer;
+    if !proxies.contains(client) {
+        return client;
+    }
+    let forwarded = name == http::header::FORWARDED;
+    for value in headers.get_all(name).iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for element in value.split(',').rev() {
+            let node = if forwarded {
+                for_param(element)
+            } else {
+                element.trim()
+            };
+            match parse_node(node) {
+                Some(ip) => client = ip,
+                None => return client,
+            }
+            if !proxies.contains(client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// The `for=` value of one `Forwarded` element; "" when it has none.
+fn for_param(element: &str) -> &str {
+    element
+        .split(';')
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+        })
+        .unwrap_or("")
 }
 
 /// IPv4 addresses as they are (IPv4-mapped IPv6 included); IPv6 by /64.
@@ -177,7 +428,7 @@ fn bucket(ip: IpAddr) -> IpAddr {
 
 /// The `hops`-th node from the right, over every instance of the header in order.
 /// `None` when there are fewer: then the peer itself is the nearest thing to a client.
-/// A node that is not an address (garbage, `unknown`) leaves the request unidentified.
+/// A node that is not an address (garbage, `unknown`) is the caller's to fail closed on.
 fn from_header<'h>(headers: &'h HeaderMap, name: &HeaderName, hops: usize) -> Option<&'h str> {
     if hops == 0 {
         return None;
@@ -197,13 +448,7 @@ fn from_header<'h>(headers: &'h HeaderMap, name: &HeaderName, hops: usize) -> Op
             }
             // `for=` among `;`-separated pairs; an element without one is a hop we cannot
             // place: it keeps its slot so counting from the right stays right.
-            element
-                .split(';')
-                .find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
-                })
-                .unwrap_or("")
+            for_param(element)
         })
         .nth(hops - 1)
 }
@@ -271,9 +516,119 @@ mod tests {
         assert_eq!(id(&ClientIdentity::x_forwarded_for(2), &r), ip("7.7.7.7"));
         // More hops configured than present: the leftmost is not taken on trust.
         assert_eq!(id(&ClientIdentity::x_forwarded_for(4), &r), ip("10.0.0.1"));
-        // Garbage where the client should be: unidentified, not the peer's bucket.
+        // Garbage where the client should be: the peer's bucket (fails closed), never
+        // unidentified, which would not be throttled.
         let bad = request("10.0.0.1:1", &[("x-forwarded-for", "1.1.1.1, junk")]);
-        assert_eq!(id(&ClientIdentity::x_forwarded_for(1), &bad), None);
+        assert_eq!(
+            id(&ClientIdentity::x_forwarded_for(1), &bad),
+            ip("10.0.0.1")
+        );
+        let unknown = request("10.0.0.1:1", &[("x-forwarded-for", "unknown")]);
+        assert_eq!(
+            id(&ClientIdentity::x_forwarded_for(1), &unknown),
+            ip("10.0.0.1")
+        );
+    }
+
+    fn trusted(list: &str) -> ClientIdentity {
+        ClientIdentity::x_forwarded_for_from(list.parse().unwrap())
+    }
+
+    #[test]
+    fn the_header_counts_only_from_a_trusted_peer() {
+        let headers = [("x-forwarded-for", "203.0.113.5")];
+        // The peer is the proxy: its entry is the client.
+        let via_proxy = request("10.0.0.1:1", &headers);
+        assert_eq!(id(&trusted("10.0.0.0/8"), &via_proxy), ip("203.0.113.5"));
+        // A client reaching the server directly writes what it likes: ignored.
+        let direct = request("198.51.100.7:1", &headers);
+        assert_eq!(id(&trusted("10.0.0.0/8"), &direct), ip("198.51.100.7"));
+        // No proxy trusted at all: the peer, always.
+        assert_eq!(id(&trusted(""), &via_proxy), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn trusted_hops_are_walked_until_the_first_untrusted_address() {
+        let r = request(
+            "10.0.0.1:1",
+            &[
+                ("x-forwarded-for", "6.6.6.6, 203.0.113.1"),
+                ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
+            ],
+        );
+        // 10.0.0.3 and 10.0.0.2 are our proxies; 203.0.113.1 is the client; 6.6.6.6 is
+        // what the client wrote.
+        assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("203.0.113.1"));
+        // Every address trusted: the leftmost.
+        let all = request("10.0.0.1:1", &[("x-forwarded-for", "10.9.9.9, 10.0.0.2")]);
+        assert_eq!(id(&trusted("10.0.0.0/8"), &all), ip("10.9.9.9"));
+        // No header from a trusted peer: the peer.
+        let none = request("10.0.0.1:1", &[]);
+        assert_eq!(id(&trusted("10.0.0.0/8"), &none), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn unreadable_entries_fail_closed_to_the_last_trusted_hop() {
+        for junk in ["unknown", "junk", "", "_hidden", "1.2.3.4.5"] {
+            let r = request("10.0.0.1:1", &[("x-forwarded-for", junk)]);
+            assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("10.0.0.1"), "{junk:?}");
+            let r = request(
+                "10.0.0.1:1",
+                &[("x-forwarded-for", &format!("{junk}, 10.0.0.2"))],
+            );
+            assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("10.0.0.2"), "{junk:?}");
+        }
+        let mut r = request("10.0.0.1:1", &[]);
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff1.2.3.4").unwrap(),
+        );
+        assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("10.0.0.1"));
+        let f = ClientIdentity::forwarded_from("10.0.0.0/8".parse().unwrap());
+        let r = request("10.0.0.1:1", &[("forwarded", "for=_obfuscated")]);
+        assert_eq!(id(&f, &r), ip("10.0.0.1"));
+        let r = request(
+            "10.0.0.1:1",
+            &[("forwarded", r#"for="[2001:db8::1]:4711""#)],
+        );
+        assert_eq!(id(&f, &r), ip("2001:db8::"));
+    }
+
+    #[test]
+    fn trusted_proxy_lists_parse_strictly() {
+        let p: TrustedProxies = "127.0.0.1, 10.0.0.0/8,::1 , fd00::/8".parse().unwrap();
+        for yes in [
+            "127.0.0.1",
+            "10.255.0.1",
+            "::1",
+            "fd12::1",
+            "::ffff:10.1.1.1",
+        ] {
+            assert!(p.contains(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["127.0.0.2", "11.0.0.1", "::2", "fe80::1"] {
+            assert!(!p.contains(no.parse().unwrap()), "{no}");
+        }
+        let all: TrustedProxies = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        assert!(!all.contains("::1".parse().unwrap()));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "localhost",
+            "10.0.0.0/+8",
+            "1.2.3.4:80",
+        ] {
+            let err = bad.parse::<TrustedProxies>().unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+        assert!("".parse::<TrustedProxies>().unwrap().is_empty());
+        assert_eq!(
+            format!("{p:?}"),
+            "[127.0.0.1/32, 10.0.0.0/8, ::1/128, fd00::/8]"
+        );
     }
 
     #[test]

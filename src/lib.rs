@@ -109,7 +109,7 @@ mod usage;
 pub use authenticator::{Authenticator, AuthenticatorBuilder, MIN_USAGE_FLUSH_INTERVAL};
 pub use bearer::MAX_HEADER_LEN;
 pub use cache::{ChannelHealth, Invalidator};
-pub use client_identity::{ClientAddr, ClientIdentity};
+pub use client_identity::{ClientAddr, ClientIdentity, InvalidProxyAddress, TrustedProxies};
 pub use environment::{
     EnvironmentRouter, RequireEnvironment, RequireEnvironmentLayer, RouterFuture,
 };

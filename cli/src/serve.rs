@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use hapnd_auth::{
     Authenticator, ClientIdentity, Environment, EnvironmentRouter, FailedAttemptLimit, NewKey,
-    Principal,
+    Principal, TrustedProxies,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -82,11 +82,13 @@ struct Defence {
     /// connection, so at most a quarter of --max-connections are held, whatever is asked.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     throttle_tarpit_capacity: u64,
-    /// Reverse proxies in front of the gateway that append to --proxy-header: the client
-    /// is the address the outermost of them saw. 0 (the default): the peer address, and
+    /// A reverse proxy in front of the gateway, by address or CIDR network (`127.0.0.1`,
+    /// `10.0.0.0/8`; repeat the flag or separate by commas). --proxy-header counts only
+    /// on connections from these; the client is the first address in it, from the right,
+    /// that is not one of them. None (the default): the client is the peer address, and
     /// forwarding headers are ignored (a client can write anything there).
-    #[arg(long, default_value_t = 0)]
-    trusted_proxy_hops: usize,
+    #[arg(long = "trusted-proxy", value_name = "ADDR|CIDR")]
+    trusted_proxies: Vec<TrustedProxies>,
     /// The header trusted proxies append the client address to.
     #[arg(long, value_enum, default_value_t = ProxyHeader::XForwardedFor)]
     proxy_header: ProxyHeader,
@@ -128,12 +130,16 @@ impl Defence {
     }
 
     /// Who a request comes from, for the throttle and the rejection log alike: the peer,
-    /// or the configured number of trusted proxy hops back in the proxy header.
+    /// or, on connections from a trusted proxy, the address the outermost one saw.
     fn client_identity(&self) -> ClientIdentity {
-        let identity = match (self.trusted_proxy_hops, self.proxy_header) {
-            (0, _) => ClientIdentity::peer(),
-            (hops, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for(hops),
-            (hops, ProxyHeader::Forwarded) => ClientIdentity::forwarded(hops),
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .fold(TrustedProxies::none(), |all, p| all.union(p));
+        let identity = match (proxies.is_empty(), self.proxy_header) {
+            (true, _) => ClientIdentity::peer(),
+            (false, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for_from(proxies),
+            (false, ProxyHeader::Forwarded) => ClientIdentity::forwarded_from(proxies),
         };
         identity.peer_from(|ext| logging::peer(ext).map(|a| a.ip()))
     }

@@ -6,14 +6,14 @@
 
 mod gateway;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway::{
     EchoBackend, Gateway, Relay, Response, TempDir, create_key, create_key_with, echoed,
-    readme_block, request, require, run, text,
+    readme_block, request, request_from, require, run, text,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -191,7 +191,10 @@ const INVALID_TOKEN: &str = r#"Bearer realm="hapnd", error="invalid_token""#;
 fn forward_auth_contract(kind: Kind) {
     let dir = TempDir::new(&format!("fwd-{kind:?}"));
     let db = dir.path().join("keys.db").display().to_string();
-    let mut gateway = Gateway::start(dir.path(), &db, &["--poll-interval-ms", "100"]);
+    let mut flags = readme_gateway_flags();
+    flags.extend(["--poll-interval-ms".to_owned(), "100".to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut gateway = Gateway::start(dir.path(), &db, &flags);
     let backend = EchoBackend::start();
     let proxy = Proxy::start(kind, dir.path(), gateway.addr, backend.addr);
     let d = dir.path();
@@ -409,6 +412,279 @@ fn store_outage(kind: Kind) {
     );
     assert!(!gateway.log_text().contains(&key[8..]));
     assert!(!proxy.log_text().contains(&key[8..]));
+}
+
+/// The flags README gives `serve` behind the proxies (its `gateway` block), after `serve`.
+fn readme_gateway_flags() -> Vec<String> {
+    let block = readme_block("gateway");
+    let line = block
+        .lines()
+        .find(|l| l.contains("hapnd-auth serve"))
+        .expect("a `hapnd-auth serve` line in README's gateway block");
+    let command = line.split('#').next().unwrap();
+    command
+        .split_whitespace()
+        .skip_while(|w| *w != "serve")
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
+const GUESSER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));
+
+/// One client guessing keys behind the proxy costs no other client its access: the guesser
+/// is throttled (429 with Retry-After, through the proxy), forged or unparseable
+/// forwarding headers are counted against it, and another address's fresh keys (never
+/// cached, so each needs a store lookup) are answered 200 throughout. Header variants with
+/// underscores never reach the backend.
+fn one_guesser_costs_no_one_else(kind: Kind) {
+    let dir = TempDir::new(&format!("guesser-{kind:?}"));
+    let db = dir.path().join("keys.db").display().to_string();
+    let mut flags = readme_gateway_flags();
+    // README's flags, with attempts coming back once a minute instead of every 3 s, so
+    // that every guess after the budget is spent must be refused, however slow the test.
+    flags.extend(["--throttle-period-ms".to_owned(), "60000".to_owned()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(dir.path(), &db, &flags);
+    let backend = EchoBackend::start();
+    let proxy = Proxy::start(kind, dir.path(), gateway.addr, backend.addr);
+    let d = dir.path();
+    let fresh = |n: usize| create_key(d, &db, "acme", "live", &format!("fresh-{n}")).0;
+    let guess = || {
+        hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Live)
+            .expose_secret()
+            .to_owned()
+    };
+
+    // The other client, before: a fresh key.
+    let r = request_from(
+        OTHER,
+        proxy.addr,
+        "GET",
+        "/api/a",
+        &[("Authorization", &bearer(&fresh(0)))],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+
+    // The guesser spends its budget (20 in serve's defaults), then is throttled.
+    let mut statuses = Vec::new();
+    let throttled = loop {
+        let r = request_from(
+            GUESSER,
+            proxy.addr,
+            "GET",
+            "/api/a",
+            &[("Authorization", &bearer(&guess()))],
+        );
+        statuses.push(r.status);
+        if r.status != 401 {
+            break r;
+        }
+        assert!(statuses.len() <= 40, "never throttled: {statuses:?}");
+    };
+    assert_refused(&throttled, 429, "too_many_failed_attempts", None);
+    let retry: u64 = throttled
+        .header("retry-after")
+        .expect("Retry-After on the 429")
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{}", throttled.head);
+    eprintln!(
+        "{kind:?}: the guesser was throttled after {} attempts",
+        statuses.len() - 1
+    );
+
+    // The other client, while the guesser is blocked: fresh keys still work.
+    for n in 1..=3 {
+        let r = request_from(
+            OTHER,
+            proxy.addr,
+            "GET",
+            "/api/a",
+            &[("Authorization", &bearer(&fresh(n)))],
+        );
+        assert_eq!(
+            r.status, 200,
+            "fresh key {n} from another address: {}\n{}",
+            r.head, r.body
+        );
+    }
+
+    // Forged forwarding headers do not let the guesser out: each is counted against it.
+    for forged in [
+        "203.0.113.9",
+        "unknown",
+        "127.0.0.3",
+        "1.2.3.4, 5.6.7.8",
+        "[::1]:99",
+        "junk",
+    ] {
+        let r = request_from(
+            GUESSER,
+            proxy.addr,
+            "GET",
+            "/api/a",
+            &[
+                ("Authorization", &bearer(&guess())),
+                ("X-Forwarded-For", forged),
+                ("Forwarded", &format!("for={forged}")),
+                ("X-Real-IP", forged),
+            ],
+        );
+        assert_refused(&r, 429, "too_many_failed_attempts", None);
+    }
+    // And the address the guesser tried to pass for is not blocked.
+    let r = request_from(
+        OTHER,
+        proxy.addr,
+        "GET",
+        "/api/a",
+        &[("Authorization", &bearer(&fresh(4)))],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+
+    // Identity headers spelt with underscores (CGI and WSGI servers read `X_Hapnd_Tenant`
+    // as `X-Hapnd-Tenant`) never reach the backend.
+    let r = request_from(
+        OTHER,
+        proxy.addr,
+        "GET",
+        "/api/a",
+        &[
+            ("Authorization", &bearer(&fresh(5))),
+            ("X_Hapnd_Tenant", "evil"),
+            ("x_hapnd_key_id", "key_EVIL"),
+            ("X-Hapnd_Environment", "evil"),
+            ("X_HAPND-KEY-NAME", "evil"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(echoed(&r, "x-hapnd-tenant"), ["acme"]);
+    assert!(
+        !r.body.contains("evil") && !r.body.contains("EVIL"),
+        "{}",
+        r.body
+    );
+    for headers in backend.seen.lock().unwrap().iter() {
+        for (name, _) in headers {
+            let folded = name.to_ascii_lowercase().replace('_', "-");
+            assert!(
+                !folded.starts_with("x-hapnd-")
+                    || name.starts_with("x-hapnd-") && !name.contains('_'),
+                "{name} reached the backend"
+            );
+        }
+    }
+}
+
+/// A backend that cannot be reached is the proxy's 502, never the gateway's
+/// `auth_unavailable`: clients and operators must be able to tell the two apart.
+fn backend_down_is_not_an_auth_failure(kind: Kind) {
+    let dir = TempDir::new(&format!("backend-down-{kind:?}"));
+    let db = dir.path().join("keys.db").display().to_string();
+    let flags = readme_gateway_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gateway = Gateway::start(dir.path(), &db, &flags);
+    let nothing = SocketAddr::from(([127, 0, 0, 1], gateway::free_port()));
+    let proxy = Proxy::start(kind, dir.path(), gateway.addr, nothing);
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "ci");
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&key))]);
+    assert_eq!(r.status, 502, "{}\n{}", r.head, r.body);
+    assert!(!r.body.contains("auth_unavailable"), "{}", r.body);
+    assert!(r.header("x-hapnd-error").is_none(), "{}", r.head);
+}
+
+/// Straight at the gateway, from several loopback addresses: a forwarding header counts
+/// only on a connection from a trusted proxy, and one that cannot be read there is counted
+/// against that proxy, never left unidentified (which would escape the throttle).
+#[test]
+fn forwarding_headers_count_only_from_trusted_proxies() {
+    let dir = TempDir::new("trusted-proxies");
+    let db = dir.path().join("keys.db").display().to_string();
+    let gateway = Gateway::start(
+        dir.path(),
+        &db,
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--throttle-burst",
+            "3",
+            "--throttle-period-ms",
+            "60000",
+            "--throttle-tarpit-ms",
+            "0",
+        ],
+    );
+    let d = dir.path();
+    let fresh = |n: &str| create_key(d, &db, "acme", "live", n).0;
+    let guess = || {
+        hapnd_auth::ApiKey::generate(hapnd_auth::Environment::Live)
+            .expose_secret()
+            .to_owned()
+    };
+    let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+    let get = |from: IpAddr, key: &str, xff: &str| {
+        request_from(
+            from,
+            gateway.addr,
+            "GET",
+            "/v1/whoami",
+            &[("Authorization", &bearer(key)), ("X-Forwarded-For", xff)],
+        )
+    };
+
+    // An untrusted peer rotating X-Forwarded-For is one client: its own address.
+    for n in 0..3 {
+        let r = get(GUESSER, &guess(), &format!("203.0.113.{n}"));
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = get(GUESSER, &guess(), "203.0.113.99");
+    assert_refused(&r, 429, "too_many_failed_attempts", None);
+    // What it claimed to be is not blocked, nor is anyone else.
+    let r = get(OTHER, &fresh("other"), "127.0.0.2");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = get(proxy, &fresh("via-proxy"), "203.0.113.0");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // From the trusted proxy, a header that is not an address counts against the proxy.
+    for junk in ["unknown", "junk", "1.2.3.4.5"] {
+        let r = get(proxy, &guess(), junk);
+        assert_eq!(r.status, 401, "{junk}: {}", r.body);
+    }
+    let r = get(proxy, &guess(), "unknown");
+    assert_refused(&r, 429, "too_many_failed_attempts", None);
+    // A client behind that proxy, named by it, is still its own client.
+    let r = get(proxy, &fresh("behind"), "198.51.100.1");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn nginx_one_guesser_costs_no_one_else() {
+    if require("nginx") {
+        one_guesser_costs_no_one_else(Kind::Nginx);
+    }
+}
+
+#[test]
+fn caddy_one_guesser_costs_no_one_else() {
+    if require("caddy") {
+        one_guesser_costs_no_one_else(Kind::Caddy);
+    }
+}
+
+#[test]
+fn nginx_backend_down_is_502() {
+    if require("nginx") {
+        backend_down_is_not_an_auth_failure(Kind::Nginx);
+    }
+}
+
+#[test]
+fn caddy_backend_down_is_502() {
+    if require("caddy") {
+        backend_down_is_not_an_auth_failure(Kind::Caddy);
+    }
 }
 
 #[test]

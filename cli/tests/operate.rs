@@ -393,7 +393,7 @@ fn a_key_in_a_path_is_masked_in_every_log() {
 /// sees (from X-Forwarded-For), not the proxy's address.
 #[test]
 fn behind_a_proxy_rejections_are_logged_by_client() {
-    let server = Server::start("proxied", &["--trusted-proxy-hops", "1"], "info");
+    let server = Server::start("proxied", &["--trusted-proxy", "127.0.0.1"], "info");
     for client in ["203.0.113.7", "203.0.113.8"] {
         let mut stream = TcpStream::connect(server.addr).unwrap();
         stream
