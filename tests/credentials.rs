@@ -1,5 +1,7 @@
 //! The client-side key file: 0600, atomic, tightened, and overridden by `HAPND_API_KEY`.
 
+mod skip;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -153,7 +155,7 @@ fn a_key_file_owned_by_someone_else_is_refused() {
             Ok("true"),
             "CI runs as root: chown must work ({e})"
         );
-        eprintln!("SKIPPED: not root, cannot chown to nobody: {e}");
+        skip::skipped(&format!("not root, cannot chown to nobody: {e}"));
         return;
     }
     let err = credentials::resolve(None, &path).unwrap_err();

@@ -1,12 +1,14 @@
 //! The conformance suite, the change feed and outages against [`PostgresKeyStore`].
 //!
 //! Needs `HAPND_TEST_DATABASE_URL` (a database this test may create schemas and roles in;
-//! `scripts/pg-start.sh` prints one). Without it every test says SKIPPED and passes, unless
-//! `CI` is set: then each fails, since CI always has the database. Each
+//! `scripts/pg-start.sh` prints one; `scripts/test.sh` starts one). Without it every test
+//! says SKIPPED and passes (`scripts/test.sh` lists them at the end), unless `CI` is set:
+//! then each fails, since CI always has the database. Each
 //! test works in a schema of its own, so they can run at once on one database.
 #![cfg(feature = "postgres")]
 
 mod common;
+mod skip;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -34,9 +36,9 @@ fn database_url() -> Option<String> {
             panic!("CI is set but HAPND_TEST_DATABASE_URL is not: the PostgreSQL tests cannot run")
         }
         _ => {
-            eprintln!(
-                "SKIPPED: HAPND_TEST_DATABASE_URL not set, this PostgreSQL test did not run \
-                 (start a database with scripts/pg-start.sh; with CI set this fails)"
+            skip::skipped(
+                "HAPND_TEST_DATABASE_URL not set, this PostgreSQL test did not run \
+                 (scripts/test.sh starts a database; with CI set this fails)",
             );
             None
         }
@@ -1531,7 +1533,7 @@ fn root_cert() -> Option<String> {
     match std::env::var("HAPND_TEST_PG_ROOT_CERT") {
         Ok(path) if !path.is_empty() => Some(path),
         _ => {
-            eprintln!("SKIPPED: HAPND_TEST_PG_ROOT_CERT not set (a server without TLS)");
+            skip::skipped("HAPND_TEST_PG_ROOT_CERT not set (a server without TLS)");
             None
         }
     }

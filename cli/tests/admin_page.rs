@@ -39,7 +39,9 @@ impl Browser {
                 std::env::var_os("CI").is_none(),
                 "chromedriver is missing: .ci/run installs Debian's chromium and chromium-driver"
             );
-            eprintln!("SKIPPED: chromedriver not found (apt-get install chromium chromium-driver)");
+            common::skip::skipped(
+                "chromedriver not found (apt-get install chromium chromium-driver)",
+            );
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")

@@ -596,8 +596,7 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
 
 #[test]
 fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
-    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
-        eprintln!("SKIPPED: HAPND_TEST_DATABASE_URL not set; the PostgreSQL CLI test did not run");
+    let Some(url) = test_database("the PostgreSQL CLI test did not run") else {
         return;
     };
     let sandbox = Sandbox::new("pg");
@@ -762,8 +761,7 @@ fn database_errors_are_classified_and_never_echo_a_url() {
         "{left:?}"
     );
 
-    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
-        eprintln!("SKIPPED (PostgreSQL part): HAPND_TEST_DATABASE_URL not set");
+    let Some(url) = test_database("its PostgreSQL part did not run") else {
         return;
     };
     // The same server and user with a wrong password: refused, not "unavailable".
@@ -1543,10 +1541,7 @@ fn help_describes_the_command_and_completions_are_generated() {
 
 #[test]
 fn postgres_notices_are_logged_at_debug_only() {
-    let Ok(url) = std::env::var("HAPND_TEST_DATABASE_URL") else {
-        eprintln!(
-            "SKIPPED: HAPND_TEST_DATABASE_URL not set; the PostgreSQL notice test did not run"
-        );
+    let Some(url) = test_database("the PostgreSQL notice test did not run") else {
         return;
     };
     let sandbox = Sandbox::new("notices");
@@ -1607,4 +1602,23 @@ fn postgres_notices_are_logged_at_debug_only() {
         &format!("{admin_base}/hapnd"),
         format!("DROP DATABASE {database} WITH (FORCE)"),
     );
+}
+
+#[path = "../../tests/skip/mod.rs"]
+mod skip;
+
+/// The test database (`HAPND_TEST_DATABASE_URL`), or `None` with the skip recorded: `what`
+/// says what did not run. With `CI` set, a missing database fails the test.
+fn test_database(what: &str) -> Option<String> {
+    match std::env::var("HAPND_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but HAPND_TEST_DATABASE_URL is not: {what}"
+            );
+            skip::skipped(&format!("HAPND_TEST_DATABASE_URL not set; {what}"));
+            None
+        }
+    }
 }

@@ -378,7 +378,7 @@ fn store_outage(kind: Kind) {
             std::env::var_os("CI").is_none(),
             "HAPND_TEST_DATABASE_URL not set under CI"
         );
-        eprintln!("SKIPPED: HAPND_TEST_DATABASE_URL not set; the store outage was not tested");
+        gateway::skip::skipped("HAPND_TEST_DATABASE_URL not set; the store outage was not tested");
         return;
     };
     let (head, rest) = url.split_once('@').expect("user@host in the URL");

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "../../../tests/skip/mod.rs"]
+pub mod skip;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hapnd-auth");
 /// The admin token the tests start `serve` with.
 pub const TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[path = "../../../tests/skip/mod.rs"]
+pub mod skip;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_hapnd-auth");
 
 /// A temporary directory, removed on drop.
@@ -296,7 +299,7 @@ pub fn require(program: &str) -> bool {
             std::env::var_os("CI").is_none(),
             "{program} is not installed and CI is set: .ci/run installs it"
         );
-        eprintln!("SKIPPED: {program} is not installed");
+        skip::skipped(&format!("{program} is not installed"));
     }
     found
 }
