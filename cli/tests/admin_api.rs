@@ -485,10 +485,14 @@ fn an_admin_token_file_others_can_read_is_refused() {
     let sandbox = Sandbox::new("api-token-mode");
     let file = sandbox.dir.join("admin-token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let serve = |mode: u32| {
+    let token_file = ["--admin-token-file", file.to_str().unwrap()];
+    let chmod = |mode: u32| {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o666] {
+        chmod(mode);
         let mut command = sandbox.command();
-        command
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -496,12 +500,7 @@ fn an_admin_token_file_others_can_read_is_refused() {
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--admin-token-file", file.to_str().unwrap()]);
-        command
-    };
-    for mode in [0o644, 0o640, 0o604, 0o660, 0o666] {
-        let mut command = serve(mode);
-        let mut child = command
+            .args(token_file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -534,7 +533,8 @@ fn an_admin_token_file_others_can_read_is_refused() {
         assert!(!err.contains(TOKEN), "the token in the error");
     }
     for mode in [0o600, 0o400] {
-        let server = Server::spawn(&sandbox, serve(mode));
+        chmod(mode);
+        let server = Server::spawn_with(&sandbox, sandbox.command(), &token_file);
         let r = server.admin_api("GET", "/api/v1/tenants/demo/keys", TOKEN, "");
         assert_eq!(r.status, 200, "mode {mode:o}: {}", r.body);
     }

@@ -209,7 +209,7 @@ fn assert_page_headers(r: &Response) {
         Some("nosniff")
     );
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
-    assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("same-origin"));
 }
 
 /// The value of hidden input `name` in a page's HTML.
