@@ -179,7 +179,7 @@ fn refuse_if_others_can_read(path: &Path) -> Result<(), String> {
     if mode & 0o077 != 0 {
         return Err(format!(
             "the admin token file {path} can be read or written by others (mode {mode:o}): \
-             chmod 600 {path} (in Kubernetes, give the secret volume defaultMode 0400)",
+             chmod 600 {path}, or give the token in {TOKEN_ENV}",
             path = path.display()
         ));
     }
