@@ -68,9 +68,9 @@ impl Access {
     /// Checks a presented admin token from `client`.
     ///
     /// The right token is always let in: it is compared first, in constant time, whatever
-    /// the client's failures (a 32-character token is not found by guessing; refusing it
-    /// would let anyone who can make a request, a web page in the operator's browser
-    /// included, lock the operator out). A wrong one is counted, and once the client has
+    /// the client's failures (a random token of 32 characters or more is not found by
+    /// guessing; refusing it would let anyone who can make a request, a web page in the
+    /// operator's browser included, lock the operator out). A wrong one is counted, and once the client has
     /// [`MAX_FAILURES`] in the window it is answered [`Denied::Throttled`], held about
     /// [`HOLD`] first. No token at all is not a guess and is not counted.
     pub(crate) async fn check(
