@@ -33,6 +33,11 @@ pub(crate) struct Args {
     /// HAPND_ADMIN_TOKEN); without one they are disabled.
     #[arg(long, value_name = "PATH")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// A host name the API Keys page is served on (repeatable), such as
+    /// `admin.hapnd.localhost`: its cookie then stays with that name. The admin listener
+    /// answers only its address, `localhost` on its port and these names (421 otherwise).
+    #[arg(long, value_name = "NAME", value_parser = admin::parse_host_name)]
+    admin_host: Vec<String>,
     /// Do not create a demo key on a first start (an empty database).
     #[arg(long)]
     no_demo_key: bool,
@@ -193,7 +198,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
-    let admin_state = AdminState::new(auth.clone(), store, admin_token, exporter);
+    let admin_hosts = admin::Hosts::new(admin_addr, args.admin_host);
+    let admin_state = AdminState::new(auth.clone(), store, admin_token, admin_hosts, exporter);
     let public = server::serve(
         listener,
         app(auth.clone(), args.defence.client_identity()),

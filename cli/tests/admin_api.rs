@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{Sandbox, Server, TOKEN, request, request_from};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Response, Sandbox, Server, TOKEN, request, request_from};
 use serde_json::Value;
 
 fn create(server: &Server, tenant: &str, env: &str, name: &str) -> Value {
@@ -114,36 +118,84 @@ fn each_operation_and_the_public_listener_follows_at_once() {
 }
 
 #[test]
-fn a_bad_token_is_401_and_repeated_failures_are_throttled() {
+fn a_guesser_is_slowed_down_but_the_right_token_keeps_working() {
     let sandbox = Sandbox::new("api-throttle");
     let server = Server::start(&sandbox);
     let path = "/api/v1/tenants/demo/keys";
     assert_eq!(server.admin_api("GET", path, TOKEN, "").status, 200);
+    let login = |body: &str| {
+        request(
+            server.admin,
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body,
+        )
+    };
 
-    let r = request(server.admin, "GET", path, &[], "");
-    assert_eq!(r.status, 401, "{}", r.body);
-    assert_eq!(r.code(), "invalid_admin_token");
-    assert_eq!(r.json()["error"]["type"], "authentication_error");
-    assert_eq!(
-        r.header("www-authenticate").as_deref(),
-        Some(r#"Bearer realm="hapnd-admin""#)
-    );
+    // Requests without credentials are refused, and not counted as failures.
+    for _ in 0..10 {
+        let r = request(server.admin, "GET", path, &[], "");
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.code(), "invalid_admin_token");
+        assert_eq!(r.json()["error"]["type"], "authentication_error");
+        assert_eq!(
+            r.header("www-authenticate").as_deref(),
+            Some(r#"Bearer realm="hapnd-admin""#)
+        );
+    }
+    for body in ["", "token=", "token=+++"] {
+        let r = login(body);
+        assert_eq!(r.status, 403, "{body}: {}", r.body);
+        assert!(r.header("set-cookie").is_none());
+    }
+
+    // Wrong tokens are: five within the window are answered 401...
     let wrong = format!("{TOKEN}x");
-    for _ in 1..5 {
+    for _ in 0..5 {
         let r = server.admin_api("GET", path, &wrong, "");
         assert_eq!(r.status, 401, "{}", r.body);
         assert!(!r.body.contains(&wrong));
     }
-    // Five failures within the window: refused, the right token included.
-    for token in [wrong.as_str(), TOKEN] {
-        let r = server.admin_api("GET", path, token, "");
-        assert_eq!(r.status, 429, "{}", r.body);
-        assert_eq!(r.code(), "too_many_failed_attempts");
-        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-        assert!((1..=60).contains(&retry), "Retry-After: {retry}");
-    }
+    // ...and then a wrong token is 429, held before it is sent, on the API and the page.
+    let started = Instant::now();
+    let r = server.admin_api("GET", path, &wrong, "");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "a throttled failure is held"
+    );
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.code(), "too_many_failed_attempts");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    let r = login(&format!("token={wrong}"));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert!(r.header("set-cookie").is_none());
+
+    // The right token keeps working from the same address: listing, creating, revoking,
+    // and signing in to the page.
+    assert_eq!(server.admin_api("GET", path, TOKEN, "").status, 200);
+    let created = create(&server, "acme", "live", "incident");
+    let (secret, id) = (
+        created["secret"].as_str().unwrap(),
+        created["key"]["id"].as_str().unwrap(),
+    );
+    assert_eq!(server.public_get("/v1/whoami", secret).status, 200);
+    let r = server.admin_api("POST", &format!("/api/v1/keys/{id}/revoke"), TOKEN, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        server.public_get("/v1/whoami", secret).code(),
+        "api_key_revoked"
+    );
+    let r = login(&format!("token={TOKEN}"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(r.header("set-cookie").is_some());
+    // Still throttled for wrong tokens afterwards: success does not reset the count.
+    assert_eq!(server.admin_api("GET", path, &wrong, "").status, 429);
+
     // Another client address is not affected.
-    let auth = format!("Bearer {TOKEN}");
+    let auth = format!("Bearer {wrong}");
     let other = request_from(
         [127, 0, 0, 2].into(),
         server.admin,
@@ -152,17 +204,340 @@ fn a_bad_token_is_401_and_repeated_failures_are_throttled() {
         &[("Authorization", &auth)],
         "",
     );
-    assert_eq!(other.status, 200, "{}", other.body);
-    // The page's sign-in counts against the same limit.
-    let r = request(
-        server.admin,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &format!("token={TOKEN}"),
+    assert_eq!(other.status, 401, "{}", other.body);
+    drop(server);
+    assert!(!sandbox.logs().contains(TOKEN));
+}
+
+#[test]
+fn cross_site_sign_ins_and_form_posts_are_refused_without_counting() {
+    let sandbox = Sandbox::new("api-cross-site");
+    let server = Server::start(&sandbox);
+    let own = format!("http://{}", server.admin);
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let login = |headers: &[(&str, &str)], token: &str| {
+        let mut all = vec![form];
+        all.extend_from_slice(headers);
+        request(
+            server.admin,
+            "POST",
+            "/login",
+            &all,
+            &format!("token={token}"),
+        )
+    };
+    let cross_site: [&[(&str, &str)]; 6] = [
+        &[("Origin", "http://attacker.example")],
+        &[("Origin", "null")],
+        &[("Origin", "http://127.0.0.1:1")],
+        &[("Sec-Fetch-Site", "cross-site")],
+        &[("Sec-Fetch-Site", "same-site"), ("Origin", own.as_str())],
+        &[
+            ("Origin", "http://attacker.example"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    ];
+    // Refused even with the right token: no session is started from another site.
+    for headers in cross_site {
+        let r = login(headers, TOKEN);
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert!(r.header("set-cookie").is_none(), "{headers:?}");
+        assert!(r.body.contains("another site"), "{}", r.body);
+    }
+    // And not counted: twenty cross-site guesses leave the address its five failures.
+    for i in 0..20 {
+        let r = login(cross_site[i % cross_site.len()], "wrong-token");
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    for _ in 0..5 {
+        let r = login(&[], "wrong-token");
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("not the admin token"), "{}", r.body);
+    }
+    assert_eq!(login(&[], "wrong-token").status, 429);
+
+    // The browser's own sign-in and form posts (same origin) go through.
+    let r = login(
+        &[("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")],
+        TOKEN,
     );
-    assert_eq!(r.status, 429);
-    assert!(r.header("set-cookie").is_none());
+    assert_eq!(r.status, 303, "{}", r.body);
+    let set_cookie = r.header("set-cookie").unwrap();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    // A state-changing form post from another site is refused, CSRF token or not.
+    let created = create(&server, "acme", "live", "ci");
+    let (secret, id) = (
+        created["secret"].as_str().unwrap(),
+        created["key"]["id"].as_str().unwrap(),
+    );
+    let confirm = request(
+        server.admin,
+        "GET",
+        &format!("/keys/{id}/revoke"),
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let csrf = hidden(&confirm.body, "csrf");
+    let revoke = |headers: &[(&str, &str)]| {
+        let mut all = vec![form, ("Cookie", cookie.as_str())];
+        all.extend_from_slice(headers);
+        request(
+            server.admin,
+            "POST",
+            &format!("/keys/{id}/revoke"),
+            &all,
+            &format!("csrf={csrf}"),
+        )
+    };
+    for headers in cross_site {
+        let r = revoke(headers);
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert_eq!(server.public_get("/v1/whoami", secret).status, 200);
+    }
+    let r = revoke(&[("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        server.public_get("/v1/whoami", secret).code(),
+        "api_key_revoked"
+    );
+}
+
+/// The value of hidden input `name` in a page's HTML.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// One HTTP/1.1 request with the `Host` header `host` (none for `None`): the status.
+fn with_host(addr: SocketAddr, host: Option<&str>, path: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let host = host.map_or(String::new(), |h| format!("Host: {h}\r\n"));
+    let head = format!(
+        "GET {path} HTTP/1.1\r\n{host}Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    Response {
+        status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// One h2c request (HTTP/2 by prior knowledge) with `:authority` `authority`: the status.
+fn h2_status(addr: SocketAddr, authority: &str, path: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let exchange = async {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut send, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(connection);
+            let request = hyper::Request::get(format!("http://{authority}{path}"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = send.send_request(request).await.unwrap();
+            assert_eq!(response.version(), hyper::Version::HTTP_2);
+            response.status().as_u16()
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("an h2c answer")
+    })
+}
+
+#[test]
+fn foreign_host_values_are_421_over_http1_and_h2c() {
+    let sandbox = Sandbox::new("api-host");
+    let server = Server::start(&sandbox);
+    let port = server.admin.port();
+    let own = server.admin.to_string();
+    let localhost = format!("localhost:{port}");
+    let api = "/api/v1/tenants/demo/keys";
+    // A DNS-rebinding page's requests name its own host: refused, whatever the route.
+    for path in ["/metrics", "/login", "/keys", api, "/"] {
+        for host in [
+            Some("rebind.attacker.example"),
+            Some(format!("rebind.attacker.example:{port}").as_str()),
+            Some(format!("localhost.attacker.example:{port}").as_str()),
+            Some(format!("127.0.0.2:{port}").as_str()),
+            Some("127.0.0.1:1"),
+            None,
+        ] {
+            let r = with_host(server.admin, host, path);
+            assert_eq!(r.status, 421, "{host:?} {path}: {}", r.body);
+        }
+        assert_eq!(
+            h2_status(server.admin, "rebind.attacker.example", path),
+            421
+        );
+    }
+    let r = with_host(server.admin, Some("rebind.attacker.example"), api);
+    assert_eq!(r.code(), "misdirected_request");
+    // The listen address and localhost on its port are served.
+    for host in [own.as_str(), localhost.as_str()] {
+        assert_eq!(with_host(server.admin, Some(host), "/metrics").status, 200);
+        assert_eq!(with_host(server.admin, Some(host), api).status, 200);
+        assert_eq!(h2_status(server.admin, host, api), 200);
+    }
+    // /healthz answers whatever the Host: load balancers' health checks send anything.
+    for host in [Some("rebind.attacker.example"), None] {
+        assert_eq!(with_host(server.admin, host, "/healthz").status, 200);
+    }
+    assert_eq!(h2_status(server.admin, "lb.internal", "/healthz"), 200);
+}
+
+#[test]
+fn the_page_lives_on_the_configured_host_name() {
+    let sandbox = Sandbox::new("api-admin-host");
+    let mut command = sandbox.command();
+    command.env("HAPND_ADMIN_TOKEN", TOKEN);
+    let server = Server::spawn_with(
+        &sandbox,
+        command,
+        &[
+            "--admin-host",
+            "admin.hapnd.localhost",
+            "--admin-host",
+            "keys.example.com",
+        ],
+    );
+    let port = server.admin.port();
+    let own = server.admin.to_string();
+    let api = "/api/v1/tenants/demo/keys";
+    for host in [
+        format!("admin.hapnd.localhost:{port}"),
+        "ADMIN.hapnd.localhost".to_owned(),
+        "keys.example.com".to_owned(),
+        "keys.example.com:443".to_owned(),
+    ] {
+        for path in ["/login", "/metrics", api] {
+            let r = with_host(server.admin, Some(&host), path);
+            assert_eq!(r.status, 200, "{host} {path}: {}", r.body);
+        }
+        assert_eq!(h2_status(server.admin, &host, "/login"), 200);
+    }
+    // On the bare address the API and metrics answer; the page, whose cookie would reach
+    // every port of that address, does not.
+    assert_eq!(with_host(server.admin, Some(&own), api).status, 200);
+    assert_eq!(with_host(server.admin, Some(&own), "/metrics").status, 200);
+    for path in ["/login", "/keys", "/"] {
+        let r = with_host(server.admin, Some(&own), path);
+        assert_eq!(r.status, 421, "{path}: {}", r.body);
+        assert!(r.body.contains("admin.hapnd.localhost"), "{}", r.body);
+    }
+    for host in [
+        "hapnd.localhost",
+        "evil.admin.hapnd.localhost",
+        "keys.example.com.evil",
+    ] {
+        assert_eq!(
+            with_host(server.admin, Some(host), api).status,
+            421,
+            "{host}"
+        );
+    }
+    drop(server);
+
+    // A name that is not a host name stops `serve` at start.
+    for bad in ["http://admin.example", "admin.example:9090", "a b", ""] {
+        let out = sandbox
+            .command()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-host", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--admin-host"), "{err}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_admin_token_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("api-token-mode");
+    let file = sandbox.dir.join("admin-token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let token_file = ["--admin-token-file", file.to_str().unwrap()];
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o666] {
+        chmod(mode);
+        let mut command = sandbox.command();
+        let mut child = command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(token_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Refused at start: it exits by itself (a started server would wait for a signal).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mode {mode:o}: serve started with a token file others can read");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "mode {mode:o}");
+        assert!(
+            err.contains(&format!("{mode:o}")) && err.contains("chmod 600"),
+            "mode {mode:o}: {err}"
+        );
+        assert!(!err.contains(TOKEN), "the token in the error");
+    }
+    for mode in [0o600, 0o400] {
+        chmod(mode);
+        let server = Server::spawn_with(&sandbox, sandbox.command(), &token_file);
+        let r = server.admin_api("GET", "/api/v1/tenants/demo/keys", TOKEN, "");
+        assert_eq!(r.status, 200, "mode {mode:o}: {}", r.body);
+    }
 }
 
 #[test]
@@ -282,6 +657,8 @@ fn the_token_comes_from_a_file_or_the_environment_and_without_one_admin_is_disab
 
     let file = sandbox.dir.join("admin-token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let server = Server::spawn_with(
         &sandbox,
         sandbox.command(),

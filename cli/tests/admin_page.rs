@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Response, Sandbox, Server, TOKEN, request};
@@ -209,7 +211,7 @@ fn assert_page_headers(r: &Response) {
         Some("nosniff")
     );
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
-    assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+    assert_eq!(r.header("referrer-policy").as_deref(), Some("same-origin"));
 }
 
 /// The value of hidden input `name` in a page's HTML.
@@ -517,7 +519,8 @@ fn sign_in(server: &Server, extra: &[(&str, &str)]) -> (String, String) {
     let set_cookie = r.header("set-cookie").expect("a session cookie");
     let value = set_cookie
         .strip_prefix("hapnd_admin_session=")
-        .unwrap()
+        .or_else(|| set_cookie.strip_prefix("__Host-hapnd_admin_session="))
+        .unwrap_or_else(|| panic!("{set_cookie}"))
         .split(';')
         .next()
         .unwrap()
@@ -542,8 +545,26 @@ fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
         set_cookie,
         format!("hapnd_admin_session={cookie}; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600")
     );
-    let (_, behind_tls) = sign_in(&server, &[("X-Forwarded-Proto", "https")]);
-    assert!(behind_tls.ends_with("; Secure"), "{behind_tls}");
+    // Behind a TLS-terminating proxy: `__Host-`, so `Secure`, `Path=/` and no `Domain`
+    // (no subdomain or plain-HTTP origin can set or overwrite it).
+    let tls = ("X-Forwarded-Proto", "https");
+    let (tls_cookie, behind_tls) = sign_in(&server, &[tls]);
+    assert_eq!(
+        behind_tls,
+        format!(
+            "__Host-hapnd_admin_session={tls_cookie}; HttpOnly; SameSite=Strict; Path=/; \
+             Max-Age=3600; Secure"
+        )
+    );
+    let host_cookie = format!("__Host-hapnd_admin_session={tls_cookie}");
+    let r = request(
+        server.admin,
+        "GET",
+        "/keys",
+        &[tls, ("Cookie", &host_cookie)],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
 
     // Revoke: the confirmation page, then the post, which needs the CSRF token.
     let body = r#"{"tenant":"acme","environment":"live","name":"ci-pipeline"}"#;
@@ -569,14 +590,28 @@ fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
     assert_eq!(server.public_get("/v1/whoami", &key).status, 200);
     let r = form_post(server.admin, &revoke, &cookie, &format!("csrf={csrf}"));
     assert_eq!(r.status, 303, "{}", r.body);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("/keys?tenant=acme&revoked={id}"))
-    );
+    assert_eq!(r.header("location").as_deref(), Some("/keys?tenant=acme"));
     assert_eq!(
         server.public_get("/v1/whoami", &key).code(),
         "api_key_revoked"
     );
+    // The notice comes from the session, once.
+    let keys = || {
+        request(
+            server.admin,
+            "GET",
+            "/keys?tenant=acme",
+            &[("Cookie", &session)],
+            "",
+        )
+    };
+    let r = keys();
+    assert!(
+        r.body.contains("Revoked ci-pipeline"),
+        "no notice: {}",
+        r.body
+    );
+    assert!(!keys().body.contains("Revoked ci-pipeline"), "shown twice");
 
     // A bad form is answered 400 with what was wrong, and writes nothing.
     let page = request(
@@ -624,4 +659,236 @@ fn sign_in_cookie_csrf_and_sign_out_without_a_browser() {
         Some("text/css; charset=utf-8")
     );
     assert_page_headers(&r);
+}
+
+#[test]
+fn a_link_cannot_make_the_page_announce_a_revocation() {
+    let sandbox = Sandbox::new("page-no-claim");
+    let server = Server::start(&sandbox);
+    let body = r#"{"tenant":"acme","environment":"live","name":"ci-pipeline"}"#;
+    let created = server.admin_api("POST", "/api/v1/keys", TOKEN, body).json();
+    let (key, id) = (
+        created["secret"].as_str().unwrap().to_owned(),
+        created["key"]["id"].as_str().unwrap().to_owned(),
+    );
+    let (cookie, _) = sign_in(&server, &[]);
+    let session = format!("hapnd_admin_session={cookie}");
+    for path in [
+        format!("/keys?tenant=acme&revoked={id}"),
+        format!("/keys?revoked={id}&tenant=acme&notice=Revoked"),
+    ] {
+        let r = request(server.admin, "GET", &path, &[("Cookie", &session)], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains(&id), "the key is listed");
+        assert!(!r.body.contains("Revoked"), "{path} claims a revocation");
+        assert!(!r.body.contains("rejected from now on"), "{path}");
+    }
+    assert_eq!(server.public_get("/v1/whoami", &key).status, 200);
+}
+
+/// A tiny HTTP/1.1 server for one page (another site, or another local service): it
+/// answers every request with `page` and keeps each request's head. Stopped on drop.
+struct Site {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Site {
+    fn start(ip: [u8; 4], page: String) -> Site {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (Arc::clone(&heads), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        Site { addr, heads, stop }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+#[tokio::test]
+async fn a_page_on_another_site_cannot_lock_the_operator_out() {
+    let sandbox = Sandbox::new("page-cross-site");
+    let Some(browser) = Browser::start(&sandbox) else {
+        return;
+    };
+    let server = Server::start(&sandbox);
+    let admin = format!("http://{}", server.admin);
+    // The attacker's page (another site: 127.0.0.2) posts wrong tokens to the sign-in
+    // form: ten no-cors fetches, then a form that navigates the page there.
+    let attack = format!(
+        r#"<!doctype html><title>attack</title>
+<form id="f" method="post" action="{admin}/login"><input name="token" value="guess-by-form-0123456789abcdef0123456789"></form>
+<script>
+const posts = [];
+for (let i = 0; i < 10; i++) {{
+  posts.push(fetch("{admin}/login", {{ method: "POST", mode: "no-cors",
+    body: new URLSearchParams({{ token: "guess-" + i + "-0123456789abcdef0123456789" }}) }}).catch(() => null));
+}}
+Promise.all(posts).then(() => document.getElementById("f").submit());
+</script>"#
+    );
+    let site = Site::start([127, 0, 0, 2], attack);
+    let client = browser.connect(&admin).await;
+    client
+        .goto(&format!("http://{}/", site.addr))
+        .await
+        .unwrap();
+    // The form's post lands on the admin listener's sign-in page.
+    let started = Instant::now();
+    loop {
+        let url = client.current_url().await.unwrap();
+        if url.port() == Some(server.admin.port()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the attack page did not post: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(current_path(&client).await, "/login");
+    assert!(
+        client.source().await.unwrap().contains("another site"),
+        "the cross-site post was not refused as such"
+    );
+    let refused = sandbox
+        .logs()
+        .matches("refused a cross-site request to the API Keys page")
+        .count();
+    assert_eq!(refused, 11, "every attacking post reached the listener");
+
+    // The operator, in the same browser (same address), still signs in...
+    client.goto(&format!("{admin}/login")).await.unwrap();
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "form button[type=submit]").await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#tenant"))
+        .await
+        .unwrap();
+    assert_eq!(current_path(&client).await, "/keys");
+    // ...and the API revokes.
+    let body = r#"{"tenant":"acme","environment":"live","name":"leaked"}"#;
+    let created = server.admin_api("POST", "/api/v1/keys", TOKEN, body);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (key, id) = (
+        created.json()["secret"].as_str().unwrap().to_owned(),
+        created.json()["key"]["id"].as_str().unwrap().to_owned(),
+    );
+    let r = server.admin_api("POST", &format!("/api/v1/keys/{id}/revoke"), TOKEN, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        server.public_get("/v1/whoami", &key).code(),
+        "api_key_revoked"
+    );
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_session_cookie_stays_on_the_admin_host_name() {
+    let sandbox = Sandbox::new("page-host-name");
+    let Some(browser) = Browser::start(&sandbox) else {
+        return;
+    };
+    let mut command = sandbox.command();
+    command.env("HAPND_ADMIN_TOKEN", TOKEN);
+    let server = Server::spawn_with(
+        &sandbox,
+        command,
+        &["--admin-host", "admin.hapnd.localhost"],
+    );
+    let port = server.admin.port();
+    let admin = format!("http://admin.hapnd.localhost:{port}");
+    // Another local service, on another port.
+    let other = Site::start([127, 0, 0, 1], "<!doctype html><title>other</title>".into());
+    let client = browser.connect(&admin).await;
+
+    client.goto(&format!("{admin}/login")).await.unwrap();
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "form button[type=submit]").await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#tenant"))
+        .await
+        .unwrap();
+    assert_eq!(current_path(&client).await, "/keys");
+    let cookies = client.get_all_cookies().await.unwrap();
+    assert!(cookies.iter().any(|c| c.name() == "hapnd_admin_session"));
+
+    // The browser keeps the cookie for the name: visits to other local ports by address
+    // or as localhost do not carry it.
+    let other_port = other.addr.port();
+    for url in [
+        format!("http://127.0.0.1:{other_port}/"),
+        format!("http://localhost:{other_port}/"),
+    ] {
+        client.goto(&url).await.unwrap();
+    }
+    let heads = other.heads();
+    assert!(heads.len() >= 2, "{heads:?}");
+    for head in &heads {
+        assert!(
+            !head.contains("hapnd_admin_session"),
+            "the cookie leaked: {head}"
+        );
+    }
+    // What README states as the remaining risk: another port of the same name gets it.
+    client
+        .goto(&format!("http://admin.hapnd.localhost:{other_port}/"))
+        .await
+        .unwrap();
+    let heads = other.heads();
+    assert!(
+        heads.last().unwrap().contains("hapnd_admin_session"),
+        "{heads:?}"
+    );
+
+    // On the bare address the page is not served, so no cookie is ever set for it.
+    client
+        .goto(&format!("http://127.0.0.1:{port}/login"))
+        .await
+        .unwrap();
+    let source = client.source().await.unwrap();
+    assert!(source.contains(&admin), "{source}");
+    assert!(client.find(Locator::Css("#token")).await.is_err());
+    client.close().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! Who may use the admin API and page: the admin token, compared in constant time, and a
-//! per-client limit on failed attempts.
+//! per-client limit on failed attempts that slows a guesser down without locking out the
+//! right token.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,16 +18,23 @@ use super::session::Sessions;
 pub(crate) const TOKEN_ENV: &str = "HAPND_ADMIN_TOKEN";
 /// The shortest admin token accepted, in characters.
 const MIN_TOKEN_LEN: usize = 32;
-/// Failed attempts a client may make within [`FAILURE_WINDOW`] before it is refused.
+/// Failed attempts a client may make within [`FAILURE_WINDOW`] before its wrong tokens
+/// are answered 429.
 pub(crate) const MAX_FAILURES: u32 = 5;
 /// The window over which failed attempts are counted.
 pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a throttled client's wrong token is held before its 429 is sent.
+const HOLD: Duration = Duration::from_secs(1);
+/// The most answers held at once: a quarter of the admin listener's 32 connections, so
+/// held answers never fill it; past it, 429s are sent at once.
+const MAX_HELD: usize = 8;
 
 /// The admin token, the failed-attempt limiter and the page's sessions, shared by the
 /// admin routes.
 pub(crate) struct Access {
     token: Option<AdminToken>,
     limiter: FailureLimiter,
+    held: tokio::sync::Semaphore,
     pub(crate) sessions: Sessions,
 }
 
@@ -35,10 +43,12 @@ pub(crate) struct Access {
 pub(crate) enum Denied {
     /// No admin token is configured: the admin API and page are off.
     Disabled,
-    /// Too many failed attempts from this client; retry after this long.
+    /// A wrong token, after too many from this client; retry after this long.
     Throttled(Duration),
-    /// No token, or the wrong one.
+    /// The wrong token (counted against the client).
     Invalid,
+    /// No token at all (not counted: it guesses nothing).
+    Missing,
 }
 
 impl Access {
@@ -46,6 +56,7 @@ impl Access {
         Access {
             token,
             limiter: FailureLimiter::default(),
+            held: tokio::sync::Semaphore::new(MAX_HELD),
             sessions: Sessions::default(),
         }
     }
@@ -54,22 +65,42 @@ impl Access {
         self.token.is_some()
     }
 
-    /// Checks a presented admin token from `client`, counting a failure against it.
-    pub(crate) fn check(&self, client: IpAddr, presented: Option<&[u8]>) -> Result<(), Denied> {
+    /// Checks a presented admin token from `client`.
+    ///
+    /// The right token is always let in: it is compared first, in constant time, whatever
+    /// the client's failures (a random token of 32 characters or more is not found by
+    /// guessing; refusing it would let anyone who can make a request, a web page in the
+    /// operator's browser included, lock the operator out). A wrong one is counted, and once the client has
+    /// [`MAX_FAILURES`] in the window it is answered [`Denied::Throttled`], held about
+    /// [`HOLD`] first. No token at all is not a guess and is not counted.
+    pub(crate) async fn check(
+        &self,
+        client: IpAddr,
+        presented: Option<&[u8]>,
+    ) -> Result<(), Denied> {
         let Some(token) = &self.token else {
             return Err(Denied::Disabled);
         };
-        if let Some(wait) = self.limiter.blocked(client) {
+        let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+            return Err(Denied::Missing);
+        };
+        if token.matches(presented) {
+            return Ok(());
+        }
+        if self.limiter.blocked(client).is_some() {
+            // A guesser that waits for its answers makes one guess a second per connection.
+            if let Ok(_permit) = self.held.try_acquire() {
+                tokio::time::sleep(HOLD).await;
+            }
+            let wait = self
+                .limiter
+                .blocked(client)
+                .unwrap_or(Duration::from_secs(1));
             return Err(Denied::Throttled(wait));
         }
-        match presented {
-            Some(presented) if token.matches(presented) => Ok(()),
-            _ => {
-                self.limiter.record_failure(client);
-                tracing::warn!(%client, "admin token rejected");
-                Err(Denied::Invalid)
-            }
-        }
+        self.limiter.record_failure(client);
+        tracing::warn!(%client, "admin token rejected");
+        Err(Denied::Invalid)
     }
 }
 
@@ -112,6 +143,7 @@ impl AdminToken {
                 "both --admin-token-file and {TOKEN_ENV} are set: give the admin token once"
             )),
             (Some(path), None) => {
+                refuse_if_others_can_read(path)?;
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     format!("cannot read the admin token file {}: {e}", path.display())
                 })?;
@@ -134,6 +166,31 @@ impl AdminToken {
     }
 }
 
+/// Refuses a token file that anyone but its owner may read or write, as ssh does with a
+/// private key: the token grants every admin operation.
+#[cfg(unix)]
+fn refuse_if_others_can_read(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the admin token file {}: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "the admin token file {path} can be read or written by others (mode {mode:o}): \
+             chmod 600 {path}, or give the token in {TOKEN_ENV}",
+            path = path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_if_others_can_read(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminToken(..)")
@@ -141,8 +198,8 @@ impl fmt::Debug for AdminToken {
 }
 
 /// Counts failed token attempts per client address. After [`MAX_FAILURES`] within
-/// [`FAILURE_WINDOW`] (counted from the first), the client is refused, right token or not,
-/// until the window ends: a guesser learns nothing more.
+/// [`FAILURE_WINDOW`] (counted from the first), the client is blocked until the window
+/// ends: [`Access::check`] then answers its wrong tokens 429.
 #[derive(Default)]
 pub(crate) struct FailureLimiter {
     clients: Mutex<HashMap<IpAddr, Failures>>,
@@ -198,6 +255,34 @@ mod tests {
         assert_eq!(format!("{token:?}"), "AdminToken(..)");
         assert!(AdminToken::new("short").is_err());
         assert!(AdminToken::new("0123456789abcdef 0123456789abcdef").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_right_token_works_whatever_the_failures_and_none_is_not_counted() {
+        let access = Access::new(Some(
+            AdminToken::new("0123456789abcdef0123456789abcdef").unwrap(),
+        ));
+        let client: IpAddr = [127, 0, 0, 1].into();
+        let right = Some(&b"0123456789abcdef0123456789abcdef"[..]);
+        for _ in 0..20 {
+            assert_eq!(access.check(client, None).await, Err(Denied::Missing));
+            assert_eq!(access.check(client, Some(b"")).await, Err(Denied::Missing));
+        }
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                access.check(client, Some(b"wrong")).await,
+                Err(Denied::Invalid)
+            );
+        }
+        assert!(matches!(
+            access.check(client, Some(b"wrong")).await,
+            Err(Denied::Throttled(_))
+        ));
+        assert_eq!(access.check(client, right).await, Ok(()));
+        assert_eq!(
+            Access::new(None).check(client, right).await,
+            Err(Denied::Disabled)
+        );
     }
 
     #[test]

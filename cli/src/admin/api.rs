@@ -49,7 +49,11 @@ impl FromRequestParts<AdminState> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()));
-        match state.access.check(client_ip(&parts.extensions), presented) {
+        match state
+            .access
+            .check(client_ip(&parts.extensions), presented)
+            .await
+        {
             Ok(()) => Ok(Admin),
             Err(denied) => Err(ApiError::denied(denied)),
         }
@@ -281,7 +285,7 @@ impl ApiError {
                         .to_owned(),
                 )
             },
-            Denied::Invalid => Self::new(
+            Denied::Invalid | Denied::Missing => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_admin_token",

@@ -1,11 +1,13 @@
 //! The admin listener: operational routes kept off the public API (loopback by default).
 //!
 //! `/healthz` and `/metrics`; the admin JSON API under `/api/v1` ([`api`]) and the API
-//! Keys page ([`page`]), both behind the admin token ([`access`]). Routes for operators go
-//! here, each added to [`router`].
+//! Keys page ([`page`]), both behind the admin token ([`access`]); every route but
+//! `/healthz` only for the `Host` values [`host`] accepts. Routes for operators go here,
+//! each added to [`router`].
 
 mod access;
 mod api;
+mod host;
 mod page;
 mod session;
 mod views;
@@ -27,6 +29,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::TraceLayer;
 
 pub(crate) use access::{AdminToken, TOKEN_ENV};
+pub(crate) use host::{Hosts, parse_host_name};
 
 use crate::health::{HEALTH_TTL, HealthCache, probe_store};
 use crate::metrics::Exporter;
@@ -38,6 +41,8 @@ pub(crate) struct AdminState {
     pub(crate) auth: Authenticator,
     pub(crate) store: AnyStore,
     access: Arc<access::Access>,
+    /// The `Host` values answered.
+    hosts: Arc<Hosts>,
     /// `/healthz`'s store check, shared by its requests.
     pub(crate) health: Arc<HealthCache>,
     pub(crate) metrics: Exporter,
@@ -49,12 +54,14 @@ impl AdminState {
         auth: Authenticator,
         store: AnyStore,
         token: Option<AdminToken>,
+        hosts: Hosts,
         metrics: Exporter,
     ) -> Self {
         AdminState {
             auth,
             store,
             access: Arc::new(access::Access::new(token)),
+            hosts: Arc::new(hosts),
             health: Arc::new(HealthCache::new(HEALTH_TTL)),
             metrics,
         }
@@ -70,6 +77,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .merge(page::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::check_host,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(crate::logging::request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([

@@ -4,12 +4,17 @@
 //! origin only: the one script is the copy button) and `Cache-Control: no-store`. A key is
 //! shown once, in the response to the POST that created it; it is never put in a URL, the
 //! session or a log line. Forms that create a key carry a one-time id, so a reload that
-//! submits one again creates nothing and shows the list instead.
+//! submits one again creates nothing and shows the list instead. A state-changing request
+//! a browser sent from another site (`Origin`, `Sec-Fetch-Site`) is refused before
+//! anything else, sign-in included.
 
 use std::time::SystemTime;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request::Parts};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::{
+    HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header, request::Parts,
+};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -23,18 +28,36 @@ use super::api::{key_id, new_key};
 use super::session::{SESSION_TTL, same};
 use super::views::{CreatedPage, KeysPage, LoginPage, RevokePage, Row, message, render};
 
+/// The session cookie's name over plain HTTP.
 const COOKIE_NAME: &str = "hapnd_admin_session";
+/// Its name behind TLS: browsers keep a `__Host-` cookie only if it is `Secure`, has
+/// `Path=/` and no `Domain`, so no subdomain and no plain-HTTP origin can set it.
+const TLS_COOKIE_NAME: &str = "__Host-hapnd_admin_session";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// What every page response carries. `Referrer-Policy: same-origin`, not `no-referrer`:
+/// under `no-referrer` browsers send `Origin: null` with the page's own form posts, which
+/// [`refuse_cross_site`] could not tell from another site's; `same-origin` still sends
+/// nothing to other sites.
+const PAGE_HEADERS: [(HeaderName, &str); 5] = [
+    (header::CONTENT_SECURITY_POLICY, CSP),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "same-origin"),
+];
+
+/// Adds the page's headers to a response made outside its routes.
+pub(super) fn with_page_headers(mut response: Response) -> Response {
+    for (name, value) in PAGE_HEADERS {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
 
 pub(super) fn routes() -> Router<AdminState> {
-    let headers = [
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-    ];
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/keys") }))
         .route("/login", get(login_page).post(login))
@@ -43,8 +66,9 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/keys/{id}/revoke", get(confirm_revoke).post(revoke))
         .route("/keys/{id}/rotate", post(rotate))
         .route("/static/admin.css", get(css))
-        .route("/static/copy.js", get(js));
-    for (name, value) in headers {
+        .route("/static/copy.js", get(js))
+        .layer(axum::middleware::from_fn(refuse_cross_site));
+    for (name, value) in PAGE_HEADERS {
         router = router.layer(SetResponseHeaderLayer::overriding(
             name,
             HeaderValue::from_static(value),
@@ -104,7 +128,71 @@ impl SignedIn {
     }
 }
 
+/// Refuses a state-changing request (anything but GET and HEAD) that a browser sent from
+/// another site, before its token or session is looked at: a sign-in from a hostile page
+/// neither counts as a failure nor starts a session. Browsers send `Origin` with every
+/// POST, no-cors fetches and forms included, and `Sec-Fetch-Site` with every request;
+/// clients that send neither (curl) are not browsers and are not refused.
+async fn refuse_cross_site(request: Request, next: Next) -> Response {
+    let safe = request.method() == Method::GET || request.method() == Method::HEAD;
+    if safe || !from_another_site(request.uri(), request.headers()) {
+        return next.run(request).await;
+    }
+    // At debug: a hostile page can send these in a loop, and each one is refused anyway.
+    tracing::debug!(client = %client_ip(request.extensions()), path = request.uri().path(),
+        "refused a cross-site request to the API Keys page");
+    message(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "This request was sent from another site (its Origin or Sec-Fetch-Site header says \
+         so): the API Keys page accepts forms from its own pages only.",
+        "/keys",
+    )
+}
+
+/// Whether `Sec-Fetch-Site` is other than `same-origin` or `none` (typed by the user), or
+/// `Origin` is other than this listener's own (the request's authority, which the host
+/// check has accepted).
+fn from_another_site(uri: &Uri, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let origin = origin.to_str().unwrap_or_default();
+    let origin = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    !matches!((origin, authority), (Some(o), Some(a)) if o.eq_ignore_ascii_case(a))
+}
+
+/// Whether the request came through a TLS-terminating proxy (`X-Forwarded-Proto: https`).
+/// A client that sends it itself only gets a `Secure` cookie its browser drops on plain
+/// HTTP: it signs itself out, nothing more.
+fn behind_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+fn cookie_name(headers: &HeaderMap) -> &'static str {
+    if behind_tls(headers) {
+        TLS_COOKIE_NAME
+    } else {
+        COOKIE_NAME
+    }
+}
+
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    let wanted = cookie_name(headers);
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -112,21 +200,20 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE_NAME).then(|| value.to_owned())
+            (name == wanted).then(|| value.to_owned())
         })
 }
 
 fn set_cookie(value: &str, max_age: u64, headers: &HeaderMap) -> (HeaderName, String) {
-    // The listener speaks plain HTTP; behind a TLS-terminating proxy, ask for `Secure`.
-    let tls = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-    let secure = if tls { "; Secure" } else { "" };
+    // The listener speaks plain HTTP, where a browser would drop a `Secure` cookie.
+    let (name, secure) = if behind_tls(headers) {
+        (TLS_COOKIE_NAME, "; Secure")
+    } else {
+        (COOKIE_NAME, "")
+    };
     (
         header::SET_COOKIE,
-        format!(
-            "{COOKIE_NAME}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
-        ),
+        format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"),
     )
 }
 
@@ -160,7 +247,7 @@ fn store_failure(e: &StoreError, back: &str) -> Response {
 }
 
 /// `/keys?tenant=...`, percent-encoding the tenant.
-fn keys_url(tenant: &str, extra: &str) -> String {
+fn keys_url(tenant: &str) -> String {
     let mut url = String::from("/keys?tenant=");
     for b in tenant.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -169,7 +256,6 @@ fn keys_url(tenant: &str, extra: &str) -> String {
             url.push_str(&format!("%{b:02X}"));
         }
     }
-    url.push_str(extra);
     url
 }
 
@@ -199,6 +285,7 @@ async fn login(
     match state
         .access
         .check(client, Some(form.token.trim().as_bytes()))
+        .await
     {
         Ok(()) => {
             let cookie = state.access.sessions.create();
@@ -224,6 +311,12 @@ async fn login(
             StatusCode::FORBIDDEN,
             &LoginPage {
                 error: Some("That is not the admin token.".to_owned()),
+            },
+        ),
+        Err(Denied::Missing) => render(
+            StatusCode::FORBIDDEN,
+            &LoginPage {
+                error: Some("Enter the admin token.".to_owned()),
             },
         ),
     }
@@ -253,7 +346,6 @@ async fn logout(
 #[serde(default)]
 struct KeysQuery {
     tenant: String,
-    revoked: String,
 }
 
 async fn keys_page(
@@ -266,12 +358,8 @@ async fn keys_page(
         Ok(keys) => keys,
         Err(e) => return store_failure(&e, "/keys"),
     };
-    let notice = keys.iter().find(|k| k.id == query.revoked).map(|k| {
-        format!(
-            "Revoked {} ({}): requests with it are rejected from now on.",
-            k.name, k.hint
-        )
-    });
+    // Only what this session did: a link cannot make the page announce anything.
+    let notice = state.access.sessions.take_flash(&signed_in.cookie, &tenant);
     let page = KeysPage {
         csrf: signed_in.csrf.clone(),
         form: signed_in.form_id(&state),
@@ -340,7 +428,7 @@ async fn create(
         .take_form(&signed_in.cookie, &form.form)
     {
         // Submitted before (a reload of the page that showed the key): show the list.
-        return Redirect::to(&keys_url(&tenant, "")).into_response();
+        return Redirect::to(&keys_url(&tenant)).into_response();
     }
     let new = match new_key(
         tenant.clone(),
@@ -368,7 +456,7 @@ async fn create(
         Err(e) if e.kind() == StoreErrorKind::Invalid => {
             refused(&state, &signed_in, tenant, e.to_string()).await
         }
-        Err(e) => store_failure(&e, &keys_url(&tenant, "")),
+        Err(e) => store_failure(&e, &keys_url(&tenant)),
     }
 }
 
@@ -382,7 +470,7 @@ async fn confirm_revoke(
         Err(response) => return response,
     };
     if record.is_revoked() {
-        return Redirect::to(&keys_url(&record.tenant, "")).into_response();
+        return Redirect::to(&keys_url(&record.tenant)).into_response();
     }
     let page = RevokePage {
         csrf: signed_in.csrf,
@@ -431,13 +519,17 @@ async fn revoke(
     match state.auth.revoke(&record.id).await {
         Ok(record) => {
             tracing::info!(key_id = %record.id, tenant = ?record.tenant, "API Keys page revoked a key");
-            Redirect::to(&keys_url(
-                &record.tenant,
-                &format!("&revoked={}", record.id),
-            ))
-            .into_response()
+            let notice = format!(
+                "Revoked {} ({}): requests with it are rejected from now on.",
+                record.name, record.hint
+            );
+            state
+                .access
+                .sessions
+                .set_flash(&signed_in.cookie, &record.tenant, notice);
+            Redirect::to(&keys_url(&record.tenant)).into_response()
         }
-        Err(e) => store_failure(&e, &keys_url(&record.tenant, "")),
+        Err(e) => store_failure(&e, &keys_url(&record.tenant)),
     }
 }
 
@@ -459,7 +551,7 @@ async fn rotate(
         .sessions
         .take_form(&signed_in.cookie, &form.form)
     {
-        return Redirect::to(&keys_url(&old.tenant, "")).into_response();
+        return Redirect::to(&keys_url(&old.tenant)).into_response();
     }
     match state.auth.rotate(&old.id).await {
         Ok(created) => {
@@ -476,7 +568,7 @@ async fn rotate(
             };
             render(StatusCode::OK, &page)
         }
-        Err(e) => store_failure(&e, &keys_url(&old.tenant, "")),
+        Err(e) => store_failure(&e, &keys_url(&old.tenant)),
     }
 }
 
@@ -500,11 +592,8 @@ mod tests {
 
     #[test]
     fn the_tenant_is_percent_encoded_in_redirects() {
-        assert_eq!(keys_url("acme", ""), "/keys?tenant=acme");
-        assert_eq!(
-            keys_url("a&b=c d/é", "&revoked=key_1"),
-            "/keys?tenant=a%26b%3Dc%20d%2F%C3%A9&revoked=key_1"
-        );
+        assert_eq!(keys_url("acme"), "/keys?tenant=acme");
+        assert_eq!(keys_url("a&b=c d/é"), "/keys?tenant=a%26b%3Dc%20d%2F%C3%A9");
     }
 
     #[test]
@@ -520,5 +609,42 @@ mod tests {
             HeaderValue::from_static("xhapnd_admin_session=abc"),
         );
         assert_eq!(session_cookie(&headers), None);
+        // Behind TLS only the `__Host-` cookie counts.
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("hapnd_admin_session=abc; __Host-hapnd_admin_session=def"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS"));
+        assert_eq!(session_cookie(&headers).as_deref(), Some("def"));
+    }
+
+    #[test]
+    fn requests_from_another_site_are_told_apart() {
+        let uri: Uri = "/login".parse().unwrap();
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:9090"));
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_static(value));
+            }
+            from_another_site(&uri, &headers)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[("origin", "http://127.0.0.1:9090")]));
+        assert!(!with(&[
+            ("origin", "https://127.0.0.1:9090"),
+            ("sec-fetch-site", "same-origin")
+        ]));
+        assert!(!with(&[("sec-fetch-site", "none")]));
+        assert!(with(&[("origin", "http://attacker.example")]));
+        assert!(with(&[("origin", "http://127.0.0.1:9091")]));
+        assert!(with(&[("origin", "null")]));
+        assert!(with(&[("origin", "http://127.0.0.1:9090.evil")]));
+        assert!(with(&[("sec-fetch-site", "same-site")]));
+        assert!(with(&[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "http://127.0.0.1:9090")
+        ]));
     }
 }

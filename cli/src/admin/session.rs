@@ -1,5 +1,5 @@
-//! The page's sign-in sessions: in memory, expiring, each with its CSRF token and the
-//! one-time ids of the forms it was shown.
+//! The page's sign-in sessions: in memory, expiring, each with its CSRF token, the
+//! one-time ids of the forms it was shown, and a one-time notice for its next page.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -30,6 +30,8 @@ struct Session {
     csrf: String,
     expires: Instant,
     forms: VecDeque<String>,
+    /// What the next page shows once (a revocation done), and for which tenant.
+    flash: Option<(String, String)>,
 }
 
 impl Sessions {
@@ -53,6 +55,7 @@ impl Sessions {
                 csrf: random_token(),
                 expires: now + self.ttl,
                 forms: VecDeque::new(),
+                flash: None,
             },
         );
         cookie
@@ -110,6 +113,34 @@ impl Sessions {
         }
     }
 
+    /// Leaves `notice` for the next page of `tenant` this session opens: the page says
+    /// what the session did, never what a link claims.
+    pub(crate) fn set_flash(&self, cookie: &str, tenant: &str, notice: String) {
+        if let Some(session) = self.live(&mut self.lock(), cookie) {
+            session.flash = Some((tenant.to_owned(), notice));
+        }
+    }
+
+    /// The notice left for `tenant`'s page, once.
+    pub(crate) fn take_flash(&self, cookie: &str, tenant: &str) -> Option<String> {
+        let mut sessions = self.lock();
+        let session = self.live(&mut sessions, cookie)?;
+        match session.flash.take() {
+            Some((for_tenant, notice)) if for_tenant == tenant => Some(notice),
+            _ => None,
+        }
+    }
+
+    fn live<'a>(
+        &self,
+        sessions: &'a mut HashMap<[u8; 32], Session>,
+        cookie: &str,
+    ) -> Option<&'a mut Session> {
+        sessions
+            .get_mut(&hash(cookie))
+            .filter(|s| s.expires > Instant::now())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
         self.by_hash.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -152,6 +183,22 @@ mod tests {
         sessions.remove(&cookie);
         assert_eq!(sessions.csrf(&cookie), None);
         assert_eq!(sessions.issue_form(&cookie), None);
+    }
+
+    #[test]
+    fn a_flash_is_shown_once_to_its_session_and_tenant() {
+        let sessions = Sessions::default();
+        let (a, b) = (sessions.create(), sessions.create());
+        sessions.set_flash(&a, "acme", "Revoked ci".to_owned());
+        assert_eq!(sessions.take_flash(&b, "acme"), None, "another session");
+        assert_eq!(
+            sessions.take_flash(&a, "acme").as_deref(),
+            Some("Revoked ci")
+        );
+        assert_eq!(sessions.take_flash(&a, "acme"), None, "once");
+        sessions.set_flash(&a, "acme", "Revoked ci".to_owned());
+        assert_eq!(sessions.take_flash(&a, "other"), None, "another tenant");
+        assert_eq!(sessions.take_flash(&a, "acme"), None, "dropped on the way");
     }
 
     #[test]
