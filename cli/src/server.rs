@@ -36,10 +36,11 @@ pub(crate) struct Limits {
     /// start or the end of its previous response. Also bounds an idle HTTP/1.1 keep-alive.
     #[arg(long = "header-read-timeout-secs", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) header_read_timeout_secs: u64,
-    /// Seconds a connection (HTTP/1.1 or h2c) may stay open with no request in flight
-    /// before it is closed, counted from its start or the end of its last response; frames
-    /// that carry no request (HTTP/2 PING, SETTINGS) do not count. Closed gracefully (h2c:
-    /// GOAWAY), within as long again. Also bounds a request body that stops arriving.
+    /// Seconds a connection (HTTP/1.1 or h2c) may stay open while the gateway works on none
+    /// of its requests, counted from its start or a request's last progress; frames that
+    /// carry no request (HTTP/2 PING, SETTINGS) do not count, nor does an answer waiting for
+    /// the client to take it. Closed gracefully (h2c: GOAWAY), within as long again. Also
+    /// bounds a request body that stops arriving.
     #[arg(long = "idle-timeout-secs", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) idle_timeout_secs: u64,
     /// The most bytes of request line and headers a request may send (HTTP/1.1 gets 431
@@ -181,14 +182,16 @@ async fn connection(
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let request = request.map(|body| axum::body::Body::new(Stalling::new(body, idle_timeout)));
-        let in_flight = InFlight::start(counted.clone());
+        let requests = counted.clone();
+        let busy = Busy::start(requests.clone());
         let response = app.clone().oneshot(request);
         async move {
             let response = response.await?;
-            // Until the body is sent (or dropped), the request stays in flight.
+            drop(busy);
             Ok::<_, std::convert::Infallible>(response.map(|body| Counted {
                 body,
-                _in_flight: in_flight,
+                requests,
+                busy: None,
             }))
         }
     });
@@ -196,7 +199,8 @@ async fn connection(
     tokio::pin!(conn);
     let mut give_up: Option<Instant> = None;
     // Until the first byte, the header-read timeout applies too (hyper's own starts only
-    // once the protocol is known); then only requests keep a connection open.
+    // once the protocol is known); then only the gateway's work on requests keeps a
+    // connection open.
     let deadline = || {
         let idle = requests.idle_since().unwrap_or_else(Instant::now) + idle_timeout;
         if read_any.load(Ordering::Relaxed) {
@@ -296,12 +300,17 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// A connection's requests, for the idle timeout: how many are in flight, and when the
-/// last one started or ended.
+/// A connection's requests, for the idle timeout: how many the gateway is working on, and
+/// when one last made progress. The gateway works on a request from the call of the
+/// service until the answer's head is ready, and again whenever hyper asks for the next
+/// part of its body and the body is not ready. An answer that waits for the client to take
+/// it (an HTTP/2 flow-control window kept shut, an HTTP/1.1 client that does not read) is
+/// not the gateway's work: it keeps a connection open no longer than the idle timeout.
 struct Requests {
     start: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds from `start` to the last request's start or end.
+    busy: AtomicUsize,
+    /// Milliseconds from `start` to the last progress of a request: its start, its
+    /// answer's head, a frame of its body, its end.
     last: AtomicU64,
 }
 
@@ -309,7 +318,7 @@ impl Requests {
     fn new(start: Instant) -> Self {
         Requests {
             start,
-            in_flight: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             last: AtomicU64::new(0),
         }
     }
@@ -319,38 +328,39 @@ impl Requests {
         self.last.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Since when no request has been in flight; None while one is.
+    /// Since when the gateway has worked on no request; None while it works on one.
     fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::Relaxed) == 0)
+        (self.busy.load(Ordering::Relaxed) == 0)
             .then(|| self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)))
     }
 }
 
-/// One request in flight, from the call of the service to the end (or drop) of its
-/// response body.
-struct InFlight(Arc<Requests>);
+/// The gateway working on a request, until dropped.
+struct Busy(Arc<Requests>);
 
-impl InFlight {
+impl Busy {
     fn start(requests: Arc<Requests>) -> Self {
-        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        requests.busy.fetch_add(1, Ordering::Relaxed);
         requests.stamp();
-        InFlight(requests)
+        Busy(requests)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Busy {
     fn drop(&mut self) {
-        // Stamped first: the connection is never seen idle since before this request.
+        // Stamped first: the connection is never seen idle since before this work.
         self.0.stamp();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A response body that keeps its request in flight until hyper has sent or dropped it,
-/// so a long or streamed response is never cut for idleness.
+/// A response body that marks its request busy while hyper waits for a frame the body
+/// has not produced yet (a streamed answer is not cut for idleness), and notes each frame
+/// and its end as progress.
 struct Counted {
     body: axum::body::Body,
-    _in_flight: InFlight,
+    requests: Arc<Requests>,
+    busy: Option<Busy>,
 }
 
 impl hyper::body::Body for Counted {
@@ -361,7 +371,18 @@ impl hyper::body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if poll.is_pending() {
+            if self.busy.is_none() {
+                self.busy = Some(Busy::start(self.requests.clone()));
+            }
+        } else {
+            // Dropping a busy mark stamps; stamp anyway when there was none.
+            if self.busy.take().is_none() {
+                self.requests.stamp();
+            }
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -373,9 +394,15 @@ impl hyper::body::Body for Counted {
     }
 }
 
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.requests.stamp();
+    }
+}
+
 /// A request body that fails once the client has kept the handler waiting for its next
-/// frame for the idle timeout: a request in flight keeps its connection open, so one whose
-/// body stops arriving must not do so for ever.
+/// frame for the idle timeout: a request the gateway works on keeps its connection open,
+/// so one whose body stops arriving must not do so for ever.
 struct Stalling<B> {
     inner: B,
     idle_timeout: Duration,
@@ -544,6 +571,52 @@ mod tests {
         );
         drop(clients.admit(b));
         assert_eq!(clients.open.lock().unwrap().len(), 1, "{:?}", clients.open);
+    }
+
+    /// A body that is ready once `tx` sends.
+    struct Later(tokio::sync::oneshot::Receiver<bytes::Bytes>);
+
+    impl hyper::body::Body for Later {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            Pin::new(&mut self.0)
+                .poll(cx)
+                .map(|sent| sent.ok().map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    #[test]
+    fn a_body_being_produced_is_work_and_one_waiting_for_the_client_is_not() {
+        use hyper::body::Body as _;
+        let requests = Arc::new(Requests::new(Instant::now()));
+        let busy = Busy::start(requests.clone());
+        assert_eq!(
+            requests.idle_since(),
+            None,
+            "the answer's head is being made"
+        );
+        drop(busy);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut body = Counted {
+            body: axum::body::Body::new(Later(rx)),
+            requests: requests.clone(),
+            busy: None,
+        };
+        // Not polled yet: hyper waits for the client to take the head (or open a window).
+        assert!(requests.idle_since().is_some());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert_eq!(requests.idle_since(), None, "the body is being produced");
+        tx.send(bytes::Bytes::from_static(b"streamed")).unwrap();
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        let since = requests.idle_since().expect("the frame is with hyper");
+        drop(body);
+        assert!(requests.idle_since().unwrap() >= since);
     }
 
     #[test]

@@ -258,6 +258,15 @@ fn the_limits_have_the_documented_defaults() {
         // The default belongs to this flag, not the next one.
         assert!(!after[flag.len()..default_at].contains(" --"), "{flag}");
     }
+    // A default that depends on --max-connections: stated in its help, checked in
+    // one_address_holds_only_its_share_of_the_public_listener.
+    let per_client = &help[help
+        .find("--max-connections-per-client")
+        .expect("--max-connections-per-client")..];
+    assert!(
+        per_client.contains("Default: 64, or a quarter of --max-connections when that is less"),
+        "{per_client}"
+    );
 }
 
 /// A burst of new connections while the gateway is not accepting (frozen here, busy in
@@ -371,6 +380,8 @@ struct PingerEnd {
     closed_after: Option<Duration>,
     goaway: bool,
     pings_acked: usize,
+    /// Frame types received, in order.
+    frames: Vec<u8>,
 }
 
 /// An h2c client that sends the preface and an empty SETTINGS frame, then nothing but a
@@ -381,9 +392,19 @@ fn ping_only(
     addr: SocketAddr,
     bound: Duration,
 ) -> std::thread::JoinHandle<PingerEnd> {
+    pinging(source, addr, &h2_frame(H2_SETTINGS, 0, 0, &[]), bound)
+}
+
+/// As `ping_only`, after `opening` (frames) instead of the empty SETTINGS frame.
+fn pinging(
+    source: Ipv4Addr,
+    addr: SocketAddr,
+    opening: &[u8],
+    bound: Duration,
+) -> std::thread::JoinHandle<PingerEnd> {
     let mut stream = connect_from(source, addr);
     stream.write_all(H2_PREFACE).unwrap();
-    stream.write_all(&h2_frame(H2_SETTINGS, 0, 0, &[])).unwrap();
+    stream.write_all(opening).unwrap();
     std::thread::spawn(move || {
         let started = Instant::now();
         let done = Arc::new(AtomicBool::new(false));
@@ -402,7 +423,7 @@ fn ping_only(
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
-        let (mut goaway, mut pings_acked) = (false, 0);
+        let (mut goaway, mut pings_acked, mut frames) = (false, 0, Vec::new());
         let closed_after = loop {
             let left = bound.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -423,6 +444,7 @@ fn ping_only(
             if stream.read_exact(&mut payload).is_err() {
                 break Some(started.elapsed());
             }
+            frames.push(header[3]);
             match (header[3], header[4]) {
                 (H2_GOAWAY, _) => goaway = true,
                 (H2_PING, 1) => pings_acked += 1,
@@ -436,6 +458,7 @@ fn ping_only(
             closed_after,
             goaway,
             pings_acked,
+            frames,
         }
     })
 }
@@ -466,6 +489,49 @@ fn an_h2c_connection_that_only_pings_gets_goaway_at_the_idle_timeout() {
     // GOAWAY at 2 s, closed at most one more idle timeout later.
     assert!(end.pings_acked >= 2, "{end:?}");
     assert!(end.goaway, "closed without GOAWAY: {end:?}");
+    assert!(closed_after >= Duration::from_millis(1900), "{end:?}");
+    assert!(closed_after < Duration::from_secs(6), "{end:?}");
+}
+
+/// An answer waiting for the client to take it is not the gateway's work: an h2c client
+/// that shuts its flow-control window (SETTINGS_INITIAL_WINDOW_SIZE 0), asks once and then
+/// only pings is closed at the idle timeout like one that never asked.
+#[test]
+fn an_h2c_client_that_never_takes_its_answer_gets_goaway_at_the_idle_timeout() {
+    let (_dir, _db, gateway) = start(
+        "h2-window",
+        &[
+            "--idle-timeout-secs",
+            "2",
+            "--header-read-timeout-secs",
+            "30",
+        ],
+    );
+    let no_window = [0, 0x4, 0, 0, 0, 0];
+    // HPACK: :method GET, :scheme http (static table), :path and :authority literal.
+    let mut block = vec![0x82, 0x86, 0x44, 10];
+    block.extend_from_slice(b"/v1/whoami");
+    block.extend_from_slice(&[0x41, 1, b'x']);
+    const HEADERS: u8 = 0x1;
+    const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+    let mut opening = h2_frame(H2_SETTINGS, 0, 0, &no_window);
+    opening.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 1, &block));
+    let end = pinging(
+        Ipv4Addr::new(127, 0, 0, 2),
+        gateway.addr,
+        &opening,
+        Duration::from_secs(10),
+    )
+    .join()
+    .unwrap();
+    eprintln!("{end:?}");
+    // The 401's head came (HEADERS is not flow-controlled), its body (DATA) never did.
+    assert!(end.frames.contains(&HEADERS), "{end:?}");
+    assert!(!end.frames.contains(&0x0), "{end:?}");
+    let closed_after = end
+        .closed_after
+        .expect("the connection is still open after 10 s");
+    assert!(end.pings_acked >= 2 && end.goaway, "{end:?}");
     assert!(closed_after >= Duration::from_millis(1900), "{end:?}");
     assert!(closed_after < Duration::from_secs(6), "{end:?}");
 }
