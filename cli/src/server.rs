@@ -1,17 +1,21 @@
 //! Serving a listener: HTTP/1.1 and h2c (HTTP/2 without TLS, by prior knowledge) through
 //! hyper, with the limits that keep slow or greedy clients from holding the gateway
-//! (slowloris): a header-read timeout, an idle timeout, a bounded header buffer and a cap
-//! on open connections.
+//! (slowloris): a header-read timeout, an idle timeout that counts requests (not bytes, so
+//! HTTP/2 PINGs keep nothing open), a bounded header buffer, a cap on open connections and
+//! a smaller one per client address.
 //!
 //! Over the cap, new connections wait in the kernel's accept queue until one closes; each
 //! listener has a cap of its own, so a full public listener leaves `/healthz` answering.
+//! Over its share, a client's new connection is closed as soon as it is accepted: it never
+//! waits for, or keeps, a slot that another address could use.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,8 +36,11 @@ pub(crate) struct Limits {
     /// start or the end of its previous response. Also bounds an idle HTTP/1.1 keep-alive.
     #[arg(long = "header-read-timeout-secs", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) header_read_timeout_secs: u64,
-    /// Seconds a connection (HTTP/1.1 or h2c) may go without a byte read or written before
-    /// it is closed (gracefully: within as long again, a request in progress first).
+    /// Seconds a connection (HTTP/1.1 or h2c) may stay open while the gateway works on none
+    /// of its requests, counted from its start or a request's last progress; frames that
+    /// carry no request (HTTP/2 PING, SETTINGS) do not count, nor does an answer waiting for
+    /// the client to take it. Closed gracefully (h2c: GOAWAY), within as long again. Also
+    /// bounds a request body that stops arriving.
     #[arg(long = "idle-timeout-secs", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) idle_timeout_secs: u64,
     /// The most bytes of request line and headers a request may send (HTTP/1.1 gets 431
@@ -44,6 +51,12 @@ pub(crate) struct Limits {
     /// Keep it under the process's file-descriptor limit (`ulimit -n`).
     #[arg(long = "max-connections", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub(crate) max_connections: u64,
+    /// The most connections one client address (IPv6: its /64) may hold open on the
+    /// public listener; past it a new connection is closed at once. Default: 64, or a
+    /// quarter of --max-connections when that is less. Behind a proxy every client is the
+    /// proxy's address: raise it (up to --max-connections).
+    #[arg(long = "max-connections-per-client", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub(crate) max_connections_per_client: Option<u64>,
 }
 
 impl Limits {
@@ -55,12 +68,26 @@ impl Limits {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
-    /// The same timeouts and buffer with a cap of `max` connections (the admin listener's).
+    /// The connections one client address may hold: as given, or the default share.
+    fn per_client(&self) -> u64 {
+        self.max_connections_per_client
+            .unwrap_or_else(|| DEFAULT_PER_CLIENT.min(self.max_connections / 4).max(1))
+    }
+
+    /// The same timeouts and buffer with a cap of `max` connections and the default share
+    /// of it per client (the admin listener's: a larger share given for a proxy in front of
+    /// the public listener must not let one address fill the admin one).
     pub(crate) fn with_max_connections(mut self, max: u64) -> Self {
         self.max_connections = max;
+        self.max_connections_per_client = None;
         self
     }
 }
+
+/// The most connections one client address holds by default. Enough for a NAT of many
+/// users or a client's connection pool; a quarter of the default cap of 512, so that one
+/// address never takes more than that, and 8 of them not all of it.
+const DEFAULT_PER_CLIENT: u64 = 64;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets every connection finish
 /// its requests in flight (bounded by the header-read timeout) and returns.
@@ -73,6 +100,7 @@ pub(crate) async fn serve(
     let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let permits = Arc::new(Semaphore::new(max as usize));
     let builder = builder(&limits);
+    let clients = Clients::new(limits.per_client());
     let (close, closing) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -92,6 +120,11 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // The permit goes back with the stream: over its share, a client holds no slot.
+        let Some(share) = clients.admit(peer.ip()) else {
+            tracing::debug!(%peer, "closing a connection over its client's share");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             builder.clone(),
@@ -100,7 +133,10 @@ pub(crate) async fn serve(
             app.clone(),
             limits,
             closing.clone(),
-            permit,
+            Slots {
+                _share: share,
+                _permit: permit,
+            },
         ));
     }
     drop(listener);
@@ -131,38 +167,56 @@ async fn connection(
     app: Router,
     limits: Limits,
     mut closing: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _slots: Slots,
 ) {
+    let (header_timeout, idle_timeout) = (limits.header_read_timeout(), limits.idle_timeout());
     let start = Instant::now();
-    let activity = Arc::new(AtomicU64::new(0));
+    let read_any = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(Tracked {
         inner: stream,
-        start,
-        last: activity.clone(),
+        read_any: read_any.clone(),
     });
+    let requests = Arc::new(Requests::new(start));
+    let counted = requests.clone();
     // What `axum::serve(...).into_make_service_with_connect_info()` would insert.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request.map(axum::body::Body::new))
+        let request = request.map(|body| axum::body::Body::new(Stalling::new(body, idle_timeout)));
+        let requests = counted.clone();
+        let busy = Busy::start(requests.clone());
+        let response = app.clone().oneshot(request);
+        async move {
+            let response = response.await?;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(response.map(|body| Counted {
+                body,
+                requests,
+                busy: None,
+            }))
+        }
     });
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut give_up: Option<Instant> = None;
-    let (header_timeout, idle_timeout) = (limits.header_read_timeout(), limits.idle_timeout());
-    // Until the first byte, the header-read timeout applies (hyper's own starts only once
-    // the protocol is known); after it, the idle timeout.
-    let expired = |now: Instant| match activity.load(Ordering::Relaxed) {
-        0 => now >= start + header_timeout,
-        ms => now >= start + Duration::from_millis(ms) + idle_timeout,
+    // Until the first byte, the header-read timeout applies too (hyper's own starts only
+    // once the protocol is known); then only the gateway's work on requests keeps a
+    // connection open.
+    let deadline = || {
+        let idle = requests.idle_since().unwrap_or_else(Instant::now) + idle_timeout;
+        if read_any.load(Ordering::Relaxed) {
+            idle
+        } else {
+            idle.min(start + header_timeout)
+        }
+    };
+    let expired = |now: Instant| {
+        let silent = !read_any.load(Ordering::Relaxed) && now >= start + header_timeout;
+        let idle = requests
+            .idle_since()
+            .is_some_and(|since| now >= since + idle_timeout);
+        silent || idle
     };
     loop {
-        let deadline = match activity.load(Ordering::Relaxed) {
-            0 if Instant::now() < start + header_timeout.min(idle_timeout) => {
-                start + header_timeout.min(idle_timeout)
-            }
-            0 => start + header_timeout,
-            ms => start + Duration::from_millis(ms) + idle_timeout,
-        };
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -170,7 +224,7 @@ async fn connection(
                 }
                 return;
             }
-            () = tokio::time::sleep_until(deadline), if give_up.is_none() => {
+            () = tokio::time::sleep_until(deadline()), if give_up.is_none() => {
                 if expired(Instant::now()) {
                     tracing::debug!(%peer, "closing an idle connection");
                     conn.as_mut().graceful_shutdown();
@@ -194,19 +248,11 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// A stream that notes when it last moved a byte, for the idle timeout.
+/// A stream that notes whether it has read a byte, for the header-read timeout before the
+/// protocol is known.
 struct Tracked {
     inner: TcpStream,
-    start: Instant,
-    /// Milliseconds from `start` to the last byte read or written (0: none yet).
-    last: Arc<AtomicU64>,
-}
-
-impl Tracked {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms.max(1), Ordering::Relaxed);
-    }
+    read_any: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Tracked {
@@ -217,8 +263,8 @@ impl AsyncRead for Tracked {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
+        if buf.filled().len() > before && !self.read_any.load(Ordering::Relaxed) {
+            self.read_any.store(true, Ordering::Relaxed);
         }
         poll
     }
@@ -230,11 +276,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        poll
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -242,11 +284,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        poll
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -259,5 +297,344 @@ impl AsyncWrite for Tracked {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection's requests, for the idle timeout: how many the gateway is working on, and
+/// when one last made progress. The gateway works on a request from the call of the
+/// service until the answer's head is ready, and again whenever hyper asks for the next
+/// part of its body and the body is not ready. An answer that waits for the client to take
+/// it (an HTTP/2 flow-control window kept shut, an HTTP/1.1 client that does not read) is
+/// not the gateway's work: it keeps a connection open no longer than the idle timeout.
+struct Requests {
+    start: Instant,
+    busy: AtomicUsize,
+    /// Milliseconds from `start` to the last progress of a request: its start, its
+    /// answer's head, a frame of its body, its end.
+    last: AtomicU64,
+}
+
+impl Requests {
+    fn new(start: Instant) -> Self {
+        Requests {
+            start,
+            busy: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Since when the gateway has worked on no request; None while it works on one.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.busy.load(Ordering::Relaxed) == 0)
+            .then(|| self.start + Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// The gateway working on a request, until dropped.
+struct Busy(Arc<Requests>);
+
+impl Busy {
+    fn start(requests: Arc<Requests>) -> Self {
+        requests.busy.fetch_add(1, Ordering::Relaxed);
+        requests.stamp();
+        Busy(requests)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Stamped first: the connection is never seen idle since before this work.
+        self.0.stamp();
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that marks its request busy while hyper waits for a frame the body
+/// has not produced yet (a streamed answer is not cut for idleness), and notes each frame
+/// and its end as progress.
+struct Counted {
+    body: axum::body::Body,
+    requests: Arc<Requests>,
+    busy: Option<Busy>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if poll.is_pending() {
+            if self.busy.is_none() {
+                self.busy = Some(Busy::start(self.requests.clone()));
+            }
+        } else {
+            // Dropping a busy mark stamps; stamp anyway when there was none.
+            if self.busy.take().is_none() {
+                self.requests.stamp();
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.requests.stamp();
+    }
+}
+
+/// A request body that fails once the client has kept the handler waiting for its next
+/// frame for the idle timeout: a request the gateway works on keeps its connection open,
+/// so one whose body stops arriving must not do so for ever.
+struct Stalling<B> {
+    inner: B,
+    idle_timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Stalling<B> {
+    fn new(inner: B, idle_timeout: Duration) -> Self {
+        Stalling {
+            inner,
+            idle_timeout,
+            waiting: None,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Stalling<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.waiting = None;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let idle_timeout = self.idle_timeout;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_timeout)));
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err("the request body stopped arriving".into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Open connections per client address, each held to a share of the listener's.
+struct Clients {
+    per_client: u64,
+    open: Arc<Mutex<HashMap<IpAddr, u64>>>,
+}
+
+impl Clients {
+    fn new(per_client: u64) -> Self {
+        Clients {
+            per_client,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot in the share of `ip`'s client, or None when it holds its whole share.
+    fn admit(&self, ip: IpAddr) -> Option<Share> {
+        let client = client_of(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.per_client {
+            return None;
+        }
+        *count += 1;
+        Some(Share {
+            open: self.open.clone(),
+            client,
+        })
+    }
+}
+
+/// What an open connection holds. Fields drop in order: the share goes back before the
+/// permit wakes the accept loop, so the next connection of the same client finds it.
+struct Slots {
+    _share: Share,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One connection of a client's share, given back on drop.
+struct Share {
+    open: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    client: IpAddr,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                // Only clients with open connections take memory.
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The client an address belongs to, for the per-client cap: an IPv4 address (also when
+/// written IPv4-mapped, `::ffff:a.b.c.d`), or an IPv6 address's /64, the smallest network
+/// a site is given (one host can use every address in it).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(text: &str) -> IpAddr {
+        client_of(text.parse().unwrap())
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        assert_eq!(client("2001:db8:1:2:3:4:5:6"), client("2001:db8:1:2::"));
+        assert_eq!(
+            client("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            client("2001:db8:1:2::1")
+        );
+        assert_eq!(client("2001:db8:1:2:3:4:5:6").to_string(), "2001:db8:1:2::");
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db9:1:2::1"));
+    }
+
+    #[test]
+    fn an_ipv4_client_is_its_address_however_written() {
+        assert_eq!(client("192.0.2.7").to_string(), "192.0.2.7");
+        assert_ne!(client("192.0.2.7"), client("192.0.2.8"));
+        assert_eq!(client("::ffff:192.0.2.7"), client("192.0.2.7"));
+        assert_ne!(client("::ffff:192.0.2.7"), client("::ffff:192.0.2.8"));
+    }
+
+    #[test]
+    fn a_client_holds_its_share_and_gets_it_back() {
+        let clients = Clients::new(2);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let a2: IpAddr = "2001:db8::2".parse().unwrap();
+        let b: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let first = clients.admit(a).unwrap();
+        let _second = clients.admit(a2).unwrap();
+        assert!(clients.admit(a).is_none(), "the /64 holds its share");
+        assert!(
+            clients.admit(b).is_some(),
+            "another /64 has a share of its own"
+        );
+        drop(first);
+        assert!(
+            clients.admit(a2).is_some(),
+            "a closed connection gives its slot back"
+        );
+        drop(clients.admit(b));
+        assert_eq!(clients.open.lock().unwrap().len(), 1, "{:?}", clients.open);
+    }
+
+    /// A body that is ready once `tx` sends.
+    struct Later(tokio::sync::oneshot::Receiver<bytes::Bytes>);
+
+    impl hyper::body::Body for Later {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            Pin::new(&mut self.0)
+                .poll(cx)
+                .map(|sent| sent.ok().map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    #[test]
+    fn a_body_being_produced_is_work_and_one_waiting_for_the_client_is_not() {
+        use hyper::body::Body as _;
+        let requests = Arc::new(Requests::new(Instant::now()));
+        let busy = Busy::start(requests.clone());
+        assert_eq!(
+            requests.idle_since(),
+            None,
+            "the answer's head is being made"
+        );
+        drop(busy);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut body = Counted {
+            body: axum::body::Body::new(Later(rx)),
+            requests: requests.clone(),
+            busy: None,
+        };
+        // Not polled yet: hyper waits for the client to take the head (or open a window).
+        assert!(requests.idle_since().is_some());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        assert_eq!(requests.idle_since(), None, "the body is being produced");
+        tx.send(bytes::Bytes::from_static(b"streamed")).unwrap();
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_ready());
+        let since = requests.idle_since().expect("the frame is with hyper");
+        drop(body);
+        assert!(requests.idle_since().unwrap() >= since);
+    }
+
+    #[test]
+    fn the_default_share_is_64_or_a_quarter() {
+        let limits = |max, per| Limits {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_header_bytes: 16384,
+            max_connections: max,
+            max_connections_per_client: per,
+        };
+        assert_eq!(limits(512, None).per_client(), 64);
+        assert_eq!(limits(16, None).per_client(), 4);
+        assert_eq!(limits(2, None).per_client(), 1);
+        assert_eq!(limits(16, Some(16)).per_client(), 16);
+        assert_eq!(
+            limits(512, Some(512)).with_max_connections(32).per_client(),
+            8
+        );
     }
 }
