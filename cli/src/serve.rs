@@ -136,11 +136,15 @@ impl Defence {
 
     /// Who a request comes from, for the throttle and the rejection log alike: the peer,
     /// or, on connections from a trusted proxy, the address the outermost one saw.
-    fn client_identity(&self) -> ClientIdentity {
-        let proxies = self
-            .trusted_proxies
+    /// Every `--trusted-proxy`, as one set.
+    fn trusted_proxies(&self) -> TrustedProxies {
+        self.trusted_proxies
             .iter()
-            .fold(TrustedProxies::none(), |all, p| all.union(p));
+            .fold(TrustedProxies::none(), |all, p| all.union(p))
+    }
+
+    fn client_identity(&self) -> ClientIdentity {
+        let proxies = self.trusted_proxies();
         let identity = match (proxies.is_empty(), self.proxy_header) {
             (true, _) => ClientIdentity::peer(),
             (false, ProxyHeader::XForwardedFor) => ClientIdentity::x_forwarded_for_from(proxies),
@@ -204,6 +208,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         listener,
         app(auth.clone(), args.defence.client_identity()),
         args.limits,
+        args.defence.trusted_proxies(),
         until_stopped(stopped.clone()),
     );
     // A cap of its own: a full public listener leaves /healthz answering.
@@ -211,6 +216,9 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         admin_listener,
         admin::router(admin_state),
         args.limits.with_max_connections(ADMIN_MAX_CONNECTIONS),
+        // Proxies in front of the public listener are no reason to let one address fill
+        // the admin one.
+        TrustedProxies::none(),
         until_stopped(stopped),
     );
     tokio::join!(public, admin);

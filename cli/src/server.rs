@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use hapnd_auth::TrustedProxies;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -91,16 +92,21 @@ const DEFAULT_PER_CLIENT: u64 = 64;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets every connection finish
 /// its requests in flight (bounded by the header-read timeout) and returns.
+///
+/// Connections from `proxies` (the trusted reverse proxies in front of the listener) are
+/// not held to a client's share: each carries many clients, and the proxy holds them to
+/// shares of its own. They still count against the listener's cap.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    proxies: TrustedProxies,
     shutdown: impl Future<Output = ()>,
 ) {
     let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let permits = Arc::new(Semaphore::new(max as usize));
     let builder = builder(&limits);
-    let clients = Clients::new(limits.per_client());
+    let clients = Clients::new(limits.per_client(), proxies);
     let (close, closing) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -458,18 +464,28 @@ where
 struct Clients {
     per_client: u64,
     open: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    /// Trusted proxies: not held to a share.
+    proxies: TrustedProxies,
 }
 
 impl Clients {
-    fn new(per_client: u64) -> Self {
+    fn new(per_client: u64, proxies: TrustedProxies) -> Self {
         Clients {
             per_client,
             open: Arc::default(),
+            proxies,
         }
     }
 
     /// A slot in the share of `ip`'s client, or None when it holds its whole share.
+    /// A trusted proxy's connection takes no share (`Share::Proxy`).
     fn admit(&self, ip: IpAddr) -> Option<Share> {
+        if self.proxies.contains(ip) {
+            return Some(Share {
+                open: None,
+                client: ip,
+            });
+        }
         let client = client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(client).or_insert(0);
@@ -478,7 +494,7 @@ impl Clients {
         }
         *count += 1;
         Some(Share {
-            open: self.open.clone(),
+            open: Some(self.open.clone()),
             client,
         })
     }
@@ -493,13 +509,15 @@ struct Slots {
 
 /// One connection of a client's share, given back on drop.
 struct Share {
-    open: Arc<Mutex<HashMap<IpAddr, u64>>>,
+    /// None for a trusted proxy's connection, which counts against no share.
+    open: Option<Arc<Mutex<HashMap<IpAddr, u64>>>>,
     client: IpAddr,
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(open) = &self.open else { return };
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
@@ -553,7 +571,7 @@ mod tests {
 
     #[test]
     fn a_client_holds_its_share_and_gets_it_back() {
-        let clients = Clients::new(2);
+        let clients = Clients::new(2, TrustedProxies::none());
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let a2: IpAddr = "2001:db8::2".parse().unwrap();
         let b: IpAddr = "2001:db8:0:1::1".parse().unwrap();
@@ -571,6 +589,18 @@ mod tests {
         );
         drop(clients.admit(b));
         assert_eq!(clients.open.lock().unwrap().len(), 1, "{:?}", clients.open);
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_held_to_no_share() {
+        let clients = Clients::new(1, "10.0.0.0/8".parse().unwrap());
+        let proxy: IpAddr = "10.1.1.1".parse().unwrap();
+        let held: Vec<_> = (0..5).map(|_| clients.admit(proxy).unwrap()).collect();
+        assert!(clients.open.lock().unwrap().is_empty());
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let _one = clients.admit(other).unwrap();
+        assert!(clients.admit(other).is_none(), "others keep their share");
+        drop(held);
     }
 
     /// A body that is ready once `tx` sends.

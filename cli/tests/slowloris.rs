@@ -821,3 +821,35 @@ fn a_request_body_that_stops_arriving_is_cut_at_the_idle_timeout() {
     // The request failed: it created no key.
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
 }
+
+/// A trusted proxy (`--trusted-proxy`) carries many clients on its connections: it is held
+/// to no per-client share, only to the listener's cap, while other addresses keep theirs.
+#[test]
+fn a_trusted_proxy_is_not_held_to_a_clients_share() {
+    let (_dir, _db, gateway) = start(
+        "proxy-share",
+        &[
+            "--trusted-proxy",
+            "127.0.0.2",
+            "--max-connections-per-client",
+            "2",
+            "--header-read-timeout-secs",
+            "30",
+        ],
+    );
+    let mut proxy = silent(Ipv4Addr::new(127, 0, 0, 2), gateway.addr, 6);
+    let mut other = silent(Ipv4Addr::new(127, 0, 0, 3), gateway.addr, 4);
+    for (i, stream) in proxy.iter_mut().enumerate() {
+        assert!(
+            !closes_within(stream, Duration::from_millis(200)),
+            "the proxy's connection {i} was closed"
+        );
+    }
+    for (i, stream) in other.iter_mut().enumerate() {
+        assert_eq!(
+            closes_within(stream, Duration::from_secs(2)),
+            i >= 2,
+            "connection {i} of an untrusted address"
+        );
+    }
+}
