@@ -202,7 +202,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         until_stopped(stopped),
     );
     tokio::join!(public, admin);
-    drop(feed);
+    // On purpose, so without the WARN a dropped handle gives library users.
+    feed.abort();
     if let Err(e) = auth.flush_usage().await {
         tracing::warn!(error = %e, "last-used times of the final batch were not saved");
     }
