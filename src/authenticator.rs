@@ -153,7 +153,7 @@ impl AuthenticatorBuilder {
     ///
     /// Membership never admits a request: the store lookup decides, so a revoked key is
     /// refused at once. The set is emptied as the cache is (revocation, the change feeds'
-    /// invalidations and flushes, a lost channel), and guesses never enter it. About 140
+    /// invalidations and flushes, a lost channel), and guesses never enter it. About 370
     /// bytes a key (`benches/memory.rs`). Only kept when
     /// [`throttle_failed_attempts`](Self::throttle_failed_attempts) is on.
     pub fn seen_valid_capacity(mut self, keys: u64) -> Self {
@@ -386,7 +386,7 @@ impl Authenticator {
                         // which alone decides (a revoked key is refused there): see
                         // `SeenValid` in cache.rs. Guesses never enter the set.
                         Some(_) if self.inner.cache.seen_valid(&miss.hash) => {
-                            self.inner.metrics.seen_valid_lookups.increment(1);
+                            self.inner.metrics.seen_valid_hits.increment(1);
                             Ok(())
                         }
                         Some(wait) => Err(wait),

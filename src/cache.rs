@@ -101,7 +101,7 @@ pub(crate) struct KeyCache {
 /// Why a guesser gains nothing: a hash enters only when the store returned an active,
 /// unexpired record whose stored hash equals it, i.e. for a key that exists. Guesses are
 /// unknown keys: they never enter, and from a throttled client they still get 429 before
-/// any lookup. Bounded: moka, at most `capacity` hashes (about 140 bytes each,
+/// any lookup. Bounded: moka, at most `capacity` hashes (about 370 bytes each,
 /// `benches/memory.rs`), each forgotten `ttl` after the last lookup that found it valid.
 type SeenValid = moka::sync::Cache<KeyHash, u64, TableHasher>;
 

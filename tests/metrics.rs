@@ -502,12 +502,12 @@ async fn lookups_let_through_by_the_seen_valid_set_are_counted() {
         .to_owned();
     assert_eq!(send(guess).await, 401);
     let d = deltas(&snap);
-    assert_eq!(counter(&d, "hapnd_auth_seen_valid_lookups_total{}"), 0.0);
+    assert_eq!(counter(&d, "hapnd_auth_seen_valid_hits_total{}"), 0.0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(send(valid).await, 200);
     let d = deltas(&snap);
     assert_eq!(
-        counter(&d, "hapnd_auth_seen_valid_lookups_total{}"),
+        counter(&d, "hapnd_auth_seen_valid_hits_total{}"),
         1.0,
         "{d:?}"
     );

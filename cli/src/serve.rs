@@ -97,7 +97,7 @@ struct Defence {
     /// Keys remembered as seen valid (a store lookup found them valid): from a throttled
     /// address they are still looked up, so they keep working after their cache entry
     /// expires; unknown keys from it still get 429. 0 turns this off (memory bound,
-    /// ~140 bytes a key).
+    /// ~370 bytes a key).
     #[arg(long, default_value_t = 100_000)]
     seen_valid_capacity: u64,
     /// How long a key stays seen valid after the last lookup that found it valid, in seconds.
