@@ -1,4 +1,5 @@
-//! Bytes of resident memory per cached key, at 1,000,000 cached keys.
+//! Bytes of resident memory per cached key, at 1,000,000 cached keys; then what the
+//! seen-valid set (`AuthenticatorBuilder::seen_valid_capacity`) adds per key.
 //!
 //! Run: `cargo bench --bench memory` (another count: `cargo bench --bench memory -- 200000`).
 //!
@@ -18,7 +19,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use hapnd_auth::{Authenticator, Environment, MemoryKeyStore, NewKey};
+use hapnd_auth::{Authenticator, Environment, FailedAttemptLimit, MemoryKeyStore, NewKey};
 
 const TARGET_BYTES_PER_KEY: f64 = 450.0;
 
@@ -89,7 +90,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let auth = Authenticator::builder(MemoryKeyStore::new())
+    let store = MemoryKeyStore::new();
+    let auth = Authenticator::builder(store.clone())
         .capacity(keys as u64 * 2)
         .ttl(Duration::from_secs(3600))
         .build();
@@ -155,6 +157,36 @@ fn main() {
                 println!("memory:   {range:>14}: {:+.2} per key", per(a - b));
             }
         }
+
+        // The seen-valid set (on only with the throttle): a second authenticator over the
+        // same keys, throttling on, so each lookup also enters the set. What it costs more
+        // than the first, per key, is the set's cost.
+        let with_set = Authenticator::builder(store.clone())
+            .capacity(keys as u64 * 2)
+            .ttl(Duration::from_secs(3600))
+            .throttle_failed_attempts(FailedAttemptLimit::new(20, Duration::from_secs(3)))
+            .seen_valid_capacity(keys as u64 * 2)
+            .seen_valid_ttl(Duration::from_secs(3600))
+            .build();
+        let before = rss_bytes();
+        let (_, bytes_before_set) = live();
+        for key in &secrets {
+            with_set
+                .authenticate_key(key.expose_secret())
+                .await
+                .expect("fresh key authenticates");
+        }
+        assert_eq!(with_set.cached_entries(), keys as u64, "every key cached");
+        let after_set = rss_bytes();
+        let (_, bytes_after_set) = live();
+        let per_key_with_set = (after_set - before) as f64 / keys as f64;
+        let requested_with_set = (bytes_after_set - bytes_before_set) as f64 / keys as f64;
+        println!(
+            "memory: seen-valid set: {:.0} bytes per key (RSS: {per_key_with_set:.0} with the \
+             set, {per_key:.0} without), {:.0} bytes requested per key",
+            per_key_with_set - per_key,
+            requested_with_set - per(bytes_after - bytes_before),
+        );
         drop(secrets);
     });
 }

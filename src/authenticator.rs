@@ -81,6 +81,8 @@ pub struct AuthenticatorBuilder {
     throttle: Option<FailedAttemptLimit>,
     client_identity: ClientIdentity,
     max_lookups: usize,
+    seen_capacity: u64,
+    seen_ttl: Duration,
 }
 
 impl AuthenticatorBuilder {
@@ -142,6 +144,32 @@ impl AuthenticatorBuilder {
         self
     }
 
+    /// The most keys remembered as *seen valid* (default 100,000; 0 turns the set off),
+    /// for the throttle: a key whose store lookup found it valid and active within the
+    /// [`seen_valid_ttl`](Self::seen_valid_ttl) is still looked up when its client is
+    /// blocked, so it keeps working from an address a guesser shares (a NAT, a carrier's
+    /// CGNAT, a proxy), after its cache entry has expired too. Unknown hashes from a
+    /// blocked client still get 429 before any lookup.
+    ///
+    /// Membership never admits a request: the store lookup decides, so a revoked key is
+    /// refused at once. The set is emptied as the cache is (revocation, the change feeds'
+    /// invalidations and flushes, a lost channel), and guesses never enter it. About 370
+    /// bytes a key (`benches/memory.rs`). Only kept when
+    /// [`throttle_failed_attempts`](Self::throttle_failed_attempts) is on.
+    pub fn seen_valid_capacity(mut self, keys: u64) -> Self {
+        self.seen_capacity = keys;
+        self
+    }
+
+    /// How long a key stays *seen valid* after the last store lookup that found it valid
+    /// (default 24 hours; zero turns the set off): see
+    /// [`seen_valid_capacity`](Self::seen_valid_capacity). A key in use is looked up
+    /// again each time its cache entry expires, which starts its time again.
+    pub fn seen_valid_ttl(mut self, ttl: Duration) -> Self {
+        self.seen_ttl = ttl;
+        self
+    }
+
     /// How the throttle tells clients apart (default: [`ClientIdentity::peer`], the
     /// [`ClientAddr`](crate::ClientAddr) request extension).
     pub fn client_identity(mut self, identity: ClientIdentity) -> Self {
@@ -164,14 +192,25 @@ impl AuthenticatorBuilder {
         Authenticator {
             inner: Arc::new(Inner {
                 store: self.store,
-                cache: Arc::new(KeyCache::new(
-                    self.capacity,
-                    self.ttl,
-                    self.negative_ttl,
-                    self.stale_if_error,
-                    // Past the leader's own bounded lookup, with room for its insert.
-                    self.lookup_timeout.saturating_mul(2),
-                )),
+                cache: Arc::new(
+                    KeyCache::new(
+                        self.capacity,
+                        self.ttl,
+                        self.negative_ttl,
+                        self.stale_if_error,
+                        // Past the leader's own bounded lookup, with room for its insert.
+                        self.lookup_timeout.saturating_mul(2),
+                    )
+                    // Only the throttle reads it: without one it would be memory for nothing.
+                    .with_seen_valid(
+                        if self.throttle.is_some() {
+                            self.seen_capacity
+                        } else {
+                            0
+                        },
+                        self.seen_ttl,
+                    ),
+                ),
                 lookup_timeout: self.lookup_timeout,
                 retry_after: self.retry_after,
                 usage: UsageRecorder::new(self.usage_interval, 100_000),
@@ -234,6 +273,8 @@ impl Authenticator {
             throttle: None,
             client_identity: ClientIdentity::peer(),
             max_lookups: 32,
+            seen_capacity: 100_000,
+            seen_ttl: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -339,7 +380,17 @@ impl Authenticator {
         let fast = match (client, fast) {
             (Some(client), fast) => {
                 let verdict = match &fast {
-                    Fast::Miss(_) => throttle.blocked(client).map_or(Ok(()), Err),
+                    Fast::Miss(miss) => match throttle.blocked(client) {
+                        None => Ok(()),
+                        // A key this gateway has seen valid goes on to the store lookup,
+                        // which alone decides (a revoked key is refused there): see
+                        // `SeenValid` in cache.rs. Guesses never enter the set.
+                        Some(_) if self.inner.cache.seen_valid(&miss.hash) => {
+                            self.inner.metrics.seen_valid_hits.increment(1);
+                            Ok(())
+                        }
+                        Some(wait) => Err(wait),
+                    },
                     _ => throttle
                         .blocked(client)
                         .map_or_else(|| throttle.failed(client), Err),

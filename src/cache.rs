@@ -13,6 +13,13 @@
 //! A flush (when the invalidation channel was lost) bumps an epoch; entries loaded under
 //! an older epoch are ignored on read, so `invalidate_all`'s "only entries inserted
 //! before me" rule cannot let an entry from an older load slip through.
+//!
+//! Beside the entries, the cache keeps the *seen-valid set* (when the failed-attempt
+//! throttle is on): the hashes whose store lookup found a valid, active key, for longer
+//! than the cache's TTL. It answers one question only, for a client the throttle blocks:
+//! "may this hash still be looked up?" (see [`KeyCache::seen_valid`]). It is written and
+//! emptied exactly as the entries are, under the same lock, by the same invalidations,
+//! flushes and channel losses.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -76,7 +83,27 @@ pub(crate) struct KeyCache {
     /// this bounds the wait even if the leader's future is kept but no longer polled.
     wait_limit: Duration,
     pub(crate) metrics: CacheMetrics,
+    /// The seen-valid set: hash -> the epoch of the lookup that found it valid. `None`
+    /// when off (no throttle, or a capacity of 0).
+    seen: Option<SeenValid>,
 }
+
+/// Hashes whose store lookup found a valid, active key, by the epoch of that lookup.
+///
+/// Why it cannot weaken revocation: membership admits no request. It only lets a hash
+/// from a throttled client go on to the store lookup, and that lookup's answer (read
+/// after every revocation that has returned, like any other) decides; a revoked key gets
+/// its 401 (or, its failure counted, 429), never 200. It is emptied like the cache all the
+/// same, so that a revoked key stops costing lookups at once: an invalidation removes the
+/// hash, a flush or a lost channel empties the set, and it is not consulted while the
+/// channel is down.
+///
+/// Why a guesser gains nothing: a hash enters only when the store returned an active,
+/// unexpired record whose stored hash equals it, i.e. for a key that exists. Guesses are
+/// unknown keys: they never enter, and from a throttled client they still get 429 before
+/// any lookup. Bounded: moka, at most `capacity` hashes (about 370 bytes each,
+/// `benches/memory.rs`), each forgotten `ttl` after the last lookup that found it valid.
+type SeenValid = moka::sync::Cache<KeyHash, u64, TableHasher>;
 
 /// The hasher of the cache's table (and of moka's frequency sketch): foldhash, keyed from
 /// the OS random generator. Hashing a 32-byte key costs about 6 ns with it against 19 ns
@@ -185,6 +212,49 @@ impl KeyCache {
             degraded_since: Mutex::new(None),
             stale_if_error,
             metrics: CacheMetrics::register(),
+            seen: None,
+        }
+    }
+
+    /// Turns the seen-valid set on: at most `capacity` hashes (0 leaves it off), each kept
+    /// `ttl` after the last lookup that found its key valid.
+    pub(crate) fn with_seen_valid(mut self, capacity: u64, ttl: Duration) -> Self {
+        self.seen = (capacity > 0 && !ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build_with_hasher(table_hasher())
+        });
+        self
+    }
+
+    /// Whether a lookup of `hash` found a valid, active key within the seen-valid TTL, with
+    /// no invalidation of it, flush or channel loss since (and the channel healthy now).
+    /// Only ever a reason to *look the hash up*, never to admit a request: see
+    /// [`SeenValid`].
+    pub(crate) fn seen_valid(&self, hash: &KeyHash) -> bool {
+        let Some(seen) = &self.seen else {
+            return false;
+        };
+        self.health.load(Ordering::Acquire) == HEALTHY
+            && seen.get(hash) == Some(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Records in the seen-valid set what a current flight (under the flights lock) found:
+    /// an active key whose stored hash is `hash` enters, anything else leaves.
+    fn note_seen(&self, hash: KeyHash, epoch: u64, cached: &Cached) {
+        let Some(seen) = &self.seen else { return };
+        let active = cached.key.as_ref().is_some_and(|key| {
+            key.stored_hash().ct_eq(&hash)
+                && !key.is_revoked()
+                && key
+                    .expires_at()
+                    .is_none_or(|at| at > std::time::SystemTime::now())
+        });
+        if active {
+            seen.insert(hash, epoch);
+        } else {
+            seen.invalidate(&hash);
         }
     }
 
@@ -337,9 +407,10 @@ impl KeyCache {
             return None;
         }
         flights.remove(&hash);
-        // Store errors are never cached.
+        // Store errors are never cached, and say nothing of whether the key is valid.
         if let Ok(cached) = &result {
             self.entries.insert(hash, cached.clone());
+            self.note_seen(hash, epoch, cached);
         }
         let result = match result {
             Err(e) => self.stale_fallback(&hash).ok_or(e),
@@ -382,6 +453,9 @@ impl KeyCache {
         flights.remove(hash);
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(hash);
+        if let Some(seen) = &self.seen {
+            seen.invalidate(hash);
+        }
     }
 
     pub(crate) fn flush(&self) {
@@ -390,14 +464,23 @@ impl KeyCache {
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate_all();
+        // The epoch alone already hides older hashes; emptying frees their memory.
+        if let Some(seen) = &self.seen {
+            seen.invalidate_all();
+        }
     }
 
     /// Detaches every flight without dropping cached entries (kept for stale-if-error):
-    /// reads in the air may have missed a revocation whose notification was lost.
+    /// reads in the air may have missed a revocation whose notification was lost. The
+    /// seen-valid set is emptied all the same: stale-if-error is about keys cached
+    /// before the loss, not about letting throttled clients' lookups through.
     fn overtake_flights(&self) {
         let mut flights = self.lock_flights();
         flights.clear();
         self.changes.fetch_add(1, Ordering::AcqRel);
+        if let Some(seen) = &self.seen {
+            seen.invalidate_all();
+        }
     }
 
     pub(crate) fn channel_lost(&self) {

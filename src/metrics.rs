@@ -29,6 +29,7 @@
 //! | `hapnd_auth_cached_entries` | gauge | | keys cached (known and unknown): set by `Authenticator::cached_entries`, and approximately on each miss |
 //! | `hapnd_auth_throttled_clients` | gauge | | clients tracked by the throttle: set by `Authenticator::throttled_clients`, and approximately on each throttled answer |
 //! | `hapnd_auth_tarpit_held` | gauge | | 429s held by the tarpit now (at most its capacity: at the capacity, further 429s go out at once) |
+//! | `hapnd_auth_seen_valid_hits_total` | counter | | requests of a throttled client let through to the store lookup because their key was seen valid (`AuthenticatorBuilder::seen_valid_capacity`; concurrent ones share one lookup) |
 
 use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 
@@ -90,6 +91,7 @@ pub(crate) struct Metrics {
     pub(crate) cached_entries: Gauge,
     pub(crate) throttled_clients: Gauge,
     pub(crate) tarpit_held: Gauge,
+    pub(crate) seen_valid_hits: Counter,
 }
 
 /// The cache's handles: what [`Invalidator`](crate::Invalidator) and flights record.
@@ -129,6 +131,7 @@ impl Metrics {
             cached_entries: gauge!("hapnd_auth_cached_entries"),
             throttled_clients: gauge!("hapnd_auth_throttled_clients"),
             tarpit_held: gauge!("hapnd_auth_tarpit_held"),
+            seen_valid_hits: counter!("hapnd_auth_seen_valid_hits_total"),
         }
     }
 
@@ -258,6 +261,10 @@ fn describe() {
     describe_gauge!(
         "hapnd_auth_tarpit_held",
         "429 answers held by the failed-attempt tarpit now"
+    );
+    describe_counter!(
+        "hapnd_auth_seen_valid_hits_total",
+        "Requests of a throttled client let through to the store lookup because their key was seen valid"
     );
     describe_gauge!(
         "hapnd_auth_throttled_clients",

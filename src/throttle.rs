@@ -14,9 +14,13 @@
 //! requests that are not admitted from the cache get 429 at once, before any store
 //! lookup, so a blocked client costs the store nothing. A valid key the cache holds is
 //! never refused, so good keys keep working from an address (a shared NAT) that is under
-//! attack. A valid key that needs a store lookup (its first use, or while the cache is
-//! bypassed) from a blocked client gets 429 until the block ends: the gateway cannot tell
-//! it from a guess without asking the store.
+//! attack; and a key whose store lookup found it valid recently (the *seen-valid set*,
+//! [`AuthenticatorBuilder::seen_valid_capacity`](crate::AuthenticatorBuilder::seen_valid_capacity))
+//! is still looked up once its cache entry has expired, so it keeps working past the
+//! cache's TTL. The lookup decides, not the set: a revoked key is refused. A valid key
+//! this gateway has not seen valid (its first use here, or while the cache is bypassed,
+//! which empties the set) from a blocked client gets 429 until the block ends: the gateway
+//! cannot tell it from a guess without asking the store.
 //!
 //! Misses already in flight when a client becomes blocked still finish: a client that
 //! sends `c` requests at once can cause up to `burst + c` lookups before its block starts

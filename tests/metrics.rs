@@ -473,3 +473,47 @@ async fn the_tarpit_gauge_counts_held_429s() {
     // Snapshots hand back changes: the two held, then the two given back.
     assert_eq!(deltas(&snap).get("hapnd_auth_tarpit_held{}"), Some(&-2.0));
 }
+
+#[tokio::test]
+async fn lookups_let_through_by_the_seen_valid_set_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snap = recorder.snapshotter();
+    let auth = built_with(&recorder, || {
+        Authenticator::builder(MemoryKeyStore::new())
+            .ttl(Duration::from_millis(100))
+            .throttle_failed_attempts(FailedAttemptLimit::new(1, Duration::from_secs(60)))
+            .build()
+    });
+    let created = auth
+        .create_key(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let svc = auth.layer().layer(tower::service_fn(echo));
+    let send = |key: String| {
+        let svc = svc.clone();
+        async move {
+            let mut request = common::bearer(&key);
+            request
+                .extensions_mut()
+                .insert(ClientAddr("192.0.2.1:1".parse().unwrap()));
+            seen(svc.oneshot(request).await.unwrap()).await.status
+        }
+    };
+    let valid = created.key.expose_secret().to_owned();
+    assert_eq!(send(valid.clone()).await, 200);
+    // One failure spends the budget of 1: the client is blocked.
+    let guess = ApiKey::generate(Environment::Live)
+        .expose_secret()
+        .to_owned();
+    assert_eq!(send(guess).await, 401);
+    let d = deltas(&snap);
+    assert_eq!(counter(&d, "hapnd_auth_seen_valid_hits_total{}"), 0.0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(send(valid).await, 200);
+    let d = deltas(&snap);
+    assert_eq!(
+        counter(&d, "hapnd_auth_seen_valid_hits_total{}"),
+        1.0,
+        "{d:?}"
+    );
+}

@@ -422,3 +422,50 @@ async fn a_feed_dropped_without_detach_warns() {
     drop(feed);
     assert_eq!(logs.text()[before..], *"", "detach and abort are silent");
 }
+
+/// README's Quickstart opens its database through the library: the file, its `-wal` and
+/// its `-shm` hold the key hashes and the lock revocations need, so only their owner may
+/// read or write them (issue 22, 6b), as with the files the command creates.
+#[cfg(unix)]
+#[tokio::test]
+async fn connect_creates_the_database_and_its_wal_and_shm_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // The usual umask, with which SQLite's own default gives 0644 files (the test would
+    // pass on the old code under a stricter one).
+    let old_umask = set_umask(0o022);
+    for (i, open) in ["path", "url"].into_iter().enumerate() {
+        let path = dir.path().join(format!("keys-{i}.db"));
+        let target = match open {
+            "path" => path.to_str().unwrap().to_owned(),
+            _ => format!("sqlite://{}", path.display()),
+        };
+        let store = SqliteKeyStore::connect(&target).await.unwrap();
+        let auth = Authenticator::new(store.clone());
+        // A write: WAL mode makes the -wal and -shm files exist while the pool is open.
+        auth.create_key(NewKey::new("acme", Environment::Live, "ci"))
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            let mode = std::fs::metadata(&file)
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{open}: {file} has mode {mode:o}");
+        }
+        store.pool().close().await;
+    }
+    set_umask(old_umask);
+}
+
+/// Sets the process umask, returning the old one.
+#[cfg(unix)]
+fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) only swaps the process's file mode creation mask.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(mask as libc::mode_t) as u32
+    }
+}

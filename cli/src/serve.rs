@@ -101,6 +101,15 @@ struct Defence {
     /// then gets 503 auth_unavailable.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_store_lookups: u64,
+    /// Keys remembered as seen valid (a store lookup found them valid): from a throttled
+    /// address they are still looked up, so they keep working after their cache entry
+    /// expires; unknown keys from it still get 429. 0 turns this off (memory bound,
+    /// ~370 bytes a key).
+    #[arg(long, default_value_t = 100_000)]
+    seen_valid_capacity: u64,
+    /// How long a key stays seen valid after the last lookup that found it valid, in seconds.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    seen_valid_ttl_secs: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -131,6 +140,8 @@ impl Defence {
         .tarpit_capacity(self.throttle_tarpit_capacity.min(max_connections / 4) as usize);
         builder
             .throttle_failed_attempts(limit)
+            .seen_valid_capacity(self.seen_valid_capacity)
+            .seen_valid_ttl(Duration::from_secs(self.seen_valid_ttl_secs))
             .client_identity(self.client_identity())
     }
 
@@ -222,7 +233,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         until_stopped(stopped),
     );
     tokio::join!(public, admin);
-    drop(feed);
+    // On purpose, so without the WARN a dropped handle gives library users.
+    feed.abort();
     if let Err(e) = auth.flush_usage().await {
         tracing::warn!(error = %e, "last-used times of the final batch were not saved");
     }

@@ -189,15 +189,9 @@ fn prepare_sqlite(path: &Path, create: Create) -> Result<(), String> {
             path.display()
         ));
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
-    }
+    SqliteKeyStore::create_file(path)
+        .map(drop)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 /// Warns on stderr when other users could read the keys' hashes or lock the database.

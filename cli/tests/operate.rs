@@ -423,3 +423,44 @@ fn behind_a_proxy_rejections_are_logged_by_client() {
         "the proxy logged as the client: {logs}"
     );
 }
+
+/// A normal stop (`SIGTERM`, as systemd and Kubernetes send) shuts the change feed down on
+/// purpose: the `WARN` that tells library users to keep their `ChangeFeed` handle is not
+/// for an operator whose gateway stopped cleanly (issue 22, item 11).
+#[cfg(unix)]
+#[test]
+fn a_clean_sigterm_stop_logs_no_change_feed_warning() {
+    let mut server = Server::start("sigterm", &[], "info");
+    wait_healthy(&server);
+    // A request, so the stop also has a last-used batch to write.
+    assert_eq!(
+        get(server.addr, "/v1/whoami", Some(&server.demo_key)).status,
+        200
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the gateway did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let logs = server.logs();
+    assert!(logs.contains("hapnd-auth gateway stopped"), "{logs}");
+    assert!(!logs.contains("ChangeFeed handle was dropped"), "{logs}");
+    // No admin token was given: that WARN is the only one a clean run logs.
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("admin API and API Keys page disabled"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}

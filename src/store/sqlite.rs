@@ -3,6 +3,7 @@
 //! See [`SqliteKeyStore`].
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +18,7 @@ use crate::key::KeyHash;
 use crate::metrics::Source;
 
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
+use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError, StoreErrorKind};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -90,16 +91,30 @@ impl SqliteKeyStoreBuilder {
     }
 
     /// Opens (creating it if missing) the database at `url_or_path`, a `sqlite:` URL or a
-    /// file path, and brings its schema up to date.
+    /// file path, and brings its schema up to date. A new file is created readable and
+    /// writable by its owner only (see [`SqliteKeyStore::create_file`]), and so are its
+    /// `-wal` and `-shm` files.
     ///
     /// Use a file: with `sqlite::memory:` every pooled connection would see a database of
     /// its own. For keys in memory there is [`MemoryKeyStore`](crate::MemoryKeyStore).
     pub async fn connect(self, url_or_path: &str) -> Result<SqliteKeyStore, StoreError> {
-        let options = if url_or_path.starts_with("sqlite:") {
+        let is_url = url_or_path.starts_with("sqlite:");
+        let options = if is_url {
             SqliteConnectOptions::from_str(url_or_path).map_err(sql::map_error)?
         } else {
             SqliteConnectOptions::new().filename(url_or_path)
         };
+        let in_memory = options.get_filename() == Path::new(":memory:")
+            || (is_url && url_or_path.to_ascii_lowercase().contains("mode=memory"));
+        if !in_memory {
+            let path = options.get_filename();
+            SqliteKeyStore::create_file(path).map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("cannot create the SQLite database {}: {e}", path.display()),
+                )
+            })?;
+        }
         self.connect_with(options.create_if_missing(true)).await
     }
 
@@ -145,6 +160,26 @@ impl SqliteKeyStore {
     /// settings. See [`SqliteKeyStoreBuilder::connect`].
     pub async fn connect(url_or_path: &str) -> Result<Self, StoreError> {
         Self::builder().connect(url_or_path).await
+    }
+
+    /// Creates an empty database file at `path`, readable and writable by its owner only
+    /// (mode 0600 on Unix), unless something is there already; `true`
+    /// when it created one. SQLite gives a database's `-wal` and `-shm` files the mode of
+    /// the database file, so they are private too: other users can neither read the key
+    /// hashes nor take the lock that revocations need. [`connect`](Self::connect) calls
+    /// it; call it before [`SqliteKeyStoreBuilder::connect_with`] to get the same files.
+    ///
+    /// A missing directory is not created: that is reported as an error (`NotFound`).
+    pub fn create_file(path: &Path) -> std::io::Result<bool> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts configuring a store.
