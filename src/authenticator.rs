@@ -152,8 +152,10 @@ impl AuthenticatorBuilder {
     /// blocked client still get 429 before any lookup.
     ///
     /// Membership never admits a request: the store lookup decides, so a revoked key is
-    /// refused at once. The set is emptied as the cache is (revocation, the change feeds'
-    /// invalidations and flushes, a lost channel), and guesses never enter it. About 370
+    /// refused at once. A revocation through this authenticator removes the key from the
+    /// set; one made elsewhere, which a change feed reports only as "this key changed",
+    /// takes it out at its next lookup, which refuses it. Flushes and a lost channel empty
+    /// the set, and guesses never enter it. About 370
     /// bytes a key (`benches/memory.rs`). Only kept when
     /// [`throttle_failed_attempts`](Self::throttle_failed_attempts) is on.
     pub fn seen_valid_capacity(mut self, keys: u64) -> Self {
@@ -562,7 +564,7 @@ impl Authenticator {
     pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey, StoreError> {
         let created = self.inner.store.create(new).await?;
         // A negative entry may hold this hash if someone guessed the key before it existed.
-        self.inner.cache.invalidate(&created.record.hash);
+        self.inner.cache.invalidate(&created.record.hash, false);
         Ok(created)
     }
 
@@ -591,7 +593,7 @@ impl Authenticator {
     /// keeps working until it is revoked.
     pub async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
         let created = self.inner.store.rotate(id).await?;
-        self.inner.cache.invalidate(&created.record.hash);
+        self.inner.cache.invalidate(&created.record.hash, false);
         Ok(created)
     }
 }
@@ -620,7 +622,7 @@ async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
             return Err(e);
         }
     };
-    inner.cache.invalidate(&record.hash);
+    inner.cache.invalidate(&record.hash, true);
     inner.cache.metrics.invalidation(Source::Revoke);
     tracing::info!(
         tenant = ?record.tenant,

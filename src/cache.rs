@@ -17,9 +17,10 @@
 //! Beside the entries, the cache keeps the *seen-valid set* (when the failed-attempt
 //! throttle is on): the hashes whose store lookup found a valid, active key, for longer
 //! than the cache's TTL. It answers one question only, for a client the throttle blocks:
-//! "may this hash still be looked up?" (see [`KeyCache::seen_valid`]). It is written and
-//! emptied exactly as the entries are, under the same lock, by the same invalidations,
-//! flushes and channel losses.
+//! "may this hash still be looked up?" (see [`KeyCache::seen_valid`]). It is written under
+//! the same lock as the entries, and emptied by the same revocations, flushes and channel
+//! losses; a change feed's invalidation of one hash leaves it to that hash's next lookup
+//! (see `SeenValid` for why).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -93,10 +94,15 @@ pub(crate) struct KeyCache {
 /// Why it cannot weaken revocation: membership admits no request. It only lets a hash
 /// from a throttled client go on to the store lookup, and that lookup's answer (read
 /// after every revocation that has returned, like any other) decides; a revoked key gets
-/// its 401 (or, its failure counted, 429), never 200. It is emptied like the cache all the
-/// same, so that a revoked key stops costing lookups at once: an invalidation removes the
-/// hash, a flush or a lost channel empties the set, and it is not consulted while the
-/// channel is down.
+/// its 401 (or, its failure counted, 429), never 200, and that lookup takes it out of the
+/// set. A revocation made here removes the hash at once (no lookup at all); a flush or a
+/// lost channel empties the set, and it is not consulted while the channel is down.
+///
+/// A change feed's invalidation of one hash does *not* remove it: a feed says only "this
+/// key changed", for a creation as for a revocation, and replays a key's creation a poll
+/// after the key may have been used (and seen valid). Removing it there would take keys
+/// in use out of the set whenever they were created while the gateway ran. A key revoked
+/// elsewhere costs one lookup instead: the next one, which refuses it and removes it.
 ///
 /// Why a guesser gains nothing: a hash enters only when the store returned an active,
 /// unexpired record whose stored hash equals it, i.e. for a key that exists. Guesses are
@@ -446,14 +452,17 @@ impl KeyCache {
         self.flights.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn invalidate(&self, hash: &KeyHash) {
+    /// Forgets `hash`'s entry and detaches its flight. `revoked`: the caller knows the key
+    /// was revoked (this authenticator's own revocation), so it leaves the seen-valid set
+    /// too; a change feed's "something changed" leaves it there (see [`SeenValid`]).
+    pub(crate) fn invalidate(&self, hash: &KeyHash, revoked: bool) {
         let mut flights = self.lock_flights();
         // Detach the flight: when its read comes back it is answered to no one (its leader
         // and waiters ask again), and later misses start a fresh flight.
         flights.remove(hash);
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.entries.invalidate(hash);
-        if let Some(seen) = &self.seen {
+        if let (true, Some(seen)) = (revoked, &self.seen) {
             seen.invalidate(hash);
         }
     }
@@ -562,7 +571,7 @@ impl Invalidator {
     /// Once this returns, no request with that key is admitted on a store answer read
     /// before the call: requests waiting on a lookup in flight read the store again.
     pub fn invalidate(&self, hash: &KeyHash) {
-        self.cache.invalidate(hash);
+        self.cache.invalidate(hash, false);
         self.cache.metrics.invalidation(self.source);
     }
 
@@ -748,7 +757,7 @@ mod tests {
             })
             .await
             .unwrap();
-        cache.invalidate(&hash);
+        cache.invalidate(&hash, false);
         let asked = std::cell::Cell::new(false);
         cache
             .load(hash, || {

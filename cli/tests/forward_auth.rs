@@ -444,7 +444,9 @@ fn one_guesser_costs_no_one_else(kind: Kind) {
     let mut flags = readme_gateway_flags();
     // README's flags, with attempts coming back once a minute instead of every 3 s, so
     // that every guess after the budget is spent must be refused, however slow the test.
-    flags.extend(["--throttle-period-ms".to_owned(), "60000".to_owned()]);
+    // A 1 s cache, so that a key the guesser's address used before is, after the block,
+    // past its cache entry: what keeps it working then is the seen-valid set.
+    flags.extend(["--throttle-period-ms", "60000", "--cache-ttl-secs", "1"].map(str::to_owned));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let gateway = Gateway::start(dir.path(), &db, &flags);
     let backend = EchoBackend::start();
@@ -464,6 +466,17 @@ fn one_guesser_costs_no_one_else(kind: Kind) {
         "GET",
         "/api/a",
         &[("Authorization", &bearer(&fresh(0)))],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+
+    // Someone else behind the guesser's address (a NAT) uses a valid key.
+    let neighbour = fresh(100);
+    let r = request_from(
+        GUESSER,
+        proxy.addr,
+        "GET",
+        "/api/a",
+        &[("Authorization", &bearer(&neighbour))],
     );
     assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
 
@@ -510,6 +523,21 @@ fn one_guesser_costs_no_one_else(kind: Kind) {
             r.head, r.body
         );
     }
+
+    // The neighbour's key, past its cache entry, still works from the throttled address.
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = request_from(
+        GUESSER,
+        proxy.addr,
+        "GET",
+        "/api/a",
+        &[("Authorization", &bearer(&neighbour))],
+    );
+    assert_eq!(
+        r.status, 200,
+        "a key seen valid, from the throttled address: {}\n{}",
+        r.head, r.body
+    );
 
     // Forged forwarding headers do not let the guesser out: each is counted against it.
     for forged in [

@@ -119,9 +119,6 @@ fn lookups(gateway: &Gateway) -> f64 {
 async fn a_key_seen_valid_keeps_working_from_an_address_a_guesser_shares() {
     let dir = TempDir::new("seen-valid");
     let db = dir.path().join("keys.db").display().to_string();
-    // Created before the gateway starts: its change-log row is older than the feed's
-    // first poll, so no replayed invalidation takes it out of the set later.
-    let (valid, _) = create_key(dir.path(), &db, "acme", "live", "ci");
     let (revoked_later, revoked_id) = create_key(dir.path(), &db, "acme", "live", "old");
     let (never_seen, _) = create_key(dir.path(), &db, "acme", "live", "new");
     let token_file = dir.path().join("admin-token");
@@ -149,11 +146,17 @@ async fn a_key_seen_valid_keeps_working_from_an_address_a_guesser_shares() {
         ],
     );
     let to = gateway.addr;
+    // Created while the gateway runs, as keys are: the change feed replays its creation
+    // (an invalidation of its hash) a poll after its first use, which must not take it
+    // out of the set.
+    let (valid, _) = create_key(dir.path(), &db, "acme", "live", "ci");
 
     // Before the flood: both keys used from the shared address, and so seen valid.
     assert_eq!(h1(SHARED, to, &valid).await, (200, String::new()));
     assert_eq!(h2c(SHARED, to, &valid).await, (200, String::new()));
     assert_eq!(h1(SHARED, to, &revoked_later).await.0, 200);
+    // Past the feed's poll (200 ms): the creation's replay has reached the gateway.
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The flood: guesses until the address is blocked.
     let mut statuses = Vec::new();
