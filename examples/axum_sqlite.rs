@@ -18,7 +18,7 @@ async fn whoami(principal: Principal) -> Json<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Created (WAL mode) if missing; the `hapnd-auth` command manages keys in the same file.
+    // Created (WAL mode, mode 0600) if missing; the `hapnd-auth` command manages keys in the same file.
     let store = SqliteKeyStore::connect("hapnd-example.db").await?;
     let auth = Authenticator::new(store.clone());
     // Keep the feed for as long as the server runs: dropping it bypasses the cache.

@@ -148,3 +148,24 @@ pub use throttle::FailedAttemptLimit;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guides' Rust blocks (`docs/`), compiled as doctests too.
+#[cfg(doctest)]
+pub mod guide_doctests {
+    #[doc = include_str!("../docs/library.md")]
+    pub struct Library;
+    #[doc = include_str!("../docs/gateway.md")]
+    pub struct Gateway;
+    #[doc = include_str!("../docs/forward-auth.md")]
+    pub struct ForwardAuth;
+    #[doc = include_str!("../docs/key-stores.md")]
+    pub struct KeyStores;
+    #[doc = include_str!("../docs/operating.md")]
+    pub struct Operating;
+    #[doc = include_str!("../docs/security.md")]
+    pub struct Security;
+    #[doc = include_str!("../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/fuzzing.md")]
+    pub struct Fuzzing;
+}

@@ -1,5 +1,6 @@
-//! Forward auth behind the real nginx and Caddy, each configured with the block README.md
-//! publishes (read out of README.md here, so the docs cannot drift from what is tested),
+//! Forward auth behind the real nginx and Caddy, each configured with the block
+//! docs/forward-auth.md publishes (read out of it here, so the docs cannot drift from what
+//! is tested), with the gateway run as that file says,
 //! in front of the real gateway and a backend that echoes the headers it receives.
 //!
 //! A missing proxy fails these tests when `CI` is set and skips them otherwise.
@@ -32,7 +33,10 @@ struct Proxy {
 /// Replaces `from` with `to`, insisting that `from` is there: a README edit that renames
 /// an address must fail here rather than test something else.
 fn substitute(config: &str, from: &str, to: &str) -> String {
-    assert!(config.contains(from), "the README block has no {from:?}");
+    assert!(
+        config.contains(from),
+        "the docs/forward-auth.md block has no {from:?}"
+    );
     config.replace(from, to)
 }
 
@@ -414,13 +418,13 @@ fn store_outage(kind: Kind) {
     assert!(!proxy.log_text().contains(&key[8..]));
 }
 
-/// The flags README gives `serve` behind the proxies (its `gateway` block), after `serve`.
+/// The flags docs/forward-auth.md gives `serve` behind the proxies (its `gateway` block).
 fn readme_gateway_flags() -> Vec<String> {
     let block = readme_block("gateway");
     let line = block
         .lines()
         .find(|l| l.contains("hapnd-auth serve"))
-        .expect("a `hapnd-auth serve` line in README's gateway block");
+        .expect("a `hapnd-auth serve` line in docs/forward-auth.md's gateway block");
     let command = line.split('#').next().unwrap();
     command
         .split_whitespace()

@@ -272,13 +272,13 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// The fenced block that follows `<!-- forward-auth-test: NAME -->` in README.md.
+/// The fenced block that follows `<!-- forward-auth-test: NAME -->` in docs/forward-auth.md.
 pub fn readme_block(name: &str) -> String {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../docs/forward-auth.md");
     let marker = format!("<!-- forward-auth-test: {name} -->");
     let after = &readme[readme
         .find(&marker)
-        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .unwrap_or_else(|| panic!("docs/forward-auth.md has no {marker}"))
         + marker.len()..];
     let start = after.find("```").unwrap();
     let block = &after[start..];
