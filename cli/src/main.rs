@@ -54,7 +54,7 @@ struct Database {
 #[derive(Subcommand)]
 enum Command {
     /// Run an HTTP API gateway that authenticates every request.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Create, list, revoke and rotate keys.
     #[command(subcommand)]
     Keys(keys::Command),
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     };
     let result: Result<(), Exit> = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => Ok(serve::run(args).await?),
+            Command::Serve(args) => Ok(serve::run(*args).await?),
             Command::Keys(command) => Ok(keys::run(command).await?),
             Command::Login {
                 key,
