@@ -1,0 +1,695 @@
+//! `serve --upstream`: the real gateway binary in front of real backends on loopback (an
+//! echo server, a byte counter, a backend that never answers, one that resets, one that
+//! answers its own 401), over HTTP/1.1 and h2c.
+
+mod gateway;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway::{
+    EchoBackend, Gateway, Response, TempDir, create_key, echoed, free_port, read_response, request,
+    request_from,
+};
+
+/// A gateway with `--upstream`-style flags; `{backend}` in a flag is replaced by `url`.
+fn gateway(dir: &TempDir, flags: &[String]) -> (Gateway, String) {
+    let db = dir.path().join("keys.db").display().to_string();
+    let mut all = vec!["--no-demo-key".to_owned()];
+    all.extend(flags.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    (Gateway::start(dir.path(), &db, &all), db)
+}
+
+fn flags(pairs: &[(&str, String)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(n, v)| [(*n).to_owned(), v.clone()])
+        .collect()
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// Header names the backend got, lower-cased.
+fn names(response: &Response) -> Vec<String> {
+    response.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap().to_ascii_lowercase())
+        .collect()
+}
+
+const IDENTITY: [&str; 4] = [
+    "x-hapnd-tenant",
+    "x-hapnd-environment",
+    "x-hapnd-key-id",
+    "x-hapnd-key-name",
+];
+
+#[test]
+fn forwards_with_the_gateway_identity_and_no_forged_credential_or_hop_by_hop_headers() {
+    let dir = TempDir::new("up-forward");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend.addr))]));
+    let (key, id) = create_key(dir.path(), &db, "acme", "live", "ci pipeline");
+    let auth = bearer(&key);
+    let source: IpAddr = "127.0.0.2".parse().unwrap();
+    let r = request_from(
+        source,
+        gw.addr,
+        "GET",
+        "/v1/orders?limit=5",
+        &[
+            ("Authorization", &auth),
+            // The identity forged in every spelling: case, duplicates, underscores.
+            ("X-Hapnd-Tenant", "evil"),
+            ("x-hapnd-tenant", "evil2"),
+            ("X_Hapnd_Tenant", "evil3"),
+            ("X-HAPND-KEY-ID", "key_forged"),
+            ("x_hapnd_environment", "live"),
+            ("X-Hapnd_Key-Name", "forged"),
+            ("X-Hapnd-Admin", "true"),
+            // Hop-by-hop, and a name the Connection header lists.
+            ("Connection", "x-secret-hop"),
+            ("X-Secret-Hop", "hop"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Proxy-Authorization", "Basic c2VjcmV0"),
+            ("TE", "trailers"),
+            ("Trailer", "x-checksum"),
+            ("Upgrade", "foo/1"),
+            // Forged forwarding headers from a client that is no trusted proxy.
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Custom", "kept"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/v1/orders?limit=5");
+    assert_eq!(echoed(&r, "x-hapnd-tenant"), ["acme"]);
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    assert_eq!(echoed(&r, "x-hapnd-key-id"), [id.as_str()]);
+    assert_eq!(echoed(&r, "x-hapnd-key-name"), ["ci%20pipeline"]);
+    for name in names(&r) {
+        let normalised = name.replace('_', "-");
+        if normalised.starts_with("x-hapnd-") {
+            assert!(
+                IDENTITY.contains(&name.as_str()),
+                "{name} reached the backend"
+            );
+        }
+        for banned in [
+            "authorization",
+            "proxy-authorization",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+            "x-secret-hop",
+            "forwarded",
+        ] {
+            assert_ne!(name, banned, "{banned} reached the backend");
+        }
+    }
+    assert_eq!(echoed(&r, "x-forwarded-for"), ["127.0.0.2"]);
+    assert_eq!(echoed(&r, "x-forwarded-proto"), ["http"]);
+    assert_eq!(echoed(&r, "x-forwarded-host"), [gw.addr.to_string()]);
+    assert_eq!(echoed(&r, "host"), [backend.addr.to_string()]);
+    assert_eq!(echoed(&r, "x-custom"), ["kept"]);
+    assert!(!r.body.contains(&key), "the key reached the backend");
+    assert!(!gw.log_text().contains(&key), "the key is in the log");
+}
+
+#[test]
+fn a_trusted_proxy_keeps_its_forwarding_chain_and_the_peer_is_appended() {
+    let dir = TempDir::new("up-xff");
+    let backend = EchoBackend::start();
+    let mut f = flags(&[("--upstream", url(backend.addr))]);
+    f.extend(["--trusted-proxy".to_owned(), "127.0.0.3".to_owned()]);
+    let (gw, db) = gateway(&dir, &f);
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "api.example"),
+    ];
+    let proxied = request_from("127.0.0.3".parse().unwrap(), gw.addr, "GET", "/", &headers);
+    assert_eq!(
+        echoed(&proxied, "x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.3"]
+    );
+    assert_eq!(echoed(&proxied, "x-forwarded-proto"), ["https"]);
+    assert_eq!(echoed(&proxied, "x-forwarded-host"), ["api.example"]);
+    let direct = request_from("127.0.0.2".parse().unwrap(), gw.addr, "GET", "/", &headers);
+    assert_eq!(echoed(&direct, "x-forwarded-for"), ["127.0.0.2"]);
+    assert_eq!(echoed(&direct, "x-forwarded-proto"), ["http"]);
+    assert_eq!(echoed(&direct, "x-forwarded-host"), [gw.addr.to_string()]);
+}
+
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+#[test]
+fn rejections_are_the_gateways_and_never_reach_the_backend() {
+    let dir = TempDir::new("up-reject");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend.addr))]));
+    let (revoked, revoked_id) = create_key(dir.path(), &db, "acme", "live", "old");
+    let out = gateway::run(dir.path(), &db, &["keys", "revoke", &revoked_id]);
+    assert!(out.status.success(), "{}", gateway::text(&out.stderr));
+    let revoked = bearer(&revoked);
+    let cases: [(Headers, u16, &str); 4] = [
+        (&[], 401, "missing_api_key"),
+        (
+            &[("Authorization", "Bearer sk_live_nope")],
+            401,
+            "invalid_api_key",
+        ),
+        (
+            &[("Authorization", "Basic Zm9vOmJhcg==")],
+            401,
+            "missing_api_key",
+        ),
+        (&[("Authorization", &revoked)], 401, "api_key_revoked"),
+    ];
+    for (headers, status, code) in cases {
+        for path in ["/", "/v1/orders", "/v1/events", "/anything/else"] {
+            let r = request(gw.addr, "GET", path, headers);
+            assert_eq!((r.status, r.code().as_str()), (status, code), "{path}");
+        }
+    }
+    assert!(
+        backend.seen.lock().unwrap().is_empty(),
+        "a rejection was forwarded"
+    );
+    // The gateway's own routes stay its own.
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/auth/verify",
+        &[("Authorization", &bearer(&key))],
+    );
+    assert_eq!(
+        (r.status, r.header("x-hapnd-tenant")),
+        (200, Some("acme".into()))
+    );
+    let r = request(
+        gw.addr,
+        "GET",
+        "/v1/whoami",
+        &[("Authorization", &bearer(&key))],
+    );
+    assert_eq!(r.json()["tenant"], "acme");
+    assert!(backend.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_sandbox_key_never_reaches_a_live_only_upstream() {
+    let dir = TempDir::new("up-live-only");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream-live", url(backend.addr))]));
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/v1/payouts",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_environment"));
+    assert!(
+        backend.seen.lock().unwrap().is_empty(),
+        "a sandbox key was forwarded"
+    );
+    let (live, _) = create_key(dir.path(), &db, "acme", "live", "lv");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/v1/payouts",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+}
+
+#[test]
+fn each_environment_goes_to_its_own_upstream() {
+    let dir = TempDir::new("up-split");
+    let (live_backend, sandbox_backend) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream-live", url(live_backend.addr)),
+            ("--upstream-sandbox", url(sandbox_backend.addr)),
+        ]),
+    );
+    let (live, _) = create_key(dir.path(), &db, "acme", "live", "lv");
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    for _ in 0..2 {
+        let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&live))]);
+        assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    }
+    let r = request(
+        gw.addr,
+        "GET",
+        "/x",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["sandbox"]);
+    assert_eq!(live_backend.seen.lock().unwrap().len(), 2);
+    assert_eq!(sandbox_backend.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn only_named_public_paths_pass_without_a_key() {
+    let dir = TempDir::new("up-public");
+    let backend = EchoBackend::start();
+    let (gw, _) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend.addr)),
+            ("--public-path", "/healthz".to_owned()),
+            ("--public-path", "/docs/".to_owned()),
+        ]),
+    );
+    for path in ["/healthz", "/healthz/ready?x=1", "/docs", "/docs/a.html"] {
+        let r = request(gw.addr, "GET", path, &[("X-Hapnd-Tenant", "evil")]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.json()["path"], path);
+        assert!(echoed(&r, "x-hapnd-tenant").is_empty(), "{path}");
+    }
+    let forwarded = backend.seen.lock().unwrap().len();
+    for path in [
+        "/",
+        "/healthzz",
+        "/v1/healthz",
+        "/healthz/../admin",
+        "/healthz/%2e%2e/admin",
+        "/healthz/%2E%2E/admin",
+        "/healthz%2f..%2fadmin",
+        "/healthz/..",
+        "/healthz\\..\\admin",
+    ] {
+        let r = request(gw.addr, "GET", path, &[]);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "missing_api_key"),
+            "{path}"
+        );
+    }
+    assert_eq!(backend.seen.lock().unwrap().len(), forwarded);
+}
+
+#[test]
+fn public_paths_need_an_upstream_and_upstreams_are_plain_http() {
+    let dir = TempDir::new("up-flags");
+    let db = dir.path().join("keys.db").display().to_string();
+    for (args, says) in [
+        (
+            &["serve", "--public-path", "/healthz"][..],
+            "needs an upstream",
+        ),
+        (
+            &["serve", "--upstream", "https://127.0.0.1:1"][..],
+            "only http://",
+        ),
+        (
+            &[
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:3000",
+                "--public-path",
+                "/a/../b",
+            ][..],
+            "dot segments",
+        ),
+    ] {
+        let out = gateway::run(dir.path(), &db, args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = gateway::text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// A backend that answers every request with what `answer` makes of its path, on a
+/// runtime of its own, and counts requests.
+struct Backend {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+type Answer = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+impl Backend {
+    fn start(answer: fn(&str) -> Answer) -> Backend {
+        use hyper_util::rt::TokioIo;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let response = answer(req.uri().path());
+                            async move { Ok::<_, std::convert::Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            requests,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn the_backends_own_401_403_and_429_pass_through_untouched() {
+    let dir = TempDir::new("up-own-401");
+    let backend = Backend::start(|path| {
+        let status = path.trim_start_matches('/').parse::<u16>().unwrap_or(200);
+        hyper::Response::builder()
+            .status(status)
+            .header("www-authenticate", "Backend realm=\"orders\"")
+            .header("retry-after", "7")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                "{{\"backend\":\"says {status}\"}}"
+            ))))
+            .unwrap()
+    });
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend.addr))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    for status in [401u16, 403, 429] {
+        let r = request(
+            gw.addr,
+            "GET",
+            &format!("/{status}"),
+            &[("Authorization", &bearer(&key))],
+        );
+        assert_eq!(r.status, status);
+        assert_eq!(r.body, format!("{{\"backend\":\"says {status}\"}}"));
+        assert_eq!(
+            r.header("www-authenticate").as_deref(),
+            Some("Backend realm=\"orders\"")
+        );
+        assert_eq!(r.header("retry-after").as_deref(), Some("7"));
+        assert_eq!(r.header("x-hapnd-error"), None);
+    }
+    assert_eq!(backend.requests.load(Ordering::SeqCst), 3);
+}
+
+fn assert_upstream_failure(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    let json = r.json();
+    assert_eq!(json["error"]["type"], "api_error");
+    assert_eq!(json["error"]["code"], code);
+    assert!(json["error"]["message"].is_string());
+    assert_eq!(r.header("x-hapnd-error").as_deref(), Some(code));
+    assert_eq!(r.header("www-authenticate"), None);
+}
+
+#[test]
+fn a_backend_that_is_down_is_502_upstream_unavailable() {
+    let dir = TempDir::new("up-down");
+    let down = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(down))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&key))]);
+    assert_upstream_failure(&r, 502, "upstream_unavailable");
+    // The key is still checked first: no key is 401, not 502.
+    let r = request(gw.addr, "GET", "/x", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+}
+
+/// A listener that accepts, reads, and does `then` with each connection.
+fn raw_backend(then: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                then(stream);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_backend_that_never_answers_is_504_upstream_timeout() {
+    let dir = TempDir::new("up-slow");
+    static HELD: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+    let silent = raw_backend(|stream| HELD.lock().unwrap().push(stream));
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(silent)),
+            ("--upstream-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&key))]);
+    assert_upstream_failure(&r, 504, "upstream_timeout");
+    assert_eq!(
+        HELD.lock().unwrap().len(),
+        1,
+        "the request reached the silent backend"
+    );
+}
+
+#[test]
+fn a_backend_that_resets_or_hangs_up_is_502_upstream_unavailable() {
+    let dir = TempDir::new("up-reset");
+    let reset = raw_backend(|stream| {
+        let stream = tokio::net::TcpStream::from_std(stream);
+        // SO_LINGER 0: close sends RST.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stream = stream.unwrap();
+            stream.set_zero_linger().unwrap();
+            drop(stream);
+        });
+    });
+    let hang_up = raw_backend(drop);
+    for backend in [reset, hang_up] {
+        let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+        let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+        let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&key))]);
+        assert_upstream_failure(&r, 502, "upstream_unavailable");
+    }
+}
+
+#[test]
+fn h2c_clients_are_forwarded_with_the_identity() {
+    let dir = TempDir::new("up-h2c");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend.addr))]));
+    let (key, id) = create_key(dir.path(), &db, "acme", "live", "k");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let responses = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut out = Vec::new();
+        // Two requests on one connection: one admitted, one rejected.
+        for auth in [Some(bearer(&key)), None] {
+            let mut request = hyper::Request::get(format!("http://{}/v1/h2?x=1", gw.addr))
+                .header("x-hapnd-tenant", "evil")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2");
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            let request = request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = send.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            out.push((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        out
+    });
+    let as_response = |(status, body): &(u16, String)| Response {
+        status: *status,
+        head: String::new(),
+        body: body.clone(),
+    };
+    let ok = as_response(&responses[0]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["path"], "/v1/h2?x=1");
+    assert_eq!(echoed(&ok, "x-hapnd-tenant"), ["acme"]);
+    assert_eq!(echoed(&ok, "x-hapnd-key-id"), [id.as_str()]);
+    assert_eq!(echoed(&ok, "cookie"), ["a=1; b=2"]);
+    assert!(echoed(&ok, "authorization").is_empty());
+    assert_eq!(echoed(&ok, "x-forwarded-host"), [gw.addr.to_string()]);
+    let rejected = as_response(&responses[1]);
+    assert_eq!(
+        (rejected.status, rejected.code().as_str()),
+        (401, "missing_api_key")
+    );
+    assert_eq!(backend.seen.lock().unwrap().len(), 1);
+}
+
+/// The high-water mark of a process's resident memory, in bytes.
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// A backend that reads every request body to its end, counting bytes, and answers the
+/// count: nothing echoed, nothing kept.
+fn counting_backend() -> (SocketAddr, tokio::runtime::Runtime) {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut body = req.into_body();
+                        let mut count = 0u64;
+                        while let Some(frame) = body.frame().await {
+                            if let Ok(data) = frame?.into_data() {
+                                count += data.len() as u64;
+                            }
+                        }
+                        Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(count.to_string()),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, runtime)
+}
+
+#[test]
+fn a_1_gib_upload_streams_through_with_bounded_memory() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 1024;
+    let dir = TempDir::new("up-upload");
+    let (backend, _runtime) = counting_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    // Warm up: the pool, the key cache and the runtime's buffers exist before the mark.
+    let r = request(
+        gw.addr,
+        "POST",
+        "/warm",
+        &[("Authorization", &auth), ("Content-Length", "0")],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "0"));
+    let before = vm_hwm(gw.pid());
+
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        gw.addr
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+    let size = format!("{CHUNK:x}\r\n");
+    for _ in 0..CHUNKS {
+        stream.write_all(size.as_bytes()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let r = read_response(&mut stream);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body,
+        (CHUNK * CHUNKS).to_string(),
+        "the backend got every byte"
+    );
+    let after = vm_hwm(gw.pid());
+    let growth = after.saturating_sub(before);
+    println!(
+        "gateway VmHWM before {} MiB, after {} MiB, growth {} KiB for a 1 GiB upload",
+        before >> 20,
+        after >> 20,
+        growth >> 10
+    );
+    assert!(
+        growth < 100 << 20,
+        "the gateway grew {growth} bytes: the body was buffered"
+    );
+}
