@@ -693,3 +693,189 @@ fn a_1_gib_upload_streams_through_with_bounded_memory() {
         "the gateway grew {growth} bytes: the body was buffered"
     );
 }
+
+#[test]
+fn the_response_timeout_counts_from_the_end_of_a_slow_upload() {
+    let dir = TempDir::new("up-slow-upload");
+    let (backend, _runtime) = counting_backend();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--upstream-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /slow HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        gw.addr
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // 2.5 s of upload, longer than the 1 s the backend has to answer once it has it all.
+    for _ in 0..5 {
+        stream.write_all(b"3\r\nabc\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    let r = read_response(&mut stream);
+    assert_eq!((r.status, r.body.as_str()), (200, "15"), "{r:?}");
+}
+
+#[test]
+fn a_backend_that_does_not_accept_in_time_is_504_upstream_timeout() {
+    let dir = TempDir::new("up-connect");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A listener that never accepts, its queue filled: the kernel drops further SYNs, so
+    // a connect hangs as it would to a host that is gone.
+    let (full, _queued) = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+                Ok(stream) => queued.push(stream.unwrap()),
+                Err(_) => break,
+            }
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        (addr, (listener, queued))
+    });
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(full)),
+            ("--upstream-connect-timeout-ms", "300".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&key))]);
+    assert_upstream_failure(&r, 504, "upstream_timeout");
+}
+
+/// A response body of `left` bytes made as it is read.
+struct Generated {
+    left: u64,
+    chunk: bytes::Bytes,
+}
+
+impl hyper::body::Body for Generated {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        let data = self.chunk.slice(..n as usize);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+#[test]
+fn a_1_gib_download_streams_back_with_bounded_memory() {
+    const SIZE: u64 = 1 << 30;
+    use hyper_util::rt::TokioIo;
+    let dir = TempDir::new("up-download");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let backend = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
+                        let left = if req.uri().path() == "/big" { SIZE } else { 0 };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Generated {
+                                left,
+                                chunk: bytes::Bytes::from(vec![7u8; 1 << 16]),
+                            }))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    let r = request(gw.addr, "GET", "/warm", &[("Authorization", &auth)]);
+    assert_eq!(r.status, 200);
+    let before = vm_hwm(gw.pid());
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let head = format!(
+        "GET /big HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n",
+        gw.addr
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = Vec::new();
+    // The head, then the body counted, never kept.
+    let body_start = loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the head");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..body_start]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {SIZE}")),
+        "{head}"
+    );
+    let mut body = (received.len() - body_start) as u64;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        body += n as u64;
+    }
+    assert_eq!(body, SIZE, "every byte came back");
+    let growth = vm_hwm(gw.pid()).saturating_sub(before);
+    println!(
+        "gateway VmHWM growth {} KiB for a 1 GiB download",
+        growth >> 10
+    );
+    assert!(
+        growth < 100 << 20,
+        "the gateway grew {growth} bytes: the body was buffered"
+    );
+}
