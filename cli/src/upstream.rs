@@ -33,6 +33,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{Service as _, ServiceBuilder};
@@ -164,6 +165,7 @@ impl Args {
                 sandbox,
                 public,
                 public_paths: self.public_paths.clone(),
+                metrics: Metrics::register(),
             }),
         }))
     }
@@ -183,6 +185,66 @@ struct Inner {
     sandbox: Option<Target>,
     public: Target,
     public_paths: Vec<String>,
+    metrics: Metrics,
+}
+
+/// Why a forward failed: the `kind` of `hapnd_upstream_errors_total`.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Refused, unreachable, or any other failure to connect.
+    Connect = 0,
+    /// No connection within --upstream-connect-timeout-ms.
+    ConnectTimeout = 1,
+    /// No response headers within --upstream-timeout-secs of the request's end.
+    ResponseTimeout = 2,
+    /// The connection broke (reset, closed) before the response headers.
+    Broken = 3,
+}
+
+const FAILURES: [&str; 4] = ["connect", "connect_timeout", "response_timeout", "broken"];
+
+/// The upstream's metrics, registered once when the proxy is built (after the recorder is
+/// installed): a request costs an increment and a histogram record, no lookup by name.
+struct Metrics {
+    answered: Counter,
+    unavailable: Counter,
+    timeout: Counter,
+    errors: [Counter; 4],
+    seconds: Histogram,
+}
+
+impl Metrics {
+    fn register() -> Self {
+        describe_counter!(
+            "hapnd_upstream_requests_total",
+            "requests forwarded to an upstream, by outcome"
+        );
+        describe_counter!(
+            "hapnd_upstream_errors_total",
+            "forwards that failed, by kind"
+        );
+        describe_histogram!(
+            "hapnd_upstream_response_duration_seconds",
+            metrics::Unit::Seconds,
+            "from forwarding a request to the upstream's response headers (or the failure)"
+        );
+        let outcome = |o: &'static str| counter!("hapnd_upstream_requests_total", "outcome" => o);
+        Metrics {
+            answered: outcome("answered"),
+            unavailable: outcome("upstream_unavailable"),
+            timeout: outcome("upstream_timeout"),
+            errors: FAILURES.map(|kind| counter!("hapnd_upstream_errors_total", "kind" => kind)),
+            seconds: histogram!("hapnd_upstream_response_duration_seconds"),
+        }
+    }
+
+    fn failed(&self, failure: Failure) {
+        self.errors[failure as usize].increment(1);
+        match failure {
+            Failure::Connect | Failure::Broken => self.unavailable.increment(1),
+            Failure::ConnectTimeout | Failure::ResponseTimeout => self.timeout.increment(1),
+        }
+    }
 }
 
 type Service = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
@@ -234,7 +296,7 @@ impl Proxy {
                         Ok(proxy.forward(&target, request, Some(&principal)).await)
                     }
                     // Unreachable behind the layers below; fail closed all the same.
-                    _ => Ok(failure(
+                    _ => Ok(failure_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "upstream_not_configured",
                         "no upstream for this key",
@@ -273,7 +335,7 @@ impl Proxy {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Ok(uri) = format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>()
         else {
-            return failure(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
+            return failure_response(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
         };
         let peer = logging::peer(&parts.extensions).map(|a| a.ip());
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -293,6 +355,7 @@ impl Proxy {
         *outgoing.extensions_mut() = Default::default();
 
         let timeout = self.inner.timeout;
+        let started = std::time::Instant::now();
         let answered = self.inner.client.request(outgoing);
         // The response-header timeout starts once the request body is sent (or dropped):
         // a long upload is bounded by the client connection's idle timeout instead.
@@ -301,34 +364,47 @@ impl Proxy {
             tokio::time::sleep(timeout).await;
         };
         let result = tokio::select! {
-            result = answered => result,
+            result = answered => result.map_err(|e| {
+                // The error's chain names the backend and the cause, never a header.
+                tracing::warn!(upstream = %target.authority, error = %chain(&e), "upstream request failed");
+                match (e.is_connect(), is_timeout(&e)) {
+                    (true, true) => Failure::ConnectTimeout,
+                    (true, false) => Failure::Connect,
+                    (false, _) => Failure::Broken,
+                }
+            }),
             () = deadline => {
                 tracing::warn!(upstream = %target.authority, "upstream sent no response headers in time");
-                return failure(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the upstream did not answer in time");
+                Err(Failure::ResponseTimeout)
             }
         };
+        let metrics = &self.inner.metrics;
+        metrics.seconds.record(started.elapsed());
         match result {
             Ok(response) => {
+                metrics.answered.increment(1);
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body))
             }
-            Err(e) => {
-                let timed_out = e.is_connect() && is_timeout(&e);
-                // The error's chain names the backend and the cause, never a header.
-                tracing::warn!(upstream = %target.authority, error = %chain(&e), "upstream request failed");
-                if timed_out {
-                    failure(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "the upstream did not accept the connection in time",
-                    )
-                } else {
-                    failure(
+            Err(failure) => {
+                metrics.failed(failure);
+                match failure {
+                    Failure::Connect | Failure::Broken => failure_response(
                         StatusCode::BAD_GATEWAY,
                         "upstream_unavailable",
                         "the upstream refused or broke the connection",
-                    )
+                    ),
+                    Failure::ConnectTimeout => failure_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream did not accept the connection in time",
+                    ),
+                    Failure::ResponseTimeout => failure_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream did not answer in time",
+                    ),
                 }
             }
         }
@@ -472,7 +548,7 @@ fn prepare_request(
 }
 
 /// An upstream failure, in the shape of the gateway's rejections, never an auth error.
-fn failure(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
+fn failure_response(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "error": { "type": "api_error", "code": code, "message": message }
     });

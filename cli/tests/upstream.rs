@@ -879,3 +879,72 @@ fn a_1_gib_download_streams_back_with_bounded_memory() {
         "the gateway grew {growth} bytes: the body was buffered"
     );
 }
+
+/// The value of one sample line of `/metrics` (`name{labels}`), 0 when absent.
+fn sample(gw: &Gateway, series: &str) -> f64 {
+    let metrics = request(gw.admin, "GET", "/metrics", &[]);
+    assert_eq!(metrics.status, 200);
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn upstream_metrics_count_answers_and_failures_by_kind() {
+    let dir = TempDir::new("up-metrics");
+    let backend = EchoBackend::start();
+    let down = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream-live", url(backend.addr)),
+            ("--upstream-sandbox", url(down)),
+        ]),
+    );
+    let (live, _) = create_key(dir.path(), &db, "acme", "live", "lv");
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    for _ in 0..2 {
+        let r = request(gw.addr, "GET", "/x", &[("Authorization", &bearer(&live))]);
+        assert_eq!(r.status, 200);
+    }
+    let r = request(
+        gw.addr,
+        "GET",
+        "/x",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_upstream_failure(&r, 502, "upstream_unavailable");
+    // A rejection is not an upstream request.
+    assert_eq!(request(gw.addr, "GET", "/x", &[]).status, 401);
+    // Histograms reach /metrics at the exporter's upkeep (every 5 s); counters at once.
+    let answered = r#"hapnd_upstream_requests_total{outcome="answered"}"#;
+    assert_eq!(sample(&gw, answered), 2.0);
+    assert_eq!(
+        sample(
+            &gw,
+            r#"hapnd_upstream_requests_total{outcome="upstream_unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&gw, r#"hapnd_upstream_errors_total{kind="connect"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &gw,
+            r#"hapnd_upstream_requests_total{outcome="upstream_timeout"}"#
+        ),
+        0.0
+    );
+    let started = std::time::Instant::now();
+    while sample(&gw, "hapnd_upstream_response_duration_seconds_count") < 3.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no latency histogram"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
