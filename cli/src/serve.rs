@@ -162,7 +162,10 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     // Before the authenticator: it registers its metrics with the recorder installed now.
     let exporter = crate::metrics::install()?;
     let admin_token = AdminToken::load(args.admin_token_file.as_deref())?;
-    let proxy = args.upstream.proxy(args.defence.trusted_proxies())?;
+    let proxy = args.upstream.proxy(
+        args.defence.trusted_proxies(),
+        Duration::from_secs(args.limits.idle_timeout_secs),
+    )?;
     let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
     // Through the logger, not bare stderr: with --log-format json every line is JSON.
     tracing::info!("database: {described}");

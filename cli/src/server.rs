@@ -145,7 +145,8 @@ async fn connection(
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request.map(axum::body::Body::new))
     });
-    let conn = builder.serve_connection(io, service);
+    // With upgrades: `serve --upstream` passes WebSocket handshakes through.
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut give_up: Option<Instant> = None;
     let (header_timeout, idle_timeout) = (limits.header_read_timeout(), limits.idle_timeout());

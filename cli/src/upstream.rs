@@ -32,7 +32,7 @@ use hapnd_auth::{Authenticator, Environment, Principal, RequireEnvironmentLayer,
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
@@ -130,7 +130,12 @@ fn is_plain(path: &str) -> bool {
 
 impl Args {
     /// The proxy these flags describe, or `None` without an upstream.
-    pub(crate) fn proxy(&self, trusted: TrustedProxies) -> Result<Option<Proxy>, String> {
+    /// `idle` closes an upgraded connection (a WebSocket) that moves no byte for as long.
+    pub(crate) fn proxy(
+        &self,
+        trusted: TrustedProxies,
+        idle: Duration,
+    ) -> Result<Option<Proxy>, String> {
         let live = self.upstream_live.clone().or_else(|| self.upstream.clone());
         let sandbox = self
             .upstream_sandbox
@@ -166,6 +171,7 @@ impl Args {
                 public,
                 public_paths: self.public_paths.clone(),
                 metrics: Metrics::register(),
+                idle,
             }),
         }))
     }
@@ -186,6 +192,7 @@ struct Inner {
     public: Target,
     public_paths: Vec<String>,
     metrics: Metrics,
+    idle: Duration,
 }
 
 /// Why a forward failed: the `kind` of `hapnd_upstream_errors_total`.
@@ -331,6 +338,13 @@ impl Proxy {
             Some(Some(headers)) => headers,
             None => Vec::new(),
         };
+        let mut request = request;
+        // An upgrade (WebSocket) asked over HTTP/1.1: its protocol, and the client side of
+        // the connection once hyper hands it over.
+        let upgrade = upgrade_protocol(&request).map(|protocol| {
+            let on = hyper::upgrade::on(&mut request);
+            (protocol, on)
+        });
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let Ok(uri) = format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>()
@@ -346,6 +360,9 @@ impl Proxy {
         prepare_request(&mut parts.headers, peer, trusted, host);
         for (name, value) in identity {
             parts.headers.insert(name, value);
+        }
+        if let Some((protocol, _)) = &upgrade {
+            ask_upgrade(&mut parts.headers, protocol.clone());
         }
         let (sent, body_done) = Sent::new(body);
         let mut outgoing = Request::from_parts(parts, sent);
@@ -381,8 +398,31 @@ impl Proxy {
         let metrics = &self.inner.metrics;
         metrics.seconds.record(started.elapsed());
         match result {
-            Ok(response) => {
+            Ok(mut response) => {
                 metrics.answered.increment(1);
+                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let protocol = response.headers().get(header::UPGRADE).cloned();
+                match (switching, upgrade, protocol) {
+                    (false, ..) => {}
+                    (true, Some((_, client)), Some(protocol)) => {
+                        let backend = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client, backend, self.inner.idle));
+                        let (mut parts, _) = response.into_parts();
+                        remove_hop_by_hop(&mut parts.headers);
+                        ask_upgrade(&mut parts.headers, protocol);
+                        return Response::from_parts(parts, Body::empty());
+                    }
+                    // A switch nobody asked for, or to no protocol.
+                    (true, ..) => {
+                        tracing::warn!(upstream = %target.authority, "upstream switched protocols unasked");
+                        metrics.failed(Failure::Broken);
+                        return failure_response(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_unavailable",
+                            "the upstream refused or broke the connection",
+                        );
+                    }
+                }
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body))
@@ -406,6 +446,77 @@ impl Proxy {
                         "the upstream did not answer in time",
                     ),
                 }
+            }
+        }
+    }
+}
+
+/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if any.
+fn upgrade_protocol(request: &Request<Body>) -> Option<HeaderValue> {
+    let asks = request.version() == Version::HTTP_11
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on its next hop.
+fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Copies bytes both ways between the upgraded client and backend connections until both
+/// have closed, either fails, or nothing moves for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut backend_read, mut backend_write) = tokio::io::split(TokioIo::new(backend));
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut client_open, mut backend_open) = (true, true);
+    while client_open || backend_open {
+        tokio::select! {
+            read = client_read.read(&mut up), if client_open => match read {
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    let _ = backend_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if backend_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            read = backend_read.read(&mut down), if backend_open => match read {
+                Ok(0) | Err(_) => {
+                    backend_open = false;
+                    let _ = client_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!("closing an idle upgraded connection");
+                return;
             }
         }
     }
@@ -436,7 +547,7 @@ fn chain(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the names the `Connection` header lists.
-/// `Upgrade` goes too: upgrades are not passed through (yet).
+/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

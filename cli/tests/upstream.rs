@@ -948,3 +948,157 @@ fn upstream_metrics_count_answers_and_failures_by_kind() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A WebSocket backend at the byte level: it records each handshake's head, answers 101
+/// with an accept value derived from the key (reversed: the test checks it arrives as
+/// sent, not RFC 6455's hash), then echoes every byte until the client closes.
+fn upgrade_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let head = read_head(&mut stream);
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                record.lock().unwrap().push(head);
+                let accept: String = key.chars().rev().collect();
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                stream.write_all(answer.as_bytes()).unwrap();
+                let mut echo = stream.try_clone().unwrap();
+                let _ = std::io::copy(&mut stream, &mut echo);
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// Reads up to the end of a head (`\r\n\r\n`) byte by byte, so nothing after it is lost.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed inside a head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[test]
+fn a_websocket_handshake_is_authenticated_then_tunnelled_both_ways() {
+    let dir = TempDir::new("up-ws");
+    let (backend, heads) = upgrade_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, id) = create_key(dir.path(), &db, "acme", "live", "k");
+    let handshake = |auth: Option<&str>| {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let head = format!(
+            "GET /ws?room=1 HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             X-Hapnd-Tenant: evil\r\n{auth}\r\n",
+            gw.addr
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream
+    };
+
+    // Without a key: the gateway's 401, and the backend never sees the handshake.
+    let mut refused = handshake(None);
+    // The connection stays open (keep-alive): read the head and its Content-Length only.
+    let head = read_head(&mut refused);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    refused.read_exact(&mut body).unwrap();
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.contains("missing_api_key"), "{body}");
+    assert!(heads.lock().unwrap().is_empty());
+
+    let mut stream = handshake(Some(&bearer(&key)));
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("upgrade: websocket"), "{head}");
+    assert!(lower.contains("connection: upgrade"), "{head}");
+    let accept: String = "dGhlIHNhbXBsZSBub25jZQ==".chars().rev().collect();
+    assert!(
+        head.lines().any(|l| l.to_ascii_lowercase()
+            == format!("sec-websocket-accept: {}", accept.to_ascii_lowercase())
+            && l.ends_with(&accept)),
+        "{head}"
+    );
+    // A masked text frame ("hello"), then a second one: the bytes come back as sent.
+    for frame in [
+        &[
+            0x81u8,
+            0x85,
+            1,
+            2,
+            3,
+            4,
+            b'h' ^ 1,
+            b'e' ^ 2,
+            b'l' ^ 3,
+            b'l' ^ 4,
+            b'o' ^ 1,
+        ][..],
+        &[0x81, 0x82, 9, 9, 9, 9, b'o' ^ 9, b'k' ^ 9][..],
+    ] {
+        stream.write_all(frame).unwrap();
+        let mut back = vec![0u8; frame.len()];
+        stream.read_exact(&mut back).unwrap();
+        assert_eq!(back, frame);
+    }
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the tunnel closes when both sides have");
+
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 1);
+    let seen = heads[0].to_ascii_lowercase();
+    assert!(seen.starts_with("get /ws?room=1 http/1.1"), "{seen}");
+    assert!(seen.contains("connection: upgrade"), "{seen}");
+    assert!(seen.contains("upgrade: websocket"), "{seen}");
+    assert!(
+        seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq=="),
+        "{seen}"
+    );
+    assert!(seen.contains("x-hapnd-tenant: acme"), "{seen}");
+    assert!(!seen.contains("evil"), "{seen}");
+    let id = id.to_ascii_lowercase();
+    assert!(seen.contains(&format!("x-hapnd-key-id: {id}")), "{seen}");
+    assert!(!seen.contains("authorization"), "{seen}");
+}
