@@ -1102,3 +1102,121 @@ fn a_websocket_handshake_is_authenticated_then_tunnelled_both_ways() {
     assert!(seen.contains(&format!("x-hapnd-key-id: {id}")), "{seen}");
     assert!(!seen.contains("authorization"), "{seen}");
 }
+
+/// The fenced block after `<!-- upstream-test: NAME -->` in README.md.
+fn readme_upstream_block(name: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let marker = format!("<!-- upstream-test: {name} -->");
+    let at = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"));
+    let after = &readme[at + marker.len()..];
+    let block = &after[after.find("```").unwrap()..];
+    let body = &block[block.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").unwrap() + 1].to_owned()
+}
+
+/// Kills a child (by its pid) on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the README block has no {from:?}: {text}"
+    );
+    text.replace(from, to)
+}
+
+/// README's three commands, as printed (ports moved to free ones): a Python API, the
+/// gateway in front of it printing its first key, and curl with that key.
+#[test]
+fn readme_quickstart_puts_a_python_api_behind_the_gateway() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    if !gateway::require("python3") || !gateway::require("curl") {
+        return;
+    }
+    let block = readme_upstream_block("quickstart");
+    let lines: Vec<&str> = block.lines().collect();
+    assert_eq!(lines.len(), 3, "three commands: {block}");
+    let strip = |line: &str| line.split(" #").next().unwrap().trim().to_owned();
+    let dir = TempDir::new("up-readme");
+    let port = free_port().to_string();
+
+    let backend = substitute(&strip(lines[0]), "3000", &port);
+    let backend = backend.strip_suffix('&').unwrap().trim().to_owned();
+    let mut words = backend.split_whitespace();
+    let api = Command::new(words.next().unwrap())
+        .args(words)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _api = Killed(api);
+    let api_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = std::time::Instant::now();
+    while TcpStream::connect(api_addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the API never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let serve = substitute(&strip(lines[1]), "3000", &port);
+    let args: Vec<&str> = serve
+        .strip_prefix("hapnd-auth ")
+        .expect("the second command runs hapnd-auth")
+        .split_whitespace()
+        .collect();
+    let db = dir.path().join("keys.db").display().to_string();
+    let mut child = gateway::command(dir.path(), &db)
+        .args(&args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _gateway = Killed(child);
+    let (mut key, mut addr) = (None, None);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let line = line.trim();
+        if line.starts_with("sk_test_") {
+            key = Some(line.to_owned());
+        }
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            addr = Some(a.to_owned());
+            break;
+        }
+    }
+    let key = key.expect("the first start prints a sandbox key");
+    let addr = addr.expect("the gateway listens");
+
+    let curl = substitute(&strip(lines[2]), "sk_test_...", &key);
+    let curl = substitute(&curl, "127.0.0.1:8080", &addr);
+    let out = Command::new("sh")
+        .args(["-c", &format!("{curl} -s")])
+        .output()
+        .unwrap();
+    let body = gateway::text(&out.stdout);
+    assert!(
+        body.contains("Directory listing"),
+        "the API's answer: {body}"
+    );
+    let refused = substitute(&curl, &key, "sk_test_nope");
+    let out = Command::new("sh")
+        .args(["-c", &format!("{refused} -s")])
+        .output()
+        .unwrap();
+    assert!(gateway::text(&out.stdout).contains("invalid_api_key"));
+}
