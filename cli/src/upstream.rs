@@ -146,7 +146,8 @@ impl Args {
             .clone()
             .or_else(|| self.upstream_live.clone())
             .or_else(|| self.upstream_sandbox.clone());
-        let Some(public) = public else {
+        let (live, sandbox) = (live.map(Arc::new), sandbox.map(Arc::new));
+        let Some(public) = public.map(Arc::new) else {
             if !self.public_paths.is_empty() {
                 return Err("--public-path needs an upstream (--upstream URL)".to_owned());
             }
@@ -187,9 +188,9 @@ struct Inner {
     client: Client<HttpConnector, Sent>,
     timeout: Duration,
     trusted: TrustedProxies,
-    live: Option<Target>,
-    sandbox: Option<Target>,
-    public: Target,
+    live: Option<Arc<Target>>,
+    sandbox: Option<Arc<Target>>,
+    public: Arc<Target>,
     public_paths: Vec<String>,
     metrics: Metrics,
     idle: Duration,

@@ -1188,7 +1188,8 @@ fn readme_quickstart_puts_a_python_api_behind_the_gateway() {
     let stdout = child.stdout.take().unwrap();
     let _gateway = Killed(child);
     let (mut key, mut addr) = (None, None);
-    for line in std::io::BufReader::new(stdout).lines() {
+    let mut output = std::io::BufReader::new(stdout).lines();
+    for line in output.by_ref() {
         let line = line.unwrap();
         let line = line.trim();
         if line.starts_with("sk_test_") {
@@ -1199,24 +1200,91 @@ fn readme_quickstart_puts_a_python_api_behind_the_gateway() {
             break;
         }
     }
+    // Read on, or its next line finds a closed pipe and the gateway exits.
+    std::thread::spawn(move || for _ in output {});
     let key = key.expect("the first start prints a sandbox key");
     let addr = addr.expect("the gateway listens");
 
     let curl = substitute(&strip(lines[2]), "sk_test_...", &key);
     let curl = substitute(&curl, "127.0.0.1:8080", &addr);
     let out = Command::new("sh")
-        .args(["-c", &format!("{curl} -s")])
+        .args(["-c", &format!("{curl} -sS")])
         .output()
         .unwrap();
     let body = gateway::text(&out.stdout);
     assert!(
         body.contains("Directory listing"),
-        "the API's answer: {body}"
+        "the API's answer: {body} ({}: {})",
+        out.status,
+        gateway::text(&out.stderr)
     );
     let refused = substitute(&curl, &key, "sk_test_nope");
     let out = Command::new("sh")
-        .args(["-c", &format!("{refused} -s")])
+        .args(["-c", &format!("{refused} -sS")])
         .output()
         .unwrap();
     assert!(gateway::text(&out.stdout).contains("invalid_api_key"));
+}
+
+/// A request body sent in `left` frames of 64 KiB, made as hyper asks for them.
+struct Frames {
+    left: usize,
+    chunk: bytes::Bytes,
+}
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+#[test]
+fn an_h2c_upload_streams_to_an_http1_backend() {
+    const FRAMES: usize = 256;
+    let dir = TempDir::new("up-h2c-upload");
+    let (backend, _runtime) = counting_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post(format!("http://{}/upload", gw.addr))
+            .header("authorization", bearer(&key))
+            .body(Frames {
+                left: FRAMES,
+                chunk: bytes::Bytes::from(vec![1u8; 1 << 16]),
+            })
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    });
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        (FRAMES << 16).to_string(),
+        "the backend got every byte"
+    );
 }
