@@ -20,6 +20,7 @@ use std::error::Error as _;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -217,6 +218,7 @@ struct Metrics {
     answered: Counter,
     unavailable: Counter,
     timeout: Counter,
+    client_aborted: Counter,
     errors: [Counter; 4],
     seconds: Histogram,
 }
@@ -241,6 +243,7 @@ impl Metrics {
             answered: outcome("answered"),
             unavailable: outcome("upstream_unavailable"),
             timeout: outcome("upstream_timeout"),
+            client_aborted: outcome("client_aborted"),
             errors: FAILURES.map(|kind| counter!("hapnd_upstream_errors_total", "kind" => kind)),
             seconds: histogram!("hapnd_upstream_response_duration_seconds"),
         }
@@ -365,7 +368,7 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             ask_upgrade(&mut parts.headers, protocol.clone());
         }
-        let (sent, body_done) = Sent::new(body);
+        let (sent, body_done, client_broke) = Sent::new(body);
         let mut outgoing = Request::from_parts(parts, sent);
         *outgoing.uri_mut() = uri;
         *outgoing.version_mut() = Version::HTTP_11;
@@ -427,6 +430,15 @@ impl Proxy {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Body::new(body))
+            }
+            // The client's body broke off (it went away mid-upload): not the backend's fault.
+            Err(Failure::Broken) if client_broke.load(Ordering::Relaxed) => {
+                metrics.client_aborted.increment(1);
+                failure_response(
+                    StatusCode::BAD_REQUEST,
+                    "request_body_incomplete",
+                    "the request body ended before it was complete",
+                )
             }
             Err(failure) => {
                 metrics.failed(failure);
@@ -681,14 +693,22 @@ fn failure_response(status: StatusCode, code: &'static str, message: &str) -> Re
 pub(crate) struct Sent {
     inner: Body,
     done: Option<oneshot::Sender<()>>,
+    /// Set when the client's body broke off (the client's fault, not the backend's).
+    broke: Arc<AtomicBool>,
 }
 
 impl Sent {
-    fn new(inner: Body) -> (Sent, oneshot::Receiver<()>) {
+    fn new(inner: Body) -> (Sent, oneshot::Receiver<()>, Arc<AtomicBool>) {
         let (tx, rx) = oneshot::channel();
         // An empty body may never be polled: it is sent already.
         let done = (!inner.is_end_stream()).then_some(tx);
-        (Sent { inner, done }, rx)
+        let broke = Arc::new(AtomicBool::new(false));
+        let sent = Sent {
+            inner,
+            done,
+            broke: broke.clone(),
+        };
+        (sent, rx, broke)
     }
 }
 
@@ -701,8 +721,13 @@ impl HttpBody for Sent {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(poll, Poll::Ready(None | Some(Err(_)))) {
-            self.done = None;
+        match &poll {
+            Poll::Ready(None) => self.done = None,
+            Poll::Ready(Some(Err(_))) => {
+                self.broke.store(true, Ordering::Relaxed);
+                self.done = None;
+            }
+            _ => {}
         }
         poll
     }

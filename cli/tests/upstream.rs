@@ -1288,3 +1288,39 @@ fn an_h2c_upload_streams_to_an_http1_backend() {
         "the backend got every byte"
     );
 }
+
+#[test]
+fn a_client_that_breaks_off_its_upload_is_not_counted_against_the_backend() {
+    let dir = TempDir::new("up-abort");
+    let (backend, _runtime) = counting_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+            gw.addr
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // Gone mid-body.
+    }
+    let aborted = r#"hapnd_upstream_requests_total{outcome="client_aborted"}"#;
+    let started = std::time::Instant::now();
+    while sample(&gw, aborted) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sample(
+            &gw,
+            r#"hapnd_upstream_requests_total{outcome="upstream_unavailable"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&gw, r#"hapnd_upstream_errors_total{kind="broken"}"#),
+        0.0
+    );
+}
