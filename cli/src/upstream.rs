@@ -403,12 +403,12 @@ impl Proxy {
         metrics.seconds.record(started.elapsed());
         match result {
             Ok(mut response) => {
-                metrics.answered.increment(1);
                 let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let protocol = response.headers().get(header::UPGRADE).cloned();
                 match (switching, upgrade, protocol) {
-                    (false, ..) => {}
+                    (false, ..) => metrics.answered.increment(1),
                     (true, Some((_, client)), Some(protocol)) => {
+                        metrics.answered.increment(1);
                         let backend = hyper::upgrade::on(&mut response);
                         tokio::spawn(tunnel(client, backend, self.inner.idle));
                         let (mut parts, _) = response.into_parts();
