@@ -1324,3 +1324,34 @@ fn a_client_that_breaks_off_its_upload_is_not_counted_against_the_backend() {
         0.0
     );
 }
+
+#[test]
+fn expect_100_continue_comes_only_after_the_key_is_checked() {
+    let dir = TempDir::new("up-expect");
+    let (backend, _runtime) = counting_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let ask = |auth: &str| {
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 5\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            gw.addr
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let first = read_head(&mut stream);
+        (stream, first)
+    };
+    // No key: the answer is the 401, never an invitation to send the body.
+    let (_, first) = ask("");
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+
+    let (mut stream, first) = ask(&format!("Authorization: Bearer {key}\r\n"));
+    assert!(first.starts_with("HTTP/1.1 100"), "{first}");
+    stream.write_all(b"hello").unwrap();
+    let r = read_response(&mut stream);
+    assert_eq!((r.status, r.body.as_str()), (200, "5"), "{r:?}");
+}
