@@ -351,7 +351,10 @@ impl Proxy {
         });
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>()
+        // `*` (OPTIONS *) has no place under a base path; anything else starts with `/`.
+        let Some(Ok(uri)) = path
+            .starts_with('/')
+            .then(|| format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>())
         else {
             return failure_response(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
         };

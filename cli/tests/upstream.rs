@@ -1355,3 +1355,28 @@ fn expect_100_continue_comes_only_after_the_key_is_checked() {
     let r = read_response(&mut stream);
     assert_eq!((r.status, r.body.as_str()), (200, "5"), "{r:?}");
 }
+
+#[test]
+fn a_base_path_prefixes_every_forwarded_path_and_options_star_is_refused() {
+    let dir = TempDir::new("up-base");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[("--upstream", format!("http://{}/api/", backend.addr))]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    for (path, seen) in [
+        ("/v1/x?y=1", "/api/v1/x?y=1"),
+        ("/", "/api/"),
+        ("//other.example/x", "/api//other.example/x"),
+    ] {
+        let r = request(gw.addr, "GET", path, &[("Authorization", &auth)]);
+        assert_eq!(r.json()["path"], seen, "{path}");
+        assert_eq!(echoed(&r, "host"), [backend.addr.to_string()], "{path}");
+    }
+    let forwarded = backend.seen.lock().unwrap().len();
+    let r = request(gw.addr, "OPTIONS", "*", &[("Authorization", &auth)]);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(backend.seen.lock().unwrap().len(), forwarded);
+}
