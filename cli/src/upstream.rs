@@ -64,7 +64,7 @@ pub(crate) struct Args {
     /// A path prefix forwarded without a key (repeat the flag): `/healthz` covers
     /// `/healthz` and `/healthz/...`, not `/healthzz`. Nothing is public unless named.
     /// Goes to --upstream, else --upstream-live, else --upstream-sandbox, with no identity
-    /// headers. A path with dot segments or encoded slashes or dots is never public.
+    /// headers. A path with dot segments, `;`, backslashes or %-escapes is never public.
     #[arg(long = "public-path", value_name = "PREFIX", value_parser = parse_public)]
     public_paths: Vec<String>,
     /// Milliseconds to connect to the backend before 504 upstream_timeout.
@@ -115,15 +115,19 @@ fn parse_public(text: &str) -> Result<String, String> {
         return Err("a public path starts with /".to_owned());
     }
     if !is_plain(text) {
-        return Err("a public path has no dot segments, backslashes or %-escapes".to_owned());
+        return Err(
+            "a public path has no dot segments, backslashes, semicolons or %-escapes".to_owned(),
+        );
     }
     Ok(text.trim_end_matches('/').to_owned())
 }
 
-/// No `.`/`..` segment, backslash or `%` escape: a path every backend reads as written, so
-/// that a prefix match here is a prefix match there (`/public/../admin` is not public).
+/// No `.`/`..` segment, backslash, `;` path parameter or `%` escape: a path every backend
+/// reads as written, so that a prefix match here is a prefix match there
+/// (`/public/../admin` is not public, nor `/public/..;/admin`, which Tomcat and Spring read
+/// as `/admin`).
 fn is_plain(path: &str) -> bool {
-    !path.contains(['%', '\\'])
+    !path.contains(['%', '\\', ';'])
         && path
             .split('/')
             .all(|segment| segment != "." && segment != "..")
@@ -813,6 +817,7 @@ mod tests {
         assert!(!is_plain("/healthz/../admin"));
         assert!(!is_plain("/healthz/%2e%2e/admin"));
         assert!(!is_plain("/healthz\\..\\admin"));
+        assert!(!is_plain("/healthz/..;/admin"));
     }
 
     #[test]

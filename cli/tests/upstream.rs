@@ -304,6 +304,9 @@ fn only_named_public_paths_pass_without_a_key() {
         "/healthz%2f..%2fadmin",
         "/healthz/..",
         "/healthz\\..\\admin",
+        // Path parameters: Tomcat and Spring read `..;` as `..`.
+        "/healthz/..;/admin",
+        "/healthz;x=1/../admin",
     ] {
         let r = request(gw.addr, "GET", path, &[]);
         assert_eq!(
