@@ -288,10 +288,15 @@ fn only_named_public_paths_pass_without_a_key() {
         ]),
     );
     for path in ["/healthz", "/healthz/ready?x=1", "/docs", "/docs/a.html"] {
-        let r = request(gw.addr, "GET", path, &[("X-Hapnd-Tenant", "evil")]);
+        let headers = [
+            ("X-Hapnd-Tenant", "evil"),
+            ("Authorization", "Bearer sk_live_whatever"),
+        ];
+        let r = request(gw.addr, "GET", path, &headers);
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert_eq!(r.json()["path"], path);
         assert!(echoed(&r, "x-hapnd-tenant").is_empty(), "{path}");
+        assert!(echoed(&r, "authorization").is_empty(), "{path}");
     }
     let forwarded = backend.seen.lock().unwrap().len();
     for path in [
