@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, with the real parts they drive: installs what is missing (Debian's nginx-light,
-# caddy, chromium, chromium-driver, postgresql; as root), starts a throwaway PostgreSQL with
-# TLS on a free loopback port, runs `cargo test --workspace --all-features` (extra arguments
+# caddy, chromium, chromium-driver, postgresql, python3, curl; as root), starts a throwaway
+# PostgreSQL with TLS on a free loopback port, runs `cargo test --workspace --all-features` (extra arguments
 # go to cargo test), stops the database, and ends with the tests that could not run and why.
 #
 # A test that cannot run (not root, no package registry) is reported as skipped, by name and
@@ -16,6 +16,9 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 command -v caddy >/dev/null || missing+=(caddy)
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# README's `serve --upstream` quickstart runs a Python API and curl.
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]}"

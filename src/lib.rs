@@ -168,4 +168,6 @@ pub mod guide_doctests {
     pub struct Performance;
     #[doc = include_str!("../docs/fuzzing.md")]
     pub struct Fuzzing;
+    #[doc = include_str!("../docs/upstream.md")]
+    pub struct Upstream;
 }

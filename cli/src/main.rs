@@ -14,6 +14,7 @@ mod serve;
 mod server;
 mod store;
 mod time;
+mod upstream;
 mod verify;
 
 use std::process::ExitCode;

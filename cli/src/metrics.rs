@@ -11,6 +11,11 @@ const LOOKUP_BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
 ];
 
+/// Backends answer in a millisecond to the 30 s response timeout (or the flag's).
+const UPSTREAM_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
 /// Installs the global recorder. Must run before the authenticator is built: its metric
 /// handles are registered with the recorder installed at that moment.
 pub(crate) fn install() -> Result<Exporter, String> {
@@ -19,6 +24,12 @@ pub(crate) fn install() -> Result<Exporter, String> {
             Matcher::Full("hapnd_auth_store_lookup_duration_seconds".to_owned()),
             &LOOKUP_BUCKETS,
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("hapnd_upstream_response_duration_seconds".to_owned()),
+                &UPSTREAM_BUCKETS,
+            )
+        })
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     // Histograms are drained into their buckets by upkeep.

@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState, AdminToken};
 use crate::logging::{self, LogFormat, RejectionLog};
 use crate::server;
 use crate::store::{AnyStore, Create, explain};
+use crate::upstream::{self, Proxy};
 use crate::verify;
 
 #[derive(clap::Args)]
@@ -53,6 +54,8 @@ pub(crate) struct Args {
     limits: server::Limits,
     #[command(flatten)]
     defence: Defence,
+    #[command(flatten)]
+    upstream: Box<upstream::Args>,
     /// Log filter: tracing `EnvFilter` directives, such as `info`, `warn` or
     /// `info,hapnd_auth=debug`. sqlx's per-statement logs stay off unless a directive
     /// names `sqlx` (e.g. `info,sqlx=debug`).
@@ -147,13 +150,6 @@ impl Defence {
 
     /// Who a request comes from, for the throttle and the rejection log alike: the peer,
     /// or, on connections from a trusted proxy, the address the outermost one saw.
-    /// Every `--trusted-proxy`, as one set.
-    fn trusted_proxies(&self) -> TrustedProxies {
-        self.trusted_proxies
-            .iter()
-            .fold(TrustedProxies::none(), |all, p| all.union(p))
-    }
-
     fn client_identity(&self) -> ClientIdentity {
         let proxies = self.trusted_proxies();
         let identity = match (proxies.is_empty(), self.proxy_header) {
@@ -165,6 +161,15 @@ impl Defence {
     }
 }
 
+impl Defence {
+    /// Every `--trusted-proxy`, as one set.
+    fn trusted_proxies(&self) -> TrustedProxies {
+        self.trusted_proxies
+            .iter()
+            .fold(TrustedProxies::none(), |all, p| all.union(p))
+    }
+}
+
 /// Connections the admin listener serves at once (health checks, operators).
 const ADMIN_MAX_CONNECTIONS: u64 = 32;
 
@@ -173,6 +178,10 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     // Before the authenticator: it registers its metrics with the recorder installed now.
     let exporter = crate::metrics::install()?;
     let admin_token = AdminToken::load(args.admin_token_file.as_deref())?;
+    let proxy = args.upstream.proxy(
+        args.defence.trusted_proxies(),
+        Duration::from_secs(args.limits.idle_timeout_secs),
+    )?;
     let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
     // Through the logger, not bare stderr: with --log-format json every line is JSON.
     tracing::info!("database: {described}");
@@ -217,7 +226,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let admin_state = AdminState::new(auth.clone(), store, admin_token, admin_hosts, exporter);
     let public = server::serve(
         listener,
-        app(auth.clone(), args.defence.client_identity()),
+        app(auth.clone(), args.defence.client_identity(), proxy),
         args.limits,
         args.defence.trusted_proxies(),
         until_stopped(stopped.clone()),
@@ -300,9 +309,30 @@ async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> 
     Ok(())
 }
 
-/// The public listener's routes: the authenticated API and forward auth. Nothing here
-/// answers without a key; operational routes live on the admin listener.
-fn app(auth: Authenticator, clients: ClientIdentity) -> Router {
+/// The public listener's routes: the authenticated API and forward auth, or, with an
+/// upstream, forward auth, `/v1/whoami` and the proxy for every other path. Nothing here
+/// answers without a key but --public-path; operational routes live on the admin listener.
+fn app(auth: Authenticator, clients: ClientIdentity, proxy: Option<Proxy>) -> Router {
+    let routes = match proxy {
+        Some(proxy) => Router::new()
+            .route("/v1/whoami", get(whoami))
+            .route_layer(auth.layer())
+            .merge(verify::router(&auth))
+            .merge(proxy.router(&auth)),
+        None => demo(&auth),
+    };
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            RejectionLog::new(clients),
+            logging::log_rejections,
+        ))
+        // The path, not the URI: query strings may carry secrets; keys in it masked.
+        .layer(TraceLayer::new_for_http().make_span_with(logging::request_span))
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+}
+
+/// The routes without an upstream: a demo API and forward auth.
+fn demo(auth: &Authenticator) -> Router {
     let live = Router::new().route(
         "/v1/events",
         get(|| async { Json(events(Environment::Live)) }),
@@ -317,14 +347,7 @@ fn app(auth: Authenticator, clients: ClientIdentity) -> Router {
         // Not `layer`: that would cover the fallback too, and unknown paths would get 401.
         .route_layer(auth.layer())
         // Forward auth, each route behind the layer of its own.
-        .merge(verify::router(&auth))
-        .layer(axum::middleware::from_fn_with_state(
-            RejectionLog::new(clients),
-            logging::log_rejections,
-        ))
-        // The path, not the URI: query strings may carry secrets; keys in it masked.
-        .layer(TraceLayer::new_for_http().make_span_with(logging::request_span))
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .merge(verify::router(auth))
 }
 
 fn events(environment: Environment) -> serde_json::Value {

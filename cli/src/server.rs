@@ -201,7 +201,8 @@ async fn connection(
             }))
         }
     });
-    let conn = builder.serve_connection(io, service);
+    // With upgrades: `serve --upstream` passes WebSocket handshakes through.
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut give_up: Option<Instant> = None;
     // Until the first byte, the header-read timeout applies too (hyper's own starts only

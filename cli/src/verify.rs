@@ -71,35 +71,54 @@ async fn tag_rejection(mut response: Response) -> Response {
 /// 200 with the identity in headers. An identity that cannot be written as a header fails
 /// closed (500 `identity_not_encodable`) rather than being let through without it.
 async fn verify(Extension(p): Extension<Principal>) -> Response {
+    let Some(identity) = identity_headers(&p) else {
+        return not_encodable();
+    };
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in identity {
+        headers.insert(name, value);
+    }
+    response
+}
+
+/// The identity headers of the forward-auth contract, as the verify routes answer them
+/// and `serve --upstream` sends them to the backend: `X-Hapnd-Tenant`,
+/// `X-Hapnd-Environment`, `X-Hapnd-Key-Id` as they are, `X-Hapnd-Key-Name`
+/// percent-encoded. `None` (logged) when the identity cannot be written as headers: the
+/// caller fails closed.
+pub(crate) fn identity_headers(p: &Principal) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    let mut headers = Vec::with_capacity(4);
     for (name, value) in [
-        ("x-hapnd-tenant", p.tenant()),
-        ("x-hapnd-environment", p.environment().as_str()),
-        ("x-hapnd-key-id", p.key_id().as_str()),
+        (TENANT, p.tenant()),
+        (ENVIRONMENT, p.environment().as_str()),
+        (KEY_ID, p.key_id().as_str()),
     ] {
         match header_value(value) {
-            Some(value) => {
-                headers.insert(name, value);
-            }
+            Some(value) => headers.push((name, value)),
             None => {
                 tracing::error!(
                     key_id = %p.key_id().as_str().escape_debug(),
-                    field = name,
-                    "forward auth refused a key whose identity cannot be sent as a header"
+                    field = name.as_str(),
+                    "refused a key whose identity cannot be sent as a header"
                 );
-                return not_encodable();
+                return None;
             }
         }
     }
     // Always sent, so a proxy copying it always overwrites what the client sent (Caddy
     // 2.6 would set a missing one to its literal placeholder).
     if let Some(name) = header_value(&percent_encode(p.key_name())) {
-        headers.insert("x-hapnd-key-name", name);
+        headers.push((KEY_NAME, name));
     }
-    response
+    Some(headers)
 }
+
+const TENANT: HeaderName = HeaderName::from_static("x-hapnd-tenant");
+const ENVIRONMENT: HeaderName = HeaderName::from_static("x-hapnd-environment");
+const KEY_ID: HeaderName = HeaderName::from_static("x-hapnd-key-id");
+const KEY_NAME: HeaderName = HeaderName::from_static("x-hapnd-key-name");
 
 /// Names are free text: everything but RFC 3986's unreserved characters is `%XX` (UTF-8).
 fn percent_encode(text: &str) -> String {
@@ -126,7 +145,8 @@ fn header_value(text: &str) -> Option<HeaderValue> {
     ok.then(|| HeaderValue::from_str(text).ok()).flatten()
 }
 
-fn not_encodable() -> Response {
+/// 500 `identity_not_encodable`, for a key whose identity [`identity_headers`] refused.
+pub(crate) fn not_encodable() -> Response {
     let body = r#"{"error":{"type":"authentication_error","code":"identity_not_encodable","message":"this key's identity cannot be sent as a header; ask the operator"}}"#;
     let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
     let headers = response.headers_mut();

@@ -1,0 +1,833 @@
+//! `serve --upstream`: the gateway as a reverse proxy in front of any HTTP backend.
+//!
+//! Every request that is not the gateway's own (`/auth/verify*`, `/v1/whoami`) is
+//! authenticated by the same layer as the gateway's routes, so a rejection is the
+//! gateway's answer and never reaches the backend; an admitted request is forwarded to
+//! the upstream of its key's environment with the identity headers of the forward-auth
+//! contract set by the gateway (whatever the client wrote under those names removed
+//! first), without `Authorization` and hop-by-hop headers, and with `X-Forwarded-For`,
+//! `-Proto` and `-Host` set. Bodies stream both ways: hyper's request body goes straight
+//! into the client request, the backend's response body straight back.
+//!
+//! The client is hyper-util's pooled `legacy::Client` over `HttpConnector` (keep-alive to
+//! the backend), plain HTTP/1.1: the backend runs beside the gateway.
+//!
+//! A backend that refuses or breaks is `502 upstream_unavailable`; one that does not
+//! connect or answer in time is `504 upstream_timeout`. Neither is ever an auth failure.
+
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::header;
+use axum::http::uri::Authority;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hapnd_auth::{Authenticator, Environment, Principal, RequireEnvironmentLayer, TrustedProxies};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
+use tokio::sync::oneshot;
+use tower::util::BoxCloneSyncService;
+use tower::{Service as _, ServiceBuilder};
+
+use crate::logging;
+use crate::verify::{self, ERROR_HEADER};
+
+/// The upstream flags of `serve`.
+#[derive(clap::Args, Clone, Debug)]
+// serve's own flags are `Args` too: clap wants group names unique.
+#[group(id = "upstream_args")]
+pub(crate) struct Args {
+    /// Forward every authenticated request, live and sandbox keys alike, to this backend
+    /// (`http://127.0.0.1:3000`, optionally with a base path). Plain `http://` only: the
+    /// backend runs beside the gateway; TLS is for the edge in front of it.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    upstream: Option<Target>,
+    /// The backend for live keys (overrides --upstream for them). With it and no
+    /// --upstream or --upstream-sandbox, sandbox keys get 403 wrong_environment and never
+    /// reach it.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    upstream_live: Option<Target>,
+    /// The backend for sandbox keys (overrides --upstream for them). With it alone, live
+    /// keys get 403 wrong_environment.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    upstream_sandbox: Option<Target>,
+    /// A path prefix forwarded without a key (repeat the flag): `/healthz` covers
+    /// `/healthz` and `/healthz/...`, not `/healthzz`. Nothing is public unless named.
+    /// Goes to --upstream, else --upstream-live, else --upstream-sandbox, with no identity
+    /// headers. A path with dot segments, `;`, backslashes or %-escapes is never public.
+    #[arg(long = "public-path", value_name = "PREFIX", value_parser = parse_public)]
+    public_paths: Vec<String>,
+    /// Milliseconds to connect to the backend before 504 upstream_timeout.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    upstream_connect_timeout_ms: u64,
+    /// Seconds the backend has to send its response headers, counted from the end of the
+    /// request body, before 504 upstream_timeout.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    upstream_timeout_secs: u64,
+}
+
+/// A backend: `http://` authority and base path (no trailing `/`).
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    authority: Authority,
+    base: String,
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("not a URL ({e}): expected http://host:port"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "{other}:// is not supported: only http:// (run the backend beside the gateway)"
+            ));
+        }
+        None => return Err("expected http://host:port".to_owned()),
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or("expected http://host:port")?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the upstream URL are not supported".to_owned());
+    }
+    if uri.query().is_some() {
+        return Err("the upstream URL takes no query".to_owned());
+    }
+    let base = uri.path().trim_end_matches('/').to_owned();
+    Ok(Target { authority, base })
+}
+
+fn parse_public(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err("a public path starts with /".to_owned());
+    }
+    if !is_plain(text) {
+        return Err(
+            "a public path has no dot segments, backslashes, semicolons or %-escapes".to_owned(),
+        );
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// No `.`/`..` segment, backslash, `;` path parameter or `%` escape: a path every backend
+/// reads as written, so that a prefix match here is a prefix match there
+/// (`/public/../admin` is not public, nor `/public/..;/admin`, which Tomcat and Spring read
+/// as `/admin`).
+fn is_plain(path: &str) -> bool {
+    !path.contains(['%', '\\', ';'])
+        && path
+            .split('/')
+            .all(|segment| segment != "." && segment != "..")
+}
+
+impl Args {
+    /// The proxy these flags describe, or `None` without an upstream.
+    /// `idle` closes an upgraded connection (a WebSocket) that moves no byte for as long.
+    pub(crate) fn proxy(
+        &self,
+        trusted: TrustedProxies,
+        idle: Duration,
+    ) -> Result<Option<Proxy>, String> {
+        let live = self.upstream_live.clone().or_else(|| self.upstream.clone());
+        let sandbox = self
+            .upstream_sandbox
+            .clone()
+            .or_else(|| self.upstream.clone());
+        let public = self
+            .upstream
+            .clone()
+            .or_else(|| self.upstream_live.clone())
+            .or_else(|| self.upstream_sandbox.clone());
+        let (live, sandbox) = (live.map(Arc::new), sandbox.map(Arc::new));
+        let Some(public) = public.map(Arc::new) else {
+            if !self.public_paths.is_empty() {
+                return Err("--public-path needs an upstream (--upstream URL)".to_owned());
+            }
+            return Ok(None);
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            self.upstream_connect_timeout_ms,
+        )));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Some(Proxy {
+            inner: Arc::new(Inner {
+                client,
+                timeout: Duration::from_secs(self.upstream_timeout_secs),
+                trusted,
+                live,
+                sandbox,
+                public,
+                public_paths: self.public_paths.clone(),
+                metrics: Metrics::register(),
+                idle,
+            }),
+        }))
+    }
+}
+
+/// The reverse proxy: cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client<HttpConnector, Sent>,
+    timeout: Duration,
+    trusted: TrustedProxies,
+    live: Option<Arc<Target>>,
+    sandbox: Option<Arc<Target>>,
+    public: Arc<Target>,
+    public_paths: Vec<String>,
+    metrics: Metrics,
+    idle: Duration,
+}
+
+/// Why a forward failed: the `kind` of `hapnd_upstream_errors_total`.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Refused, unreachable, or any other failure to connect.
+    Connect = 0,
+    /// No connection within --upstream-connect-timeout-ms.
+    ConnectTimeout = 1,
+    /// No response headers within --upstream-timeout-secs of the request's end.
+    ResponseTimeout = 2,
+    /// The connection broke (reset, closed) before the response headers.
+    Broken = 3,
+}
+
+const FAILURES: [&str; 4] = ["connect", "connect_timeout", "response_timeout", "broken"];
+
+/// The upstream's metrics, registered once when the proxy is built (after the recorder is
+/// installed): a request costs an increment and a histogram record, no lookup by name.
+struct Metrics {
+    answered: Counter,
+    unavailable: Counter,
+    timeout: Counter,
+    client_aborted: Counter,
+    errors: [Counter; 4],
+    seconds: Histogram,
+}
+
+impl Metrics {
+    fn register() -> Self {
+        describe_counter!(
+            "hapnd_upstream_requests_total",
+            "requests forwarded to an upstream, by outcome"
+        );
+        describe_counter!(
+            "hapnd_upstream_errors_total",
+            "forwards that failed, by kind"
+        );
+        describe_histogram!(
+            "hapnd_upstream_response_duration_seconds",
+            metrics::Unit::Seconds,
+            "from forwarding a request to the upstream's response headers (or the failure)"
+        );
+        let outcome = |o: &'static str| counter!("hapnd_upstream_requests_total", "outcome" => o);
+        Metrics {
+            answered: outcome("answered"),
+            unavailable: outcome("upstream_unavailable"),
+            timeout: outcome("upstream_timeout"),
+            client_aborted: outcome("client_aborted"),
+            errors: FAILURES.map(|kind| counter!("hapnd_upstream_errors_total", "kind" => kind)),
+            seconds: histogram!("hapnd_upstream_response_duration_seconds"),
+        }
+    }
+
+    fn failed(&self, failure: Failure) {
+        self.errors[failure as usize].increment(1);
+        match failure {
+            Failure::Connect | Failure::Broken => self.unavailable.increment(1),
+            Failure::ConnectTimeout | Failure::ResponseTimeout => self.timeout.increment(1),
+        }
+    }
+}
+
+type Service = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+impl Proxy {
+    /// A router whose fallback (every path no other route takes) is the proxy: public
+    /// paths straight through, everything else behind `auth`'s layer.
+    pub(crate) fn router(&self, auth: &Authenticator) -> Router {
+        let authed = self.authenticated(auth);
+        let proxy = self.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let (proxy, mut authed) = (proxy.clone(), authed.clone());
+            async move {
+                if proxy.is_public(request.uri().path()) {
+                    let target = proxy.inner.public.clone();
+                    return Ok(proxy.forward(&target, request, None).await);
+                }
+                tower::ServiceExt::<Request<Body>>::ready(&mut authed)
+                    .await?
+                    .call(request)
+                    .await
+            }
+        });
+        Router::new().fallback_service(service)
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        is_plain(path)
+            && self.inner.public_paths.iter().any(|prefix| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+
+    /// The key's environment picks the upstream; an environment without one is refused
+    /// by the library's own `RequireEnvironmentLayer` (403 `wrong_environment`).
+    fn authenticated(&self, auth: &Authenticator) -> Service {
+        let proxy = self.clone();
+        let by_environment = tower::service_fn(move |request: Request<Body>| {
+            let proxy = proxy.clone();
+            async move {
+                let principal = request.extensions().get::<Principal>().cloned();
+                let target = principal.as_ref().and_then(|p| match p.environment() {
+                    Environment::Live => proxy.inner.live.clone(),
+                    Environment::Sandbox => proxy.inner.sandbox.clone(),
+                });
+                match (principal, target) {
+                    (Some(principal), Some(target)) => {
+                        Ok(proxy.forward(&target, request, Some(&principal)).await)
+                    }
+                    // Unreachable behind the layers below; fail closed all the same.
+                    _ => Ok(failure_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "upstream_not_configured",
+                        "no upstream for this key",
+                    )),
+                }
+            }
+        });
+        let builder = ServiceBuilder::new().layer(auth.layer());
+        match (&self.inner.live, &self.inner.sandbox) {
+            (Some(_), Some(_)) => Service::new(builder.service(by_environment)),
+            (Some(_), None) => Service::new(
+                builder
+                    .layer(RequireEnvironmentLayer::new(Environment::Live))
+                    .service(by_environment),
+            ),
+            (None, _) => Service::new(
+                builder
+                    .layer(RequireEnvironmentLayer::new(Environment::Sandbox))
+                    .service(by_environment),
+            ),
+        }
+    }
+
+    async fn forward(
+        &self,
+        target: &Target,
+        request: Request<Body>,
+        principal: Option<&Principal>,
+    ) -> Response<Body> {
+        let identity = match principal.map(verify::identity_headers) {
+            Some(None) => return verify::not_encodable(),
+            Some(Some(headers)) => headers,
+            None => Vec::new(),
+        };
+        let mut request = request;
+        // An upgrade (WebSocket) asked over HTTP/1.1: its protocol, and the client side of
+        // the connection once hyper hands it over.
+        let upgrade = upgrade_protocol(&request).map(|protocol| {
+            let on = hyper::upgrade::on(&mut request);
+            (protocol, on)
+        });
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // `*` (OPTIONS *) has no place under a base path; anything else starts with `/`.
+        let Some(Ok(uri)) = path
+            .starts_with('/')
+            .then(|| format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>())
+        else {
+            return failure_response(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
+        };
+        let peer = logging::peer(&parts.extensions).map(|a| a.ip());
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        let trusted = peer.is_some_and(|ip| self.inner.trusted.contains(ip));
+        prepare_request(&mut parts.headers, peer, trusted, host);
+        for (name, value) in identity {
+            parts.headers.insert(name, value);
+        }
+        if let Some((protocol, _)) = &upgrade {
+            ask_upgrade(&mut parts.headers, protocol.clone());
+        }
+        let (sent, body_done, client_broke) = Sent::new(body);
+        let mut outgoing = Request::from_parts(parts, sent);
+        *outgoing.uri_mut() = uri;
+        *outgoing.version_mut() = Version::HTTP_11;
+        // Only the caller's own extensions were in parts; none must reach the client.
+        *outgoing.extensions_mut() = Default::default();
+
+        let timeout = self.inner.timeout;
+        let started = std::time::Instant::now();
+        let answered = self.inner.client.request(outgoing);
+        // The response-header timeout starts once the request body is sent (or dropped):
+        // a long upload is bounded by the client connection's idle timeout instead.
+        let deadline = async move {
+            let _ = body_done.await;
+            tokio::time::sleep(timeout).await;
+        };
+        let result = tokio::select! {
+            result = answered => result.map_err(|e| {
+                // The error's chain names the backend and the cause, never a header.
+                tracing::warn!(upstream = %target.authority, error = %chain(&e), "upstream request failed");
+                match (e.is_connect(), is_timeout(&e)) {
+                    (true, true) => Failure::ConnectTimeout,
+                    (true, false) => Failure::Connect,
+                    (false, _) => Failure::Broken,
+                }
+            }),
+            () = deadline => {
+                tracing::warn!(upstream = %target.authority, "upstream sent no response headers in time");
+                Err(Failure::ResponseTimeout)
+            }
+        };
+        let metrics = &self.inner.metrics;
+        metrics.seconds.record(started.elapsed());
+        match result {
+            Ok(mut response) => {
+                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let protocol = response.headers().get(header::UPGRADE).cloned();
+                match (switching, upgrade, protocol) {
+                    (false, ..) => metrics.answered.increment(1),
+                    (true, Some((_, client)), Some(protocol)) => {
+                        metrics.answered.increment(1);
+                        let backend = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client, backend, self.inner.idle));
+                        let (mut parts, _) = response.into_parts();
+                        remove_hop_by_hop(&mut parts.headers);
+                        ask_upgrade(&mut parts.headers, protocol);
+                        return Response::from_parts(parts, Body::empty());
+                    }
+                    // A switch nobody asked for, or to no protocol.
+                    (true, ..) => {
+                        tracing::warn!(upstream = %target.authority, "upstream switched protocols unasked");
+                        metrics.failed(Failure::Broken);
+                        return failure_response(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_unavailable",
+                            "the upstream refused or broke the connection",
+                        );
+                    }
+                }
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Body::new(body))
+            }
+            // The client's body broke off (it went away mid-upload): not the backend's fault.
+            Err(Failure::Broken) if client_broke.load(Ordering::Relaxed) => {
+                metrics.client_aborted.increment(1);
+                failure_response(
+                    StatusCode::BAD_REQUEST,
+                    "request_body_incomplete",
+                    "the request body ended before it was complete",
+                )
+            }
+            Err(failure) => {
+                metrics.failed(failure);
+                match failure {
+                    Failure::Connect | Failure::Broken => failure_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unavailable",
+                        "the upstream refused or broke the connection",
+                    ),
+                    Failure::ConnectTimeout => failure_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream did not accept the connection in time",
+                    ),
+                    Failure::ResponseTimeout => failure_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream did not answer in time",
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if any.
+fn upgrade_protocol(request: &Request<Body>) -> Option<HeaderValue> {
+    let asks = request.version() == Version::HTTP_11
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on its next hop.
+fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Copies bytes both ways between the upgraded client and backend connections until both
+/// have closed, either fails, or nothing moves for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+    let (mut backend_read, mut backend_write) = tokio::io::split(TokioIo::new(backend));
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut client_open, mut backend_open) = (true, true);
+    while client_open || backend_open {
+        tokio::select! {
+            read = client_read.read(&mut up), if client_open => match read {
+                Ok(0) | Err(_) => {
+                    client_open = false;
+                    let _ = backend_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if backend_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            read = backend_read.read(&mut down), if backend_open => match read {
+                Ok(0) | Err(_) => {
+                    backend_open = false;
+                    let _ = client_write.shutdown().await;
+                }
+                Ok(n) => {
+                    if client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            () = tokio::time::sleep(idle) => {
+                tracing::debug!("closing an idle upgraded connection");
+                return;
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn chain(e: &hyper_util::client::legacy::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) and the names the `Connection` header lists.
+/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Whether a header is one of the gateway's: `x-hapnd-*`, with `_` read as `-` (some
+/// servers, CGI and WSGI among them, read `X_Hapnd_Tenant` as `X-Hapnd-Tenant`).
+fn is_gateway_header(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    name.len() >= 8
+        && name[..8]
+            .iter()
+            .map(|&b| if b == b'_' { b'-' } else { b })
+            .eq(b"x-hapnd-".iter().copied())
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The request headers a backend gets, before the identity is added: no hop-by-hop, no
+/// `Authorization`, nothing a client wrote under the gateway's names, and the forwarding
+/// headers by the trusted-proxy rules: from a trusted proxy its `X-Forwarded-For` chain
+/// is kept and the peer appended, its `X-Forwarded-Proto`/`-Host` and `Forwarded` kept;
+/// from anyone else they are replaced (`Forwarded` dropped).
+fn prepare_request(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: bool,
+    host: Option<HeaderValue>,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    // The client sets Host from the upstream URL; the client's is in X-Forwarded-Host.
+    headers.remove(header::HOST);
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_gateway_header(name))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<&[u8]> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+    let chain = trusted
+        .then(|| {
+            let values: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        })
+        .flatten();
+    headers.remove(&X_FORWARDED_FOR);
+    if let Some(peer) = peer {
+        let value = match chain {
+            Some(chain) => format!("{chain}, {peer}"),
+            None => peer.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+    }
+    if !trusted {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let Some(host) = host
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// An upstream failure, in the shape of the gateway's rejections, never an auth error.
+fn failure_response(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "type": "api_error", "code": code, "message": message }
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
+    response
+}
+
+/// The client's request body on its way to the backend, telling when it has been sent
+/// (ended, failed or dropped) so the response-header timeout can start.
+pub(crate) struct Sent {
+    inner: Body,
+    done: Option<oneshot::Sender<()>>,
+    /// Set when the client's body broke off (the client's fault, not the backend's).
+    broke: Arc<AtomicBool>,
+}
+
+impl Sent {
+    fn new(inner: Body) -> (Sent, oneshot::Receiver<()>, Arc<AtomicBool>) {
+        let (tx, rx) = oneshot::channel();
+        // An empty body may never be polled: it is sent already.
+        let done = (!inner.is_end_stream()).then_some(tx);
+        let broke = Arc::new(AtomicBool::new(false));
+        let sent = Sent {
+            inner,
+            done,
+            broke: broke.clone(),
+        };
+        (sent, rx, broke)
+    }
+}
+
+impl HttpBody for Sent {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(None) => self.done = None,
+            Poll::Ready(Some(Err(_))) => {
+                self.broke.store(true, Ordering::Relaxed);
+                self.done = None;
+            }
+            _ => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn gateway_headers_in_every_spelling() {
+        for name in [
+            "x-hapnd-tenant",
+            "x_hapnd_tenant",
+            "x-hapnd_key-id",
+            "x_hapnd-x",
+        ] {
+            assert!(is_gateway_header(
+                &HeaderName::from_bytes(name.as_bytes()).unwrap()
+            ));
+        }
+        for name in ["x-hapnd", "x-hapndx-y", "hapnd-tenant", "x-forwarded-for"] {
+            assert!(!is_gateway_header(
+                &HeaderName::from_bytes(name.as_bytes()).unwrap()
+            ));
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_follow_the_trusted_proxy_rules() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let sent = || {
+            headers(&[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=6.6.6.6"),
+            ])
+        };
+        let mut from_client = sent();
+        prepare_request(&mut from_client, Some(peer), false, None);
+        assert_eq!(from_client["x-forwarded-for"], "10.0.0.2");
+        assert_eq!(from_client["x-forwarded-proto"], "http");
+        assert!(!from_client.contains_key("forwarded"));
+
+        let mut from_proxy = sent();
+        prepare_request(&mut from_proxy, Some(peer), true, None);
+        assert_eq!(
+            from_proxy["x-forwarded-for"],
+            "6.6.6.6, 203.0.113.9, 10.0.0.2"
+        );
+        assert_eq!(from_proxy["x-forwarded-proto"], "https");
+        assert_eq!(from_proxy.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn public_prefixes_match_whole_segments_of_plain_paths() {
+        assert!(parse_public("/a/../b").is_err());
+        assert!(parse_public("health").is_err());
+        assert!(is_plain("/healthz/live"));
+        assert!(!is_plain("/healthz/../admin"));
+        assert!(!is_plain("/healthz/%2e%2e/admin"));
+        assert!(!is_plain("/healthz\\..\\admin"));
+        assert!(!is_plain("/healthz/..;/admin"));
+    }
+
+    #[test]
+    fn only_plain_http_upstreams() {
+        assert!(parse_target("https://api.example").is_err());
+        assert!(parse_target("127.0.0.1:3000").is_err());
+        let t = parse_target("http://127.0.0.1:3000/api/").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.base.as_str()),
+            ("127.0.0.1:3000", "/api")
+        );
+    }
+}
