@@ -412,6 +412,15 @@ impl Proxy {
             Ok(mut response) => {
                 let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let protocol = response.headers().get(header::UPGRADE).cloned();
+                // A switch to the protocol asked for (websocket), and no other.
+                let same = |asked: &HeaderValue, got: &HeaderValue| {
+                    asked
+                        .as_bytes()
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(got.as_bytes().trim_ascii())
+                };
+                let upgrade = upgrade
+                    .filter(|(asked, _)| protocol.as_ref().is_some_and(|got| same(asked, got)));
                 match (switching, upgrade, protocol) {
                     (false, ..) => metrics.answered.increment(1),
                     (true, Some((_, client)), Some(protocol)) => {
@@ -423,7 +432,7 @@ impl Proxy {
                         ask_upgrade(&mut parts.headers, protocol);
                         return Response::from_parts(parts, Body::empty());
                     }
-                    // A switch nobody asked for, or to no protocol.
+                    // A switch nobody asked for, to no protocol, or to another one.
                     (true, ..) => {
                         tracing::warn!(upstream = %target.authority, "upstream switched protocols unasked");
                         metrics.failed(Failure::Broken);
@@ -471,9 +480,17 @@ impl Proxy {
     }
 }
 
-/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if any.
+/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if it is
+/// `websocket`: the only protocol tunnelled. Any other (`h2c` above all: once switched, the
+/// client would speak HTTP/2 straight to the backend, every later request unauthenticated
+/// and with identity headers of its own) is not asked of the backend at all.
 fn upgrade_protocol(request: &Request<Body>) -> Option<HeaderValue> {
-    let asks = request.version() == Version::HTTP_11
+    let websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    let asks = websocket
+        && request.version() == Version::HTTP_11
         && request
             .headers()
             .get_all(header::CONNECTION)
@@ -605,6 +622,53 @@ fn is_gateway_header(name: &HeaderName) -> bool {
             .eq(b"x-hapnd-".iter().copied())
 }
 
+/// Headers that some backends read as the client's address, scheme, port or path prefix
+/// (Gin and nginx-style apps `X-Real-IP`, Spring's `ForwardedHeaderFilter` the
+/// `X-Forwarded-*` family): a client that is not a trusted proxy may not write them.
+const CLIENT_CLAIMS: [&str; 9] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "front-end-https",
+];
+
+/// Headers that make some backends (IIS URL Rewrite, older Symfony and Zend) route to
+/// another path than the request's: a public path must not become a way to any route.
+/// And `HTTP2-Settings`, which only an h2c upgrade uses (never tunnelled). Never forwarded.
+const NEVER_FORWARDED: [&str; 3] = ["x-original-url", "x-rewrite-url", "http2-settings"];
+
+/// The admin page's session cookies: cookies ignore ports, so a browser signed in to the
+/// admin listener on the same host sends them to the public listener too. Never forwarded
+/// to a backend, whose logs would then hold a live admin session.
+const ADMIN_COOKIES: [&str; 2] = ["hapnd_admin_session", "__Host-hapnd_admin_session"];
+
+/// `Cookie` without the admin page's session cookies; `None` when nothing is left.
+fn without_admin_cookies(cookie: &HeaderValue) -> Option<HeaderValue> {
+    let kept: Vec<&[u8]> = cookie
+        .as_bytes()
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or(pair)
+                .trim_ascii();
+            !ADMIN_COOKIES.iter().any(|admin| name == admin.as_bytes())
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -641,6 +705,20 @@ fn prepare_request(
             .collect();
         if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
             headers.insert(header::COOKIE, value);
+        }
+    }
+    if let Some(cookie) = headers.get(header::COOKIE) {
+        match without_admin_cookies(cookie) {
+            Some(kept) => headers.insert(header::COOKIE, kept),
+            None => headers.remove(header::COOKIE),
+        };
+    }
+    for name in NEVER_FORWARDED {
+        headers.remove(name);
+    }
+    if !trusted {
+        for name in CLIENT_CLAIMS {
+            headers.remove(name);
         }
     }
     let chain = trusted

@@ -134,6 +134,105 @@ fn forwards_with_the_gateway_identity_and_no_forged_credential_or_hop_by_hop_hea
     assert!(!gw.log_text().contains(&key), "the key is in the log");
 }
 
+/// Only WebSocket is tunnelled: an `Upgrade: h2c` (on a public path or with a key) is never
+/// asked of the backend, which would then take HTTP/2 straight from the client, every
+/// later request unauthenticated. Headers some backends read as the client's address or
+/// as another path, and the admin page's session cookie, never reach the backend either.
+#[test]
+fn no_h2c_upgrade_no_client_claimed_address_or_rewrite_and_no_admin_cookie_at_the_backend() {
+    let dir = TempDir::new("up-smuggle");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend.addr)),
+            ("--public-path", "/healthz".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "ci");
+    let auth = bearer(&key);
+    for (path, with_key) in [("/healthz", false), ("/v1/orders", true)] {
+        let mut headers = vec![
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ("X-Real-IP", "10.0.0.1"),
+            ("True-Client-IP", "10.0.0.1"),
+            ("X-Client-IP", "10.0.0.1"),
+            ("CF-Connecting-IP", "10.0.0.1"),
+            ("X-Forwarded-Port", "443"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("X-Forwarded-Server", "evil"),
+            ("X-Forwarded-Ssl", "on"),
+            ("Front-End-Https", "on"),
+            ("X-Original-URL", "/admin"),
+            ("X-Rewrite-URL", "/admin"),
+            (
+                "Cookie",
+                "theme=dark; hapnd_admin_session=s3cret; __Host-hapnd_admin_session=s3cret2",
+            ),
+        ];
+        if with_key {
+            headers.push(("Authorization", &auth));
+        }
+        let r = request_from("127.0.0.2".parse().unwrap(), gw.addr, "GET", path, &headers);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        for name in names(&r) {
+            for banned in [
+                "upgrade",
+                "connection",
+                "http2-settings",
+                "x-real-ip",
+                "true-client-ip",
+                "x-client-ip",
+                "cf-connecting-ip",
+                "x-forwarded-port",
+                "x-forwarded-prefix",
+                "x-forwarded-server",
+                "x-forwarded-ssl",
+                "front-end-https",
+                "x-original-url",
+                "x-rewrite-url",
+            ] {
+                assert_ne!(name, banned, "{path}: {banned} reached the backend");
+            }
+        }
+        assert_eq!(echoed(&r, "cookie"), ["theme=dark"], "{path}");
+        assert!(
+            !r.body.contains("s3cret"),
+            "{path}: an admin session reached the backend"
+        );
+    }
+}
+
+/// A backend that answers a WebSocket handshake by switching to another protocol is a
+/// broken backend (502), never a tunnel.
+#[test]
+fn a_switch_to_another_protocol_than_asked_is_502() {
+    let dir = TempDir::new("up-switch");
+    let backend = raw_backend(|mut stream| {
+        let _ = stream.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "ws");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/socket",
+        &[
+            ("Authorization", &bearer(&key)),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    );
+    assert_upstream_failure(&r, 502, "upstream_unavailable");
+}
+
 #[test]
 fn a_trusted_proxy_keeps_its_forwarding_chain_and_the_peer_is_appended() {
     let dir = TempDir::new("up-xff");
