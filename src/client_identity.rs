@@ -379,11 +379,12 @@ fn walk_trusted(
         return client;
     }
     let forwarded = name == http::header::FORWARDED;
-    for value in headers.get_all(name).iter().rev() {
-        let Ok(value) = value.to_str() else {
-            return client;
-        };
-        for element in value.split(',').rev() {
+    // Split on the raw bytes: a client's non-UTF-8 element must not hide the entries a
+    // trusted proxy appended to its right on the same line (it stops the walk only where
+    // it stands, like any unreadable entry).
+    for element in elements(headers, name) {
+        let element = std::str::from_utf8(element).unwrap_or("\u{fffd}");
+        {
             let node = if forwarded {
                 for_param(element)
             } else {
@@ -436,13 +437,10 @@ fn from_header<'h>(headers: &'h HeaderMap, name: &HeaderName, hops: usize) -> Op
     let forwarded = name == http::header::FORWARDED;
     // Counted from the right without collecting: this runs on every request the rejection
     // log or the throttle looks at. A value that is not UTF-8 is one hop we cannot read.
-    headers
-        .get_all(name)
-        .iter()
-        .rev()
-        .flat_map(|value| value.to_str().unwrap_or("").split(',').rev())
+    elements(headers, name)
         .map(|element| {
-            let element = element.trim();
+            // An element that is not UTF-8 is one hop we cannot read, in its own slot.
+            let element = std::str::from_utf8(element).unwrap_or("").trim();
             if !forwarded {
                 return element;
             }
@@ -451,6 +449,16 @@ fn from_header<'h>(headers: &'h HeaderMap, name: &HeaderName, hops: usize) -> Op
             for_param(element)
         })
         .nth(hops - 1)
+}
+
+/// Every comma-separated element of every instance of the header, from the right, as raw
+/// bytes (a comma is never part of a UTF-8 sequence, so splitting bytes is safe).
+fn elements<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','))
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`, `::1`, or quoted forms of these.
@@ -584,6 +592,19 @@ mod tests {
             http::HeaderValue::from_bytes(b"\xff1.2.3.4").unwrap(),
         );
         assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("10.0.0.1"));
+        // A client's non-UTF-8 element, with the address our proxy appended on the same
+        // line: the appended one is the client, not the proxy (whose bucket everyone
+        // behind it shares).
+        let mut r = request("10.0.0.1:1", &[]);
+        r.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\x80, 203.0.113.5").unwrap(),
+        );
+        assert_eq!(id(&trusted("10.0.0.0/8"), &r), ip("203.0.113.5"));
+        assert_eq!(
+            id(&ClientIdentity::x_forwarded_for(1), &r),
+            ip("203.0.113.5")
+        );
         let f = ClientIdentity::forwarded_from("10.0.0.0/8".parse().unwrap());
         let r = request("10.0.0.1:1", &[("forwarded", "for=_obfuscated")]);
         assert_eq!(id(&f, &r), ip("10.0.0.1"));
