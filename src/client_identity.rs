@@ -187,7 +187,32 @@ impl ClientIdentity {
             }
             Source::Custom(f) => f(headers, extensions),
         }?;
-        Some(bucket(ip))
+        Some(Self::client_of(ip))
+    }
+
+    /// The client an address counts as, for the throttle (and for `hapnd-auth serve`'s
+    /// per-client connection share): an IPv4 address as it is (an IPv4-mapped IPv6
+    /// address too), an IPv6 address by its /64, which one host can fill.
+    ///
+    /// ```
+    /// use hapnd_auth::ClientIdentity;
+    ///
+    /// let a = ClientIdentity::client_of("2001:db8:1:2::1".parse().unwrap());
+    /// let b = ClientIdentity::client_of("2001:db8:1:2:ffff::9".parse().unwrap());
+    /// assert_eq!(a, b);
+    /// assert_eq!(ClientIdentity::client_of("::ffff:192.0.2.7".parse().unwrap()).to_string(), "192.0.2.7");
+    /// ```
+    pub fn client_of(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+        }
     }
 
     fn peer_addr(&self, extensions: &Extensions) -> Option<IpAddr> {
@@ -411,20 +436,6 @@ fn for_param(element: &str) -> &str {
             k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
         })
         .unwrap_or("")
-}
-
-/// IPv4 addresses as they are (IPv4-mapped IPv6 included); IPv6 by /64.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
 }
 
 /// The `hops`-th node from the right, over every instance of the header in order.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -529,17 +529,10 @@ impl Drop for Share {
     }
 }
 
-/// The client an address belongs to, for the per-client cap: an IPv4 address (also when
-/// written IPv4-mapped, `::ffff:a.b.c.d`), or an IPv6 address's /64, the smallest network
-/// a site is given (one host can use every address in it).
+/// The client an address belongs to, for the per-client cap: the throttle's own rule
+/// (an IPv4 address, also when written IPv4-mapped; an IPv6 address's /64).
 fn client_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
-        },
-    }
+    hapnd_auth::ClientIdentity::client_of(ip)
 }
 
 #[cfg(test)]

@@ -645,7 +645,10 @@ const NEVER_FORWARDED: [&str; 3] = ["x-original-url", "x-rewrite-url", "http2-se
 /// The admin page's session cookies: cookies ignore ports, so a browser signed in to the
 /// admin listener on the same host sends them to the public listener too. Never forwarded
 /// to a backend, whose logs would then hold a live admin session.
-const ADMIN_COOKIES: [&str; 2] = ["hapnd_admin_session", "__Host-hapnd_admin_session"];
+const ADMIN_COOKIES: [&str; 2] = [
+    crate::admin::page::COOKIE_NAME,
+    crate::admin::page::TLS_COOKIE_NAME,
+];
 
 /// `Cookie` without the admin page's session cookies; `None` when nothing is left.
 fn without_admin_cookies(cookie: &HeaderValue) -> Option<HeaderValue> {

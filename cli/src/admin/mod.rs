@@ -8,7 +8,7 @@
 mod access;
 mod api;
 mod host;
-mod page;
+pub(crate) mod page;
 mod session;
 mod views;
 

@@ -29,10 +29,10 @@ use super::session::{SESSION_TTL, same};
 use super::views::{CreatedPage, KeysPage, LoginPage, RevokePage, Row, message, render};
 
 /// The session cookie's name over plain HTTP.
-const COOKIE_NAME: &str = "hapnd_admin_session";
+pub(crate) const COOKIE_NAME: &str = "hapnd_admin_session";
 /// Its name behind TLS: browsers keep a `__Host-` cookie only if it is `Secure`, has
 /// `Path=/` and no `Domain`, so no subdomain and no plain-HTTP origin can set it.
-const TLS_COOKIE_NAME: &str = "__Host-hapnd_admin_session";
+pub(crate) const TLS_COOKIE_NAME: &str = "__Host-hapnd_admin_session";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 /// What every page response carries. `Referrer-Policy: same-origin`, not `no-referrer`:
