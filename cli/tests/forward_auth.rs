@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use gateway::{
     EchoBackend, Gateway, Relay, Response, TempDir, create_key, create_key_with, echoed,
-    readme_block, request, request_from, require, run, text,
+    h2c_request_from, readme_block, request, request_from, require, run, text,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -688,6 +688,32 @@ fn forwarding_headers_count_only_from_trusted_proxies() {
     assert_refused(&r, 429, "too_many_failed_attempts", None);
     // A client behind that proxy, named by it, is still its own client.
     let r = get(proxy, &fresh("behind"), "198.51.100.1");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The same rules over h2c. A third untrusted address rotating X-Forwarded-For is
+    // still one client; the blocked guesser stays blocked whatever it claims; another
+    // address's fresh key is admitted.
+    let h2c = |from: IpAddr, key: &str, xff: &str| {
+        h2c_request_from(
+            from,
+            gateway.addr,
+            "/v1/whoami",
+            &[
+                ("authorization", bearer(key).as_str()),
+                ("x-forwarded-for", xff),
+            ],
+        )
+    };
+    let third: IpAddr = "127.0.0.4".parse().unwrap();
+    for n in 0..3 {
+        let r = h2c(third, &guess(), &format!("198.51.100.{}", 10 + n));
+        assert_eq!(r.status, 401, "h2c guess {n}: {}", r.body);
+    }
+    let r = h2c(third, &guess(), "198.51.100.99");
+    assert_refused(&r, 429, "too_many_failed_attempts", None);
+    let r = h2c(GUESSER, &guess(), "198.51.100.1");
+    assert_refused(&r, 429, "too_many_failed_attempts", None);
+    let r = h2c(OTHER, &fresh("other-h2c"), "127.0.0.4");
     assert_eq!(r.status, 200, "{}", r.body);
 }
 

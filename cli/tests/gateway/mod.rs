@@ -466,3 +466,52 @@ pub fn request_from(
     stream.write_all(head.as_bytes()).unwrap();
     read_response(&mut stream)
 }
+
+/// One h2c request (HTTP/2 by prior knowledge) from the loopback address `source`, as
+/// [`request_from`] does over HTTP/1.1; the head is rebuilt as text so that
+/// [`Response::header`] reads it alike.
+pub fn h2c_request_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    use http_body_util::{BodyExt, Empty};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let mut request = hyper::Request::get(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::<bytes::Bytes>::new()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request))
+            .await
+            .expect("an answer within 15 s")
+            .unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let status = response.status().as_u16();
+        let mut head = format!("HTTP/2 {status}");
+        for (name, value) in response.headers() {
+            head.push_str(&format!("\r\n{name}: {}", text(value.as_bytes())));
+        }
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Response {
+            status,
+            head,
+            body: text(&body),
+        }
+    })
+}
