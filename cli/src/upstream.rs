@@ -650,26 +650,37 @@ const ADMIN_COOKIES: [&str; 2] = [
     crate::admin::page::TLS_COOKIE_NAME,
 ];
 
-/// `Cookie` without the admin page's session cookies; `None` when nothing is left.
-fn without_admin_cookies(cookie: &HeaderValue) -> Option<HeaderValue> {
-    let kept: Vec<&[u8]> = cookie
-        .as_bytes()
-        .split(|&b| b == b';')
-        .map(<[u8]>::trim_ascii)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair
-                .split(|&b| b == b'=')
-                .next()
-                .unwrap_or(pair)
-                .trim_ascii();
-            !ADMIN_COOKIES.iter().any(|admin| name == admin.as_bytes())
-        })
-        .collect();
-    if kept.is_empty() {
+/// Whether one `name=value` pair of a `Cookie` header is an admin session cookie.
+fn is_admin_cookie(pair: &[u8]) -> bool {
+    let name = pair
+        .split(|&b| b == b'=')
+        .next()
+        .unwrap_or(pair)
+        .trim_ascii();
+    ADMIN_COOKIES.iter().any(|admin| name == admin.as_bytes())
+}
+
+/// `Cookie` without the admin page's session cookies: `Some(None)` when nothing is left,
+/// `None` when it holds none of them (the usual case: the header is left as it is, with
+/// no allocation).
+fn without_admin_cookies(cookie: &HeaderValue) -> Option<Option<HeaderValue>> {
+    let pairs = || {
+        cookie
+            .as_bytes()
+            .split(|&b| b == b';')
+            .map(<[u8]>::trim_ascii)
+    };
+    if !pairs().any(is_admin_cookie) {
         return None;
     }
-    HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
+    let kept: Vec<&[u8]> = pairs()
+        .filter(|pair| !pair.is_empty() && !is_admin_cookie(pair))
+        .collect();
+    Some(if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_bytes(&kept.join(&b"; "[..])).ok()
+    })
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -710,8 +721,8 @@ fn prepare_request(
             headers.insert(header::COOKIE, value);
         }
     }
-    if let Some(cookie) = headers.get(header::COOKIE) {
-        match without_admin_cookies(cookie) {
+    if let Some(filtered) = headers.get(header::COOKIE).and_then(without_admin_cookies) {
+        match filtered {
             Some(kept) => headers.insert(header::COOKIE, kept),
             None => headers.remove(header::COOKIE),
         };
