@@ -1487,3 +1487,232 @@ fn a_base_path_prefixes_every_forwarded_path_and_options_star_is_refused() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(backend.seen.lock().unwrap().len(), forwarded);
 }
+
+/// The paths an echo backend was asked for, in order.
+fn paths_seen(r: &Response) -> String {
+    r.json()["path"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
+    let dir = TempDir::new("up-routes");
+    let (default, billing) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(default.addr)),
+            ("--route", format!("/billing={}", url(billing.addr))),
+            // Longer, written in another case, with a trailing slash and a base path.
+            (
+                "--route",
+                format!("/Billing/Admin/=http://{}/inner", default.addr),
+            ),
+            ("--public-path", "/billing/health".to_owned()),
+            ("--route-live", format!("/payouts={}", url(billing.addr))),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    // A live-only route refuses a sandbox key, which reaches --upstream no more than it.
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_environment"));
+    assert!(default.seen.lock().unwrap().is_empty());
+    assert!(billing.seen.lock().unwrap().is_empty());
+    for (path, to_billing, seen) in [
+        ("/billing", true, "/billing"),
+        ("/billing/", true, "/billing/"),
+        ("/billing/invoices/7?q=1", true, "/billing/invoices/7?q=1"),
+        ("/BILLING/x", true, "/BILLING/x"),
+        ("/billingx", false, "/billingx"),
+        ("/billing/admin/y", false, "/inner/billing/admin/y"),
+        ("/billing/administrator", true, "/billing/administrator"),
+        ("/other", false, "/other"),
+    ] {
+        let before = (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        );
+        let r = request(gw.addr, "GET", path, &[("Authorization", &auth)]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(paths_seen(&r), seen, "{path}");
+        assert_eq!(echoed(&r, "x-hapnd-tenant"), ["acme"], "{path}");
+        let after = (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        );
+        let expected = if to_billing {
+            (before.0, before.1 + 1)
+        } else {
+            (before.0 + 1, before.1)
+        };
+        assert_eq!(after, expected, "{path} went to the wrong backend");
+    }
+    // A public path under a route goes to the route's backend, without a key.
+    let r = request(gw.addr, "GET", "/billing/health", &[]);
+    assert_eq!(
+        (r.status, paths_seen(&r).as_str()),
+        (200, "/billing/health")
+    );
+    assert!(echoed(&r, "x-hapnd-tenant").is_empty());
+    assert_eq!(billing.seen.lock().unwrap().len(), 6);
+
+    // Without a key: the gateway's 401 on a route too.
+    let r = request(gw.addr, "GET", "/billing/x", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+    // Paths a backend could read as under another prefix than the gateway did are not
+    // routed at all, key or no key.
+    let counts = || {
+        (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        )
+    };
+    let before = counts();
+    for path in [
+        "/billing/../admin",
+        "/billing/./x",
+        "/other/../billing/x",
+        "/other/%2e%2e/billing",
+        "/%62illing/x",
+        "/billing%2fadmin",
+        "/billing/..;/admin",
+        "/billing;v=1/x",
+        "/billing\\..\\admin",
+        "/billing/health/../../admin",
+    ] {
+        for headers in [&[("Authorization", auth.as_str())][..], &[]] {
+            let r = request(gw.addr, "GET", path, headers);
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, "invalid_path"),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        counts(),
+        before,
+        "a path that is not plain reached a backend"
+    );
+}
+
+#[test]
+fn a_sandbox_key_never_reaches_a_live_only_route_and_unrouted_paths_are_404() {
+    let dir = TempDir::new("up-route-env");
+    let (live_backend, sandbox_backend) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            (
+                "--route-live",
+                format!("/payouts={}", url(live_backend.addr)),
+            ),
+            ("--route", format!("/events={}", url(live_backend.addr))),
+            (
+                "--route-sandbox",
+                format!("/events={}", url(sandbox_backend.addr)),
+            ),
+        ]),
+    );
+    let (live, _) = create_key(dir.path(), &db, "acme", "live", "lv");
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts/1",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_environment"));
+    assert!(
+        live_backend.seen.lock().unwrap().is_empty(),
+        "a sandbox key was forwarded"
+    );
+    assert!(sandbox_backend.seen.lock().unwrap().is_empty());
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts/1",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    // --route-sandbox overrides --route for sandbox keys only.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/events",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["sandbox"]);
+    assert_eq!(sandbox_backend.seen.lock().unwrap().len(), 1);
+    let r = request(
+        gw.addr,
+        "GET",
+        "/events",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    assert_eq!(live_backend.seen.lock().unwrap().len(), 2);
+    // No --upstream: a path under no route is 404 once the key is admitted, 401 before.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/elsewhere",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (404, "no_route"));
+    let r = request(gw.addr, "GET", "/elsewhere", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+    assert_eq!(live_backend.seen.lock().unwrap().len(), 2);
+    assert_eq!(sandbox_backend.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_bad_route_is_a_clear_start_up_error() {
+    let dir = TempDir::new("up-route-flags");
+    let db = dir.path().join("keys.db").display().to_string();
+    for (args, says) in [
+        (&["serve", "--route", "/billing"][..], "expected PREFIX=URL"),
+        (
+            &["serve", "--route", "billing=http://127.0.0.1:1"][..],
+            "starts with /",
+        ),
+        (
+            &["serve", "--route", "/=http://127.0.0.1:1"][..],
+            "is --upstream",
+        ),
+        (
+            &["serve", "--route", "/a/../b=http://127.0.0.1:1"][..],
+            "dot segments",
+        ),
+        (
+            &["serve", "--route", "/a%20b=http://127.0.0.1:1"][..],
+            "%-escapes",
+        ),
+        (
+            &["serve", "--route-live", "/billing=https://127.0.0.1:1"][..],
+            "only http://",
+        ),
+        (
+            &[
+                "serve",
+                "--route",
+                "/billing=http://127.0.0.1:1",
+                "--route",
+                "/Billing/=http://127.0.0.1:2",
+            ][..],
+            "--route /Billing is given twice",
+        ),
+    ] {
+        let out = gateway::run(dir.path(), &db, args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = gateway::text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
