@@ -742,7 +742,9 @@ fn chain(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the names the `Connection` header lists.
-/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]).
+/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]). `Trailer` is end to end
+/// (hyper sends only the trailers it declares), but loses the names no trailer may carry
+/// ([`is_banned_trailer`]).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -759,13 +761,65 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
         header::TE,
-        header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::PROXY_AUTHENTICATE,
     ] {
         headers.remove(name);
+    }
+    if headers.contains_key(header::TRAILER) {
+        let declared: Vec<&str> = headers
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| {
+                HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| !is_banned_trailer(&n))
+            })
+            .collect();
+        match HeaderValue::from_str(&declared.join(", ")) {
+            Ok(value) if !declared.is_empty() => headers.insert(header::TRAILER, value),
+            _ => headers.remove(header::TRAILER),
+        };
+    }
+}
+
+/// A trailer no hop passes on: a hop-by-hop name, one of the gateway's (`x-hapnd-*` in
+/// any spelling), a credential, or a forwarding header.
+fn is_banned_trailer(name: &HeaderName) -> bool {
+    const BANNED: [HeaderName; 13] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::AUTHORIZATION,
+        header::HOST,
+        header::FORWARDED,
+        X_FORWARDED_FOR,
+    ];
+    BANNED.contains(name)
+        || is_gateway_header(name)
+        || name.as_str().starts_with("x-forwarded-")
+        || CLIENT_CLAIMS.contains(&name.as_str())
+        || NEVER_FORWARDED.contains(&name.as_str())
+}
+
+/// The client's trailers, as the backend may get them: without [`is_banned_trailer`]'s.
+fn prepare_trailers(trailers: &mut HeaderMap) {
+    let banned: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| is_banned_trailer(name))
+        .cloned()
+        .collect();
+    for name in banned {
+        trailers.remove(name);
     }
 }
 
@@ -856,7 +910,23 @@ fn prepare_request(
     trusted: bool,
     host: Option<HeaderValue>,
 ) {
+    // `TE: trailers` (the client takes trailers) is the one TE a proxy passes on.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
     remove_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::AUTHORIZATION);
     // The client sets Host from the upstream URL; the client's is in X-Forwarded-Host.
     headers.remove(header::HOST);
@@ -977,7 +1047,12 @@ impl HttpBody for Sent {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut poll
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            prepare_trailers(trailers);
+        }
         match &poll {
             Poll::Ready(None) => self.done = None,
             Poll::Ready(Some(Err(_))) => {

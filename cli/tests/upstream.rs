@@ -85,8 +85,10 @@ fn forwards_with_the_gateway_identity_and_no_forged_credential_or_hop_by_hop_hea
             ("Keep-Alive", "timeout=5"),
             ("Proxy-Connection", "keep-alive"),
             ("Proxy-Authorization", "Basic c2VjcmV0"),
-            ("TE", "trailers"),
-            ("Trailer", "x-checksum"),
+            // A TE other than `trailers`, and a Trailer naming only what no trailer may
+            // carry (trailers_pass_both_ways_over_http1_... covers the others).
+            ("TE", "gzip"),
+            ("Trailer", "X-Hapnd-Tenant, connection"),
             ("Upgrade", "foo/1"),
             // Forged forwarding headers from a client that is no trusted proxy.
             ("X-Forwarded-For", "6.6.6.6"),
@@ -1715,4 +1717,228 @@ fn a_bad_route_is_a_clear_start_up_error() {
         let stderr = gateway::text(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// A body of one data frame, then trailers.
+struct WithTrailers {
+    data: Option<bytes::Bytes>,
+    trailers: Option<hyper::HeaderMap>,
+}
+
+impl hyper::body::Body for WithTrailers {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(hyper::body::Frame::data(data)),
+            None => self.trailers.take().map(hyper::body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> hyper::HeaderMap {
+    let mut map = hyper::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            hyper::header::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+/// A backend that answers with the request's body, headers and trailers as JSON, in a
+/// chunked body with a trailer of its own (`x-backend-digest`, declared in `Trailer`).
+fn trailer_backend() -> (SocketAddr, tokio::runtime::Runtime) {
+    use hyper_util::rt::TokioIo;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async {
+                        use http_body_util::BodyExt;
+                        let pairs = |map: &hyper::HeaderMap| -> Vec<(String, String)> {
+                            map.iter()
+                                .map(|(n, v)| (n.to_string(), gateway::text(v.as_bytes())))
+                                .collect()
+                        };
+                        let headers = pairs(req.headers());
+                        let collected = req.into_body().collect().await.unwrap();
+                        let trailers = collected.trailers().map(pairs).unwrap_or_default();
+                        let body = serde_json::json!({
+                            "body": gateway::text(&collected.to_bytes()),
+                            "headers": headers,
+                            "trailers": trailers,
+                        });
+                        let body = WithTrailers {
+                            data: Some(bytes::Bytes::from(body.to_string())),
+                            trailers: Some(header_map(&[("x-backend-digest", "sha-1")])),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("trailer", "x-backend-digest")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, runtime)
+}
+
+/// Lower-case names of a `[[name, value], ...]` list.
+fn pair_names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap().to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn trailers_pass_both_ways_over_http1_but_not_the_gateways_names_or_hop_by_hop() {
+    let dir = TempDir::new("up-trailers");
+    let (backend, _runtime) = trailer_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let declared =
+        "X-Checksum, X-Hapnd-Tenant, X_Hapnd_Key_Id, Connection, Keep-Alive, Authorization";
+    let raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {}\r\n\
+         TE: trailers\r\nTrailer: {declared}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-Checksum: 42\r\nX-Hapnd-Tenant: evil\r\nX_Hapnd_Key_Id: evil\r\n\
+         Connection: close\r\nKeep-Alive: timeout=1\r\nAuthorization: Bearer sk_live_forged\r\n\r\n",
+        gw.addr,
+        bearer(&key)
+    );
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, chunked) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("trailer: x-backend-digest"), "{head}");
+    // The backend's trailer, after the last chunk.
+    let (_, after_last) = chunked.rsplit_once("\r\n0\r\n").expect("a chunked body");
+    assert_eq!(after_last, "x-backend-digest: sha-1\r\n\r\n", "{answer}");
+    let r = Response {
+        status: 200,
+        head: head.to_owned(),
+        body: gateway::text(&dechunked(chunked)),
+    };
+    let seen = r.json();
+    assert_eq!(seen["body"], "hello");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!([["x-checksum", "42"]]),
+        "{seen}"
+    );
+    let headers: Vec<(String, String)> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    let get = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("trailer"), ["X-Checksum"], "{seen}");
+    assert_eq!(get("te"), ["trailers"], "{seen}");
+    assert_eq!(get("x-hapnd-tenant"), ["acme"], "{seen}");
+    assert!(!pair_names(&seen["headers"]).contains(&"authorization".to_owned()));
+}
+
+/// The data of a chunked body (no trailers).
+fn dechunked(mut body: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest.as_bytes()[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+#[test]
+fn trailers_pass_both_ways_from_an_h2c_client_that_declares_them() {
+    let dir = TempDir::new("up-trailers-h2c");
+    let (backend, _runtime) = trailer_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body, trailers) = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post(format!("http://{}/upload", gw.addr))
+            .header("authorization", bearer(&key))
+            .header("te", "trailers")
+            .header("trailer", "x-checksum, x-hapnd-tenant, x_hapnd_key_id")
+            .body(WithTrailers {
+                data: Some(bytes::Bytes::from_static(b"hello")),
+                trailers: Some(header_map(&[
+                    ("x-checksum", "42"),
+                    ("x-hapnd-tenant", "evil"),
+                    ("x_hapnd_key_id", "evil"),
+                ])),
+            })
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(15), send.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response.status().as_u16();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (status, collected.to_bytes(), trailers)
+    });
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["body"], "hello");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!([["x-checksum", "42"]]),
+        "{seen}"
+    );
+    let trailers = trailers.expect("the backend's trailers");
+    assert_eq!(trailers["x-backend-digest"], "sha-1");
+    assert_eq!(trailers.len(), 1);
 }
