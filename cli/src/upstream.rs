@@ -40,6 +40,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service as _, ServiceBuilder};
 
 use crate::logging;
+use crate::server;
 use crate::verify::{self, ERROR_HEADER};
 
 /// The upstream flags of `serve`.
@@ -533,6 +534,11 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             ask_upgrade(&mut parts.headers, protocol.clone());
         }
+        // The connection's slots, for the tunnel to hold (server::connection puts it in).
+        let held = upgrade
+            .is_some()
+            .then(|| parts.extensions.remove::<server::Held>())
+            .flatten();
         let (sent, body_done, client_broke) = Sent::new(body);
         let mut outgoing = Request::from_parts(parts, sent);
         *outgoing.uri_mut() = uri;
@@ -584,7 +590,7 @@ impl Proxy {
                     (true, Some((_, client)), Some(protocol)) => {
                         metrics.answered.increment(1);
                         let backend = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client, backend, self.inner.idle));
+                        tokio::spawn(tunnel(client, backend, self.inner.idle, held));
                         let (mut parts, _) = response.into_parts();
                         remove_hop_by_hop(&mut parts.headers);
                         ask_upgrade(&mut parts.headers, protocol);
@@ -667,13 +673,22 @@ fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Copies bytes both ways between the upgraded client and backend connections until both
-/// have closed, either fails, or nothing moves for `idle`.
+/// have closed, either fails, nothing moves for `idle` (a read or a write alike), or the
+/// listener shuts down. `held` keeps the client connection's slots taken meanwhile.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     idle: Duration,
+    held: Option<server::Held>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let closing = async move {
+        match held {
+            Some(mut held) => held.closing().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(closing);
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(e) => {
@@ -693,7 +708,7 @@ async fn tunnel(
                     let _ = backend_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if backend_write.write_all(&up[..n]).await.is_err() {
+                    if !send(&mut backend_write, &up[..n], idle).await {
                         return;
                     }
                 }
@@ -704,7 +719,7 @@ async fn tunnel(
                     let _ = client_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if client_write.write_all(&down[..n]).await.is_err() {
+                    if !send(&mut client_write, &down[..n], idle).await {
                         return;
                     }
                 }
@@ -713,8 +728,29 @@ async fn tunnel(
                 tracing::debug!("closing an idle upgraded connection");
                 return;
             }
+            () = &mut closing => return,
         }
     }
+}
+
+/// Writes all of `bytes`, or false when the peer fails or takes none of them for `idle`
+/// (a reader that stopped reading must not hold the tunnel open).
+async fn send(
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut bytes: &[u8],
+    idle: Duration,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    while !bytes.is_empty() {
+        match tokio::time::timeout(idle, to.write(bytes)).await {
+            Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
+            _ => {
+                tracing::debug!("closing an upgraded connection whose peer takes no bytes");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -1942,3 +1942,206 @@ fn trailers_pass_both_ways_from_an_h2c_client_that_declares_them() {
     assert_eq!(trailers["x-backend-digest"], "sha-1");
     assert_eq!(trailers.len(), 1);
 }
+
+/// A TCP connection to `addr` from the loopback address `source`.
+fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+}
+
+/// Sends a WebSocket handshake with `key` on `stream` and reads the answer's head; `None`
+/// when the gateway closed the connection instead.
+fn websocket_handshake(stream: &mut TcpStream, addr: SocketAddr, key: &str) -> Option<String> {
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: {}\r\n\r\n",
+        bearer(key)
+    );
+    // Over its share, the connection may be closed before the write even lands.
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return None,
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "neither an answer nor a close in 15 s"
+                );
+                return None;
+            }
+        }
+    }
+    Some(String::from_utf8(head).unwrap())
+}
+
+/// A tunnel that echoes: one masked frame goes there and back.
+fn assert_echoes(stream: &mut TcpStream) {
+    let frame = [0x81u8, 0x82, 9, 9, 9, 9, b'o' ^ 9, b'k' ^ 9];
+    stream.write_all(&frame).unwrap();
+    let mut back = [0u8; 8];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, frame);
+}
+
+#[test]
+fn websocket_tunnels_count_against_the_clients_connection_share() {
+    let dir = TempDir::new("up-ws-share");
+    let (backend, heads) = upgrade_backend();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--max-connections-per-client", "2".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let one: IpAddr = "127.0.0.1".parse().unwrap();
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(one, gw.addr);
+        let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_echoes(&mut stream);
+        tunnels.push(stream);
+    }
+    // Both tunnels hold their connections: a third from the same address is closed.
+    let mut third = connect_from(one, gw.addr);
+    assert_eq!(
+        websocket_handshake(&mut third, gw.addr, &key),
+        None,
+        "a third tunnel over a share of 2"
+    );
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        2,
+        "the backend saw a third handshake"
+    );
+    // Another address has a share of its own.
+    let mut elsewhere = connect_from(other, gw.addr);
+    let head = websocket_handshake(&mut elsewhere, gw.addr, &key).expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_echoes(&mut elsewhere);
+    // A tunnel closed gives its slot back.
+    let closed = tunnels.pop().unwrap();
+    closed.shutdown(std::net::Shutdown::Both).unwrap();
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = connect_from(one, gw.addr);
+        if let Some(head) = websocket_handshake(&mut stream, gw.addr, &key) {
+            again = Some((head, stream));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (head, mut stream) = again.expect("the closed tunnel's slot back within 5 s");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_echoes(&mut stream);
+    assert_echoes(&mut tunnels[0]);
+    // Shutting down ends the tunnels (the gateway waits for every slot to come back).
+    gw.signal("TERM");
+    let mut byte = [0u8];
+    for tunnel in [&mut stream, &mut tunnels[0], &mut elsewhere] {
+        match tunnel.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("the backend sent nothing"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a tunnel was still open 15 s after SIGTERM"
+            ),
+        }
+    }
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        gw.log_text().contains("hapnd-auth gateway stopped")
+    });
+    assert!(stopped, "not stopped 10 s after SIGTERM: {}", gw.log_text());
+}
+
+#[test]
+fn a_tunnel_whose_backend_stops_reading_is_closed_after_the_idle_timeout() {
+    let dir = TempDir::new("up-ws-stall");
+    // A backend that switches, then never reads (nor closes) for a minute.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                read_head(&mut stream);
+                stream
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\n\r\n",
+                    )
+                    .unwrap();
+                std::thread::sleep(Duration::from_secs(60));
+                drop(stream);
+            });
+        }
+    });
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = connect_from("127.0.0.1".parse().unwrap(), gw.addr);
+    let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Write until the bytes back up (the backend reads none), in a thread of its own.
+    let mut writer = stream.try_clone().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        while writer.write_all(&chunk).is_ok() {
+            count.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+    });
+    // The gateway gives up on the stalled write: the client sees its connection end
+    // (closed or reset), well before the backend would close after a minute.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut byte = [0u8];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("the backend sent nothing"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the stalled tunnel was still open after 20 s (idle timeout 1 s)"
+        ),
+    }
+    assert!(
+        written.load(Ordering::SeqCst) > 64 * 1024,
+        "the client's bytes backed up"
+    );
+}
