@@ -420,15 +420,17 @@ impl Drop for Counted {
 
 /// A request body that fails once the client has kept the handler waiting for its next
 /// frame for the idle timeout: a request the gateway works on keeps its connection open,
-/// so one whose body stops arriving must not do so for ever.
-struct Stalling<B> {
+/// so one whose body stops arriving must not do so for ever. `serve --upstream` wraps the
+/// backend's response bodies alike: a backend that stops mid-body gets the client
+/// connection closed after the idle timeout (the answer is cut, as the backend left it).
+pub(crate) struct Stalling<B> {
     inner: B,
     idle_timeout: Duration,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> Stalling<B> {
-    fn new(inner: B, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle_timeout: Duration) -> Self {
         Stalling {
             inner,
             idle_timeout,
@@ -458,7 +460,7 @@ where
             .waiting
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_timeout)));
         match waiting.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err("the request body stopped arriving".into()))),
+            Poll::Ready(()) => Poll::Ready(Some(Err("the body stopped arriving".into()))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -609,6 +609,8 @@ impl Proxy {
                 }
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
+                // A backend that stops mid-body must not hold the client connection open.
+                let body = server::Stalling::new(body, self.inner.idle);
                 Response::from_parts(parts, Body::new(body))
             }
             // The client's body broke off (it went away mid-upload): not the backend's fault.

@@ -2145,3 +2145,111 @@ fn a_tunnel_whose_backend_stops_reading_is_closed_after_the_idle_timeout() {
         "the client's bytes backed up"
     );
 }
+
+/// A backend that answers every request with a head announcing `length` bytes, then
+/// `sent` bytes of them, then (when `sent < length`) nothing for a minute.
+fn raw_body_backend(length: usize, sent: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                read_head(&mut stream);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+                stream.write_all(head.as_bytes()).unwrap();
+                let _ = stream.write_all(&vec![b'x'; sent]);
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    addr
+}
+
+/// Reads what the gateway sends on `stream` until it closes; panics if it stays open
+/// (silent) for 20 s. Returns the bytes after the head.
+fn read_until_closed(stream: &mut TcpStream, pause_per_mib: Duration) -> usize {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut raw, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let before = raw.len() >> 20;
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() >> 20 != before {
+                    std::thread::sleep(pause_per_mib);
+                }
+            }
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "the connection was still open, silent, after 20 s"
+                );
+                break;
+            }
+        }
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        gateway::text(&raw[..end])
+    );
+    raw.len() - end - 4
+}
+
+fn get_with(stream: &mut TcpStream, addr: SocketAddr, key: &str, path: &str) {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {}\r\n\r\n",
+        bearer(key)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_slow_reader_of_a_large_response_is_not_cut_while_bytes_move() {
+    const SIZE: usize = 16 << 20;
+    let dir = TempDir::new("up-slow-reader");
+    let backend = raw_body_backend(SIZE, SIZE);
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    get_with(&mut stream, gw.addr, &key, "/big");
+    // 16 pauses of 400 ms: the whole answer takes several idle timeouts to read.
+    let got = read_until_closed(&mut stream, Duration::from_millis(400));
+    assert_eq!(got, SIZE, "the answer was cut");
+}
+
+#[test]
+fn a_backend_that_stops_mid_body_gets_the_connection_closed_after_the_idle_timeout() {
+    let dir = TempDir::new("up-stops-mid-body");
+    let backend = raw_body_backend(1 << 20, 64 * 1024);
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    get_with(&mut stream, gw.addr, &key, "/stalls");
+    // Closed well before the backend's minute, with the part it sent and no more.
+    let got = read_until_closed(&mut stream, Duration::ZERO);
+    assert_eq!(got, 64 * 1024);
+}
