@@ -1511,6 +1511,7 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
             ),
             ("--public-path", "/billing/health".to_owned()),
             ("--route-live", format!("/payouts={}", url(billing.addr))),
+            ("--route", format!("/v1={}", url(billing.addr))),
         ]),
     );
     let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
@@ -1535,6 +1536,7 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         ("/billing/admin/y", false, "/inner/billing/admin/y"),
         ("/billing/administrator", true, "/billing/administrator"),
         ("/other", false, "/other"),
+        ("/v1/orders", true, "/v1/orders"),
     ] {
         let before = (
             default.seen.lock().unwrap().len(),
@@ -1555,6 +1557,11 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         };
         assert_eq!(after, expected, "{path} went to the wrong backend");
     }
+    // The gateway's own routes stay its own under any route.
+    let before = billing.seen.lock().unwrap().len();
+    let r = request(gw.addr, "GET", "/v1/whoami", &[("Authorization", &auth)]);
+    assert_eq!((r.status, r.json()["tenant"].as_str()), (200, Some("acme")));
+    assert_eq!(billing.seen.lock().unwrap().len(), before);
     // A public path under a route goes to the route's backend, without a key.
     let r = request(gw.addr, "GET", "/billing/health", &[]);
     assert_eq!(
@@ -1562,7 +1569,7 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         (200, "/billing/health")
     );
     assert!(echoed(&r, "x-hapnd-tenant").is_empty());
-    assert_eq!(billing.seen.lock().unwrap().len(), 6);
+    assert_eq!(billing.seen.lock().unwrap().len(), 7);
 
     // Without a key: the gateway's 401 on a route too.
     let r = request(gw.addr, "GET", "/billing/x", &[]);
@@ -1827,13 +1834,14 @@ fn trailers_pass_both_ways_over_http1_but_not_the_gateways_names_or_hop_by_hop()
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    let declared =
-        "X-Checksum, X-Hapnd-Tenant, X_Hapnd_Key_Id, Connection, Keep-Alive, Authorization";
+    let declared = "X-Checksum, X-Hapnd-Tenant, X_Hapnd_Key_Id, Connection, Keep-Alive, \
+                    Authorization, X-Forwarded-For, X-Real-IP";
     let raw = format!(
         "POST /upload HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {}\r\n\
          TE: trailers\r\nTrailer: {declared}\r\nTransfer-Encoding: chunked\r\n\r\n\
          5\r\nhello\r\n0\r\nX-Checksum: 42\r\nX-Hapnd-Tenant: evil\r\nX_Hapnd_Key_Id: evil\r\n\
-         Connection: close\r\nKeep-Alive: timeout=1\r\nAuthorization: Bearer sk_live_forged\r\n\r\n",
+         Connection: close\r\nKeep-Alive: timeout=1\r\nAuthorization: Bearer sk_live_forged\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
         gw.addr,
         bearer(&key)
     );
