@@ -54,7 +54,8 @@ pub(crate) struct Limits {
     pub(crate) max_connections: u64,
     /// The most connections one client address (IPv6: its /64) may hold open on the
     /// public listener; past it a new connection is closed at once. Default: 64, or a
-    /// quarter of --max-connections when that is less. Behind a proxy every client is the
+    /// quarter of --max-connections when that is less. A WebSocket tunnel counts (here and
+    /// against --max-connections) as long as it lives. Behind a proxy every client is the
     /// proxy's address: raise it (up to --max-connections).
     #[arg(long = "max-connections-per-client", value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub(crate) max_connections_per_client: Option<u64>,
@@ -173,8 +174,14 @@ async fn connection(
     app: Router,
     limits: Limits,
     mut closing: watch::Receiver<bool>,
-    _slots: Slots,
+    slots: Slots,
 ) {
+    // An upgraded connection (a WebSocket tunnel) outlives this function: it holds the
+    // slots too, through the `Held` its handshake request carries.
+    let held = Held {
+        _slots: Arc::new(slots),
+        closing: closing.clone(),
+    };
     let (header_timeout, idle_timeout) = (limits.header_read_timeout(), limits.idle_timeout());
     let start = Instant::now();
     let read_any = Arc::new(AtomicBool::new(false));
@@ -187,6 +194,10 @@ async fn connection(
     // What `axum::serve(...).into_make_service_with_connect_info()` would insert.
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        // Only a request that may be upgraded needs it (and its cost).
+        if request.headers().contains_key(hyper::header::UPGRADE) {
+            request.extensions_mut().insert(held.clone());
+        }
         let request = request.map(|body| axum::body::Body::new(Stalling::new(body, idle_timeout)));
         let requests = counted.clone();
         let busy = Busy::start(requests.clone());
@@ -409,15 +420,17 @@ impl Drop for Counted {
 
 /// A request body that fails once the client has kept the handler waiting for its next
 /// frame for the idle timeout: a request the gateway works on keeps its connection open,
-/// so one whose body stops arriving must not do so for ever.
-struct Stalling<B> {
+/// so one whose body stops arriving must not do so for ever. `serve --upstream` wraps the
+/// backend's response bodies alike: a backend that stops mid-body gets the client
+/// connection closed after the idle timeout (the answer is cut, as the backend left it).
+pub(crate) struct Stalling<B> {
     inner: B,
     idle_timeout: Duration,
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> Stalling<B> {
-    fn new(inner: B, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, idle_timeout: Duration) -> Self {
         Stalling {
             inner,
             idle_timeout,
@@ -447,7 +460,7 @@ where
             .waiting
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle_timeout)));
         match waiting.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err("the request body stopped arriving".into()))),
+            Poll::Ready(()) => Poll::Ready(Some(Err("the body stopped arriving".into()))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -498,6 +511,23 @@ impl Clients {
             open: Some(self.open.clone()),
             client,
         })
+    }
+}
+
+/// A connection's slots (its place under --max-connections and in its client's share) and
+/// the listener's shutdown signal, for whatever the connection becomes: `serve --upstream`
+/// moves it into a WebSocket tunnel, which then counts against both limits as long as it
+/// lives, and ends on shutdown.
+#[derive(Clone)]
+pub(crate) struct Held {
+    _slots: Arc<Slots>,
+    closing: watch::Receiver<bool>,
+}
+
+impl Held {
+    /// Resolves once the listener shuts down.
+    pub(crate) async fn closing(&mut self) {
+        let _ = self.closing.wait_for(|&closing| closing).await;
     }
 }
 

@@ -40,6 +40,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service as _, ServiceBuilder};
 
 use crate::logging;
+use crate::server;
 use crate::verify::{self, ERROR_HEADER};
 
 /// The upstream flags of `serve`.
@@ -63,10 +64,25 @@ pub(crate) struct Args {
     upstream_sandbox: Option<Target>,
     /// A path prefix forwarded without a key (repeat the flag): `/healthz` covers
     /// `/healthz` and `/healthz/...`, not `/healthzz`. Nothing is public unless named.
-    /// Goes to --upstream, else --upstream-live, else --upstream-sandbox, with no identity
-    /// headers. A path with dot segments, `;`, backslashes or %-escapes is never public.
+    /// Goes to --upstream, else --upstream-live, else --upstream-sandbox (under a route, to
+    /// the route's backend, chosen alike), with no identity headers. A path with dot
+    /// segments, `;`, backslashes or %-escapes is never public.
     #[arg(long = "public-path", value_name = "PREFIX", value_parser = parse_public)]
     public_paths: Vec<String>,
+    /// A backend for one path prefix, live and sandbox keys alike (repeat the flag):
+    /// `/billing=http://127.0.0.1:4000` sends `/billing` and `/billing/...` (not
+    /// `/billingx`) there, the prefix kept. The longest prefix wins; paths under none go
+    /// to --upstream. With routes, a path with dot segments, `;`, backslashes or
+    /// %-escapes is refused (400 invalid_path).
+    #[arg(long = "route", value_name = "PREFIX=URL", value_parser = parse_route)]
+    routes: Vec<Route>,
+    /// A prefix's backend for live keys (overrides --route for them). A prefix with only
+    /// a live backend refuses sandbox keys (403 wrong_environment).
+    #[arg(long = "route-live", value_name = "PREFIX=URL", value_parser = parse_route)]
+    routes_live: Vec<Route>,
+    /// A prefix's backend for sandbox keys (overrides --route for them).
+    #[arg(long = "route-sandbox", value_name = "PREFIX=URL", value_parser = parse_route)]
+    routes_sandbox: Vec<Route>,
     /// Milliseconds to connect to the backend before 504 upstream_timeout.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     upstream_connect_timeout_ms: u64,
@@ -122,6 +138,49 @@ fn parse_public(text: &str) -> Result<String, String> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
+/// One `--route`, `--route-live` or `--route-sandbox`: a path prefix (no trailing `/`)
+/// and its backend.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    prefix: String,
+    target: Target,
+}
+
+fn parse_route(text: &str) -> Result<Route, String> {
+    let (prefix, url) = text
+        .split_once('=')
+        .ok_or("expected PREFIX=URL, such as /billing=http://127.0.0.1:4000")?;
+    if !prefix.starts_with('/') {
+        return Err(format!("a route prefix starts with / (got {prefix:?})"));
+    }
+    if !is_plain(prefix) || prefix.contains(['?', '#']) || prefix.parse::<Uri>().is_err() {
+        return Err(format!(
+            "route prefix {prefix:?}: a plain path, with no dot segments, backslashes, \
+             semicolons, %-escapes, ? or #"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return Err("a route for / is --upstream (or --upstream-live, --upstream-sandbox)".into());
+    }
+    let target = parse_target(url).map_err(|e| format!("route {prefix}: {e}"))?;
+    Ok(Route {
+        prefix: prefix.to_owned(),
+        target,
+    })
+}
+
+/// Whether `path` is `prefix` or under it, whole segments only, ASCII case ignored (a
+/// backend that ignores case must not be reached past a route by `/BILLING`); the empty
+/// prefix (the default backends) takes every path.
+fn under(path: &str, prefix: &str) -> bool {
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    prefix.is_empty()
+        || path.len() >= prefix.len()
+            && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && path.get(prefix.len()).is_none_or(|&b| b == b'/')
+}
+
 /// No `.`/`..` segment, backslash, `;` path parameter or `%` escape: a path every backend
 /// reads as written, so that a prefix match here is a prefix match there
 /// (`/public/../admin` is not public, nor `/public/..;/admin`, which Tomcat and Spring read
@@ -141,23 +200,21 @@ impl Args {
         trusted: TrustedProxies,
         idle: Duration,
     ) -> Result<Option<Proxy>, String> {
-        let live = self.upstream_live.clone().or_else(|| self.upstream.clone());
-        let sandbox = self
-            .upstream_sandbox
-            .clone()
-            .or_else(|| self.upstream.clone());
-        let public = self
-            .upstream
-            .clone()
-            .or_else(|| self.upstream_live.clone())
-            .or_else(|| self.upstream_sandbox.clone());
-        let (live, sandbox) = (live.map(Arc::new), sandbox.map(Arc::new));
-        let Some(public) = public.map(Arc::new) else {
+        let default = Backends::new(
+            self.upstream.clone(),
+            self.upstream_live.clone(),
+            self.upstream_sandbox.clone(),
+        );
+        let routes = self.route_table()?;
+        if default.public.is_none() && routes.is_empty() {
             if !self.public_paths.is_empty() {
-                return Err("--public-path needs an upstream (--upstream URL)".to_owned());
+                return Err(
+                    "--public-path needs an upstream (--upstream URL or --route PREFIX=URL)"
+                        .to_owned(),
+                );
             }
             return Ok(None);
-        };
+        }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(
             self.upstream_connect_timeout_ms,
@@ -172,14 +229,72 @@ impl Args {
                 client,
                 timeout: Duration::from_secs(self.upstream_timeout_secs),
                 trusted,
-                live,
-                sandbox,
-                public,
+                routes,
+                default,
                 public_paths: self.public_paths.clone(),
                 metrics: Metrics::register(),
                 idle,
             }),
         }))
+    }
+}
+
+impl Args {
+    /// The `--route*` flags by prefix, longest first; a prefix given twice to one flag is
+    /// an error. Prefixes are compared with ASCII case ignored, as paths are matched.
+    fn route_table(&self) -> Result<Vec<(String, Backends)>, String> {
+        let mut table: Vec<(String, [Option<Target>; 3])> = Vec::new();
+        for (slot, flag, routes) in [
+            (0, "--route", &self.routes),
+            (1, "--route-live", &self.routes_live),
+            (2, "--route-sandbox", &self.routes_sandbox),
+        ] {
+            for route in routes {
+                let prefix = route.prefix.to_ascii_lowercase();
+                let index = match table.iter().position(|(p, _)| *p == prefix) {
+                    Some(index) => index,
+                    None => {
+                        table.push((prefix, Default::default()));
+                        table.len() - 1
+                    }
+                };
+                let targets = &mut table[index].1;
+                if targets[slot].is_some() {
+                    return Err(format!("{flag} {} is given twice", route.prefix));
+                }
+                targets[slot] = Some(route.target.clone());
+            }
+        }
+        table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(table
+            .into_iter()
+            .map(|(prefix, [any, live, sandbox])| (prefix, Backends::new(any, live, sandbox)))
+            .collect())
+    }
+}
+
+/// The backends of one route, or of the paths under none: one per environment, and the
+/// one public paths go to.
+#[derive(Clone, Default)]
+struct Backends {
+    live: Option<Arc<Target>>,
+    sandbox: Option<Arc<Target>>,
+    /// The backend for both, else the live one, else the sandbox one.
+    public: Option<Arc<Target>>,
+}
+
+impl Backends {
+    /// `any` serves both environments but where `live` or `sandbox` overrides it.
+    fn new(any: Option<Target>, live: Option<Target>, sandbox: Option<Target>) -> Self {
+        let any = any.map(Arc::new);
+        let live = live.map(Arc::new).or_else(|| any.clone());
+        let sandbox = sandbox.map(Arc::new).or_else(|| any.clone());
+        let public = any.or_else(|| live.clone()).or_else(|| sandbox.clone());
+        Backends {
+            live,
+            sandbox,
+            public,
+        }
     }
 }
 
@@ -193,9 +308,10 @@ struct Inner {
     client: Client<HttpConnector, Sent>,
     timeout: Duration,
     trusted: TrustedProxies,
-    live: Option<Arc<Target>>,
-    sandbox: Option<Arc<Target>>,
-    public: Arc<Target>,
+    /// The routes, longest prefix first.
+    routes: Vec<(String, Backends)>,
+    /// The backends of paths under no route (none without --upstream*).
+    default: Backends,
     public_paths: Vec<String>,
     metrics: Metrics,
     idle: Duration,
@@ -264,19 +380,52 @@ impl Metrics {
 
 type Service = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
+/// A route as served: its prefix, its backends behind authentication, and the backend of
+/// its public paths.
+type Routed = (String, Service, Option<Arc<Target>>);
+
 impl Proxy {
-    /// A router whose fallback (every path no other route takes) is the proxy: public
-    /// paths straight through, everything else behind `auth`'s layer.
+    /// A router whose fallback (every path no other route takes) is the proxy: the route
+    /// of the longest prefix the path is under (else the default backends) picks the
+    /// backends; public paths go straight through, everything else behind `auth`'s layer.
     pub(crate) fn router(&self, auth: &Authenticator) -> Router {
-        let authed = self.authenticated(auth);
+        let routes: Arc<[Routed]> = self
+            .inner
+            .routes
+            .iter()
+            .map(|(prefix, backends)| (prefix.as_str(), backends))
+            .chain(std::iter::once(("", &self.inner.default)))
+            .map(|(prefix, backends)| {
+                let authed = self.authenticated(auth, backends);
+                (prefix.to_owned(), authed, backends.public.clone())
+            })
+            .collect();
+        // With routes, only a path every backend reads as written is routed by prefix:
+        // `/billing/../admin` would reach the billing backend's `/admin`, and
+        // `/x/%2e%2e/billing` another backend's `/billing`, past the route's environments.
+        let plain_only = !self.inner.routes.is_empty();
         let proxy = self.clone();
         let service = tower::service_fn(move |request: Request<Body>| {
-            let (proxy, mut authed) = (proxy.clone(), authed.clone());
+            let (proxy, routes) = (proxy.clone(), routes.clone());
             async move {
-                if proxy.is_public(request.uri().path()) {
-                    let target = proxy.inner.public.clone();
-                    return Ok(proxy.forward(&target, request, None).await);
+                let path = request.uri().path();
+                if plain_only && !is_plain(path) {
+                    return Ok(failure_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_path",
+                        "a path with dot segments, backslashes, semicolons or %-escapes is not routed",
+                    ));
                 }
+                let (_, authed, public) = routes
+                    .iter()
+                    .find(|(prefix, ..)| under(path, prefix))
+                    .expect("the default backends take every path");
+                if let Some(target) = public
+                    && proxy.is_public(path)
+                {
+                    return Ok(proxy.forward(target, request, None).await);
+                }
+                let mut authed = authed.clone();
                 tower::ServiceExt::<Request<Body>>::ready(&mut authed)
                     .await?
                     .call(request)
@@ -294,17 +443,20 @@ impl Proxy {
             })
     }
 
-    /// The key's environment picks the upstream; an environment without one is refused
-    /// by the library's own `RequireEnvironmentLayer` (403 `wrong_environment`).
-    fn authenticated(&self, auth: &Authenticator) -> Service {
+    /// The key's environment picks the upstream among `backends`; an environment without
+    /// one is refused by the library's own `RequireEnvironmentLayer` (403
+    /// `wrong_environment`), and a path no backend serves is 404 `no_route` once the key
+    /// is admitted.
+    fn authenticated(&self, auth: &Authenticator, backends: &Backends) -> Service {
         let proxy = self.clone();
+        let chosen = backends.clone();
         let by_environment = tower::service_fn(move |request: Request<Body>| {
-            let proxy = proxy.clone();
+            let (proxy, chosen) = (proxy.clone(), chosen.clone());
             async move {
                 let principal = request.extensions().get::<Principal>().cloned();
                 let target = principal.as_ref().and_then(|p| match p.environment() {
-                    Environment::Live => proxy.inner.live.clone(),
-                    Environment::Sandbox => proxy.inner.sandbox.clone(),
+                    Environment::Live => chosen.live.clone(),
+                    Environment::Sandbox => chosen.sandbox.clone(),
                 });
                 match (principal, target) {
                     (Some(principal), Some(target)) => {
@@ -320,14 +472,21 @@ impl Proxy {
             }
         });
         let builder = ServiceBuilder::new().layer(auth.layer());
-        match (&self.inner.live, &self.inner.sandbox) {
+        match (&backends.live, &backends.sandbox) {
+            (None, None) => Service::new(builder.service(tower::service_fn(|_| async {
+                Ok(failure_response(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    "no upstream serves this path",
+                ))
+            }))),
             (Some(_), Some(_)) => Service::new(builder.service(by_environment)),
             (Some(_), None) => Service::new(
                 builder
                     .layer(RequireEnvironmentLayer::new(Environment::Live))
                     .service(by_environment),
             ),
-            (None, _) => Service::new(
+            (None, Some(_)) => Service::new(
                 builder
                     .layer(RequireEnvironmentLayer::new(Environment::Sandbox))
                     .service(by_environment),
@@ -375,6 +534,11 @@ impl Proxy {
         if let Some((protocol, _)) = &upgrade {
             ask_upgrade(&mut parts.headers, protocol.clone());
         }
+        // The connection's slots, for the tunnel to hold (server::connection puts it in).
+        let held = upgrade
+            .is_some()
+            .then(|| parts.extensions.remove::<server::Held>())
+            .flatten();
         let (sent, body_done, client_broke) = Sent::new(body);
         let mut outgoing = Request::from_parts(parts, sent);
         *outgoing.uri_mut() = uri;
@@ -426,7 +590,7 @@ impl Proxy {
                     (true, Some((_, client)), Some(protocol)) => {
                         metrics.answered.increment(1);
                         let backend = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client, backend, self.inner.idle));
+                        tokio::spawn(tunnel(client, backend, self.inner.idle, held));
                         let (mut parts, _) = response.into_parts();
                         remove_hop_by_hop(&mut parts.headers);
                         ask_upgrade(&mut parts.headers, protocol);
@@ -445,6 +609,8 @@ impl Proxy {
                 }
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
+                // A backend that stops mid-body must not hold the client connection open.
+                let body = server::Stalling::new(body, self.inner.idle);
                 Response::from_parts(parts, Body::new(body))
             }
             // The client's body broke off (it went away mid-upload): not the backend's fault.
@@ -509,13 +675,22 @@ fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Copies bytes both ways between the upgraded client and backend connections until both
-/// have closed, either fails, or nothing moves for `idle`.
+/// have closed, either fails, nothing moves for `idle` (a read or a write alike), or the
+/// listener shuts down. `held` keeps the client connection's slots taken meanwhile.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     idle: Duration,
+    held: Option<server::Held>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let closing = async move {
+        match held {
+            Some(mut held) => held.closing().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(closing);
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(e) => {
@@ -535,7 +710,7 @@ async fn tunnel(
                     let _ = backend_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if backend_write.write_all(&up[..n]).await.is_err() {
+                    if !send(&mut backend_write, &up[..n], idle).await {
                         return;
                     }
                 }
@@ -546,7 +721,7 @@ async fn tunnel(
                     let _ = client_write.shutdown().await;
                 }
                 Ok(n) => {
-                    if client_write.write_all(&down[..n]).await.is_err() {
+                    if !send(&mut client_write, &down[..n], idle).await {
                         return;
                     }
                 }
@@ -555,8 +730,29 @@ async fn tunnel(
                 tracing::debug!("closing an idle upgraded connection");
                 return;
             }
+            () = &mut closing => return,
         }
     }
+}
+
+/// Writes all of `bytes`, or false when the peer fails or takes none of them for `idle`
+/// (a reader that stopped reading must not hold the tunnel open).
+async fn send(
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut bytes: &[u8],
+    idle: Duration,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    while !bytes.is_empty() {
+        match tokio::time::timeout(idle, to.write(bytes)).await {
+            Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
+            _ => {
+                tracing::debug!("closing an upgraded connection whose peer takes no bytes");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -584,7 +780,9 @@ fn chain(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) and the names the `Connection` header lists.
-/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]).
+/// `Upgrade` goes too; an upgrade puts it back ([`ask_upgrade`]). `Trailer` is end to end
+/// (hyper sends only the trailers it declares), but loses the names no trailer may carry
+/// ([`is_banned_trailer`]).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -601,13 +799,65 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
         header::TE,
-        header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
         header::PROXY_AUTHENTICATE,
     ] {
         headers.remove(name);
+    }
+    if headers.contains_key(header::TRAILER) {
+        let declared: Vec<&str> = headers
+            .get_all(header::TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| {
+                HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| !is_banned_trailer(&n))
+            })
+            .collect();
+        match HeaderValue::from_str(&declared.join(", ")) {
+            Ok(value) if !declared.is_empty() => headers.insert(header::TRAILER, value),
+            _ => headers.remove(header::TRAILER),
+        };
+    }
+}
+
+/// A trailer no hop passes on: a hop-by-hop name, one of the gateway's (`x-hapnd-*` in
+/// any spelling), a credential, or a forwarding header.
+fn is_banned_trailer(name: &HeaderName) -> bool {
+    const BANNED: [HeaderName; 13] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::AUTHORIZATION,
+        header::HOST,
+        header::FORWARDED,
+        X_FORWARDED_FOR,
+    ];
+    BANNED.contains(name)
+        || is_gateway_header(name)
+        || name.as_str().starts_with("x-forwarded-")
+        || CLIENT_CLAIMS.contains(&name.as_str())
+        || NEVER_FORWARDED.contains(&name.as_str())
+}
+
+/// The client's trailers, as the backend may get them: without [`is_banned_trailer`]'s.
+fn prepare_trailers(trailers: &mut HeaderMap) {
+    let banned: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| is_banned_trailer(name))
+        .cloned()
+        .collect();
+    for name in banned {
+        trailers.remove(name);
     }
 }
 
@@ -698,7 +948,23 @@ fn prepare_request(
     trusted: bool,
     host: Option<HeaderValue>,
 ) {
+    // `TE: trailers` (the client takes trailers) is the one TE a proxy passes on.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
     remove_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::AUTHORIZATION);
     // The client sets Host from the upstream URL; the client's is in X-Forwarded-Host.
     headers.remove(header::HOST);
@@ -819,7 +1085,12 @@ impl HttpBody for Sent {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut poll
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            prepare_trailers(trailers);
+        }
         match &poll {
             Poll::Ready(None) => self.done = None,
             Poll::Ready(Some(Err(_))) => {

@@ -85,8 +85,10 @@ fn forwards_with_the_gateway_identity_and_no_forged_credential_or_hop_by_hop_hea
             ("Keep-Alive", "timeout=5"),
             ("Proxy-Connection", "keep-alive"),
             ("Proxy-Authorization", "Basic c2VjcmV0"),
-            ("TE", "trailers"),
-            ("Trailer", "x-checksum"),
+            // A TE other than `trailers`, and a Trailer naming only what no trailer may
+            // carry (trailers_pass_both_ways_over_http1_... covers the others).
+            ("TE", "gzip"),
+            ("Trailer", "X-Hapnd-Tenant, connection"),
             ("Upgrade", "foo/1"),
             // Forged forwarding headers from a client that is no trusted proxy.
             ("X-Forwarded-For", "6.6.6.6"),
@@ -1486,4 +1488,776 @@ fn a_base_path_prefixes_every_forwarded_path_and_options_star_is_refused() {
     let r = request(gw.addr, "OPTIONS", "*", &[("Authorization", &auth)]);
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(backend.seen.lock().unwrap().len(), forwarded);
+}
+
+/// The paths an echo backend was asked for, in order.
+fn paths_seen(r: &Response) -> String {
+    r.json()["path"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
+    let dir = TempDir::new("up-routes");
+    let (default, billing) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(default.addr)),
+            ("--route", format!("/billing={}", url(billing.addr))),
+            // Longer, written in another case, with a trailing slash and a base path.
+            (
+                "--route",
+                format!("/Billing/Admin/=http://{}/inner", default.addr),
+            ),
+            ("--public-path", "/billing/health".to_owned()),
+            ("--route-live", format!("/payouts={}", url(billing.addr))),
+            ("--route", format!("/v1={}", url(billing.addr))),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let auth = bearer(&key);
+    // A live-only route refuses a sandbox key, which reaches --upstream no more than it.
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_environment"));
+    assert!(default.seen.lock().unwrap().is_empty());
+    assert!(billing.seen.lock().unwrap().is_empty());
+    for (path, to_billing, seen) in [
+        ("/billing", true, "/billing"),
+        ("/billing/", true, "/billing/"),
+        ("/billing/invoices/7?q=1", true, "/billing/invoices/7?q=1"),
+        ("/BILLING/x", true, "/BILLING/x"),
+        ("/billingx", false, "/billingx"),
+        ("/billing/admin/y", false, "/inner/billing/admin/y"),
+        ("/billing/administrator", true, "/billing/administrator"),
+        ("/other", false, "/other"),
+        ("/v1/orders", true, "/v1/orders"),
+    ] {
+        let before = (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        );
+        let r = request(gw.addr, "GET", path, &[("Authorization", &auth)]);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(paths_seen(&r), seen, "{path}");
+        assert_eq!(echoed(&r, "x-hapnd-tenant"), ["acme"], "{path}");
+        let after = (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        );
+        let expected = if to_billing {
+            (before.0, before.1 + 1)
+        } else {
+            (before.0 + 1, before.1)
+        };
+        assert_eq!(after, expected, "{path} went to the wrong backend");
+    }
+    // The gateway's own routes stay its own under any route.
+    let before = billing.seen.lock().unwrap().len();
+    let r = request(gw.addr, "GET", "/v1/whoami", &[("Authorization", &auth)]);
+    assert_eq!((r.status, r.json()["tenant"].as_str()), (200, Some("acme")));
+    assert_eq!(billing.seen.lock().unwrap().len(), before);
+    // A public path under a route goes to the route's backend, without a key.
+    let r = request(gw.addr, "GET", "/billing/health", &[]);
+    assert_eq!(
+        (r.status, paths_seen(&r).as_str()),
+        (200, "/billing/health")
+    );
+    assert!(echoed(&r, "x-hapnd-tenant").is_empty());
+    assert_eq!(billing.seen.lock().unwrap().len(), 7);
+
+    // Without a key: the gateway's 401 on a route too.
+    let r = request(gw.addr, "GET", "/billing/x", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+    // Paths a backend could read as under another prefix than the gateway did are not
+    // routed at all, key or no key.
+    let counts = || {
+        (
+            default.seen.lock().unwrap().len(),
+            billing.seen.lock().unwrap().len(),
+        )
+    };
+    let before = counts();
+    for path in [
+        "/billing/../admin",
+        "/billing/./x",
+        "/other/../billing/x",
+        "/other/%2e%2e/billing",
+        "/%62illing/x",
+        "/billing%2fadmin",
+        "/billing/..;/admin",
+        "/billing;v=1/x",
+        "/billing\\..\\admin",
+        "/billing/health/../../admin",
+    ] {
+        for headers in [&[("Authorization", auth.as_str())][..], &[]] {
+            let r = request(gw.addr, "GET", path, headers);
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, "invalid_path"),
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        counts(),
+        before,
+        "a path that is not plain reached a backend"
+    );
+}
+
+#[test]
+fn a_sandbox_key_never_reaches_a_live_only_route_and_unrouted_paths_are_404() {
+    let dir = TempDir::new("up-route-env");
+    let (live_backend, sandbox_backend) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            (
+                "--route-live",
+                format!("/payouts={}", url(live_backend.addr)),
+            ),
+            ("--route", format!("/events={}", url(live_backend.addr))),
+            (
+                "--route-sandbox",
+                format!("/events={}", url(sandbox_backend.addr)),
+            ),
+        ]),
+    );
+    let (live, _) = create_key(dir.path(), &db, "acme", "live", "lv");
+    let (sandbox, _) = create_key(dir.path(), &db, "acme", "test", "sb");
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts/1",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_environment"));
+    assert!(
+        live_backend.seen.lock().unwrap().is_empty(),
+        "a sandbox key was forwarded"
+    );
+    assert!(sandbox_backend.seen.lock().unwrap().is_empty());
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts/1",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    // --route-sandbox overrides --route for sandbox keys only.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/events",
+        &[("Authorization", &bearer(&sandbox))],
+    );
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["sandbox"]);
+    assert_eq!(sandbox_backend.seen.lock().unwrap().len(), 1);
+    let r = request(
+        gw.addr,
+        "GET",
+        "/events",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
+    assert_eq!(live_backend.seen.lock().unwrap().len(), 2);
+    // No --upstream: a path under no route is 404 once the key is admitted, 401 before.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/elsewhere",
+        &[("Authorization", &bearer(&live))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (404, "no_route"));
+    let r = request(gw.addr, "GET", "/elsewhere", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+    assert_eq!(live_backend.seen.lock().unwrap().len(), 2);
+    assert_eq!(sandbox_backend.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_bad_route_is_a_clear_start_up_error() {
+    let dir = TempDir::new("up-route-flags");
+    let db = dir.path().join("keys.db").display().to_string();
+    for (args, says) in [
+        (&["serve", "--route", "/billing"][..], "expected PREFIX=URL"),
+        (
+            &["serve", "--route", "billing=http://127.0.0.1:1"][..],
+            "starts with /",
+        ),
+        (
+            &["serve", "--route", "/=http://127.0.0.1:1"][..],
+            "is --upstream",
+        ),
+        (
+            &["serve", "--route", "/a/../b=http://127.0.0.1:1"][..],
+            "dot segments",
+        ),
+        (
+            &["serve", "--route", "/a%20b=http://127.0.0.1:1"][..],
+            "%-escapes",
+        ),
+        (
+            &["serve", "--route-live", "/billing=https://127.0.0.1:1"][..],
+            "only http://",
+        ),
+        (
+            &[
+                "serve",
+                "--route",
+                "/billing=http://127.0.0.1:1",
+                "--route",
+                "/Billing/=http://127.0.0.1:2",
+            ][..],
+            "--route /Billing is given twice",
+        ),
+    ] {
+        let out = gateway::run(dir.path(), &db, args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = gateway::text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// A body of one data frame, then trailers.
+struct WithTrailers {
+    data: Option<bytes::Bytes>,
+    trailers: Option<hyper::HeaderMap>,
+}
+
+impl hyper::body::Body for WithTrailers {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(hyper::body::Frame::data(data)),
+            None => self.trailers.take().map(hyper::body::Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> hyper::HeaderMap {
+    let mut map = hyper::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            hyper::header::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+/// A backend that answers with the request's body, headers and trailers as JSON, in a
+/// chunked body with a trailer of its own (`x-backend-digest`, declared in `Trailer`).
+fn trailer_backend() -> (SocketAddr, tokio::runtime::Runtime) {
+    use hyper_util::rt::TokioIo;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async {
+                        use http_body_util::BodyExt;
+                        let pairs = |map: &hyper::HeaderMap| -> Vec<(String, String)> {
+                            map.iter()
+                                .map(|(n, v)| (n.to_string(), gateway::text(v.as_bytes())))
+                                .collect()
+                        };
+                        let headers = pairs(req.headers());
+                        let collected = req.into_body().collect().await.unwrap();
+                        let trailers = collected.trailers().map(pairs).unwrap_or_default();
+                        let body = serde_json::json!({
+                            "body": gateway::text(&collected.to_bytes()),
+                            "headers": headers,
+                            "trailers": trailers,
+                        });
+                        let body = WithTrailers {
+                            data: Some(bytes::Bytes::from(body.to_string())),
+                            trailers: Some(header_map(&[("x-backend-digest", "sha-1")])),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("trailer", "x-backend-digest")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, runtime)
+}
+
+/// Lower-case names of a `[[name, value], ...]` list.
+fn pair_names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_str().unwrap().to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn trailers_pass_both_ways_over_http1_but_not_the_gateways_names_or_hop_by_hop() {
+    let dir = TempDir::new("up-trailers");
+    let (backend, _runtime) = trailer_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let declared = "X-Checksum, X-Hapnd-Tenant, X_Hapnd_Key_Id, Connection, Keep-Alive, \
+                    Authorization, X-Forwarded-For, X-Real-IP";
+    let raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: {}\r\n\
+         TE: trailers\r\nTrailer: {declared}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-Checksum: 42\r\nX-Hapnd-Tenant: evil\r\nX_Hapnd_Key_Id: evil\r\n\
+         Connection: close\r\nKeep-Alive: timeout=1\r\nAuthorization: Bearer sk_live_forged\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+        gw.addr,
+        bearer(&key)
+    );
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, chunked) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("trailer: x-backend-digest"), "{head}");
+    // The backend's trailer, after the last chunk.
+    let (_, after_last) = chunked.rsplit_once("\r\n0\r\n").expect("a chunked body");
+    assert_eq!(after_last, "x-backend-digest: sha-1\r\n\r\n", "{answer}");
+    let r = Response {
+        status: 200,
+        head: head.to_owned(),
+        body: gateway::text(&dechunked(chunked)),
+    };
+    let seen = r.json();
+    assert_eq!(seen["body"], "hello");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!([["x-checksum", "42"]]),
+        "{seen}"
+    );
+    let headers: Vec<(String, String)> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    let get = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("trailer"), ["X-Checksum"], "{seen}");
+    assert_eq!(get("te"), ["trailers"], "{seen}");
+    assert_eq!(get("x-hapnd-tenant"), ["acme"], "{seen}");
+    assert!(!pair_names(&seen["headers"]).contains(&"authorization".to_owned()));
+}
+
+/// The data of a chunked body (no trailers).
+fn dechunked(mut body: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest.as_bytes()[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+#[test]
+fn trailers_pass_both_ways_from_an_h2c_client_that_declares_them() {
+    let dir = TempDir::new("up-trailers-h2c");
+    let (backend, _runtime) = trailer_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body, trailers) = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post(format!("http://{}/upload", gw.addr))
+            .header("authorization", bearer(&key))
+            .header("te", "trailers")
+            .header("trailer", "x-checksum, x-hapnd-tenant, x_hapnd_key_id")
+            .body(WithTrailers {
+                data: Some(bytes::Bytes::from_static(b"hello")),
+                trailers: Some(header_map(&[
+                    ("x-checksum", "42"),
+                    ("x-hapnd-tenant", "evil"),
+                    ("x_hapnd_key_id", "evil"),
+                ])),
+            })
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(15), send.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response.status().as_u16();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (status, collected.to_bytes(), trailers)
+    });
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["body"], "hello");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!([["x-checksum", "42"]]),
+        "{seen}"
+    );
+    let trailers = trailers.expect("the backend's trailers");
+    assert_eq!(trailers["x-backend-digest"], "sha-1");
+    assert_eq!(trailers.len(), 1);
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+}
+
+/// Sends a WebSocket handshake with `key` on `stream` and reads the answer's head; `None`
+/// when the gateway closed the connection instead.
+fn websocket_handshake(stream: &mut TcpStream, addr: SocketAddr, key: &str) -> Option<String> {
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: {}\r\n\r\n",
+        bearer(key)
+    );
+    // Over its share, the connection may be closed before the write even lands.
+    stream.write_all(head.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => return None,
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "neither an answer nor a close in 15 s"
+                );
+                return None;
+            }
+        }
+    }
+    Some(String::from_utf8(head).unwrap())
+}
+
+/// A tunnel that echoes: one masked frame goes there and back.
+fn assert_echoes(stream: &mut TcpStream) {
+    let frame = [0x81u8, 0x82, 9, 9, 9, 9, b'o' ^ 9, b'k' ^ 9];
+    stream.write_all(&frame).unwrap();
+    let mut back = [0u8; 8];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, frame);
+}
+
+#[test]
+fn websocket_tunnels_count_against_the_clients_connection_share() {
+    let dir = TempDir::new("up-ws-share");
+    let (backend, heads) = upgrade_backend();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--max-connections-per-client", "2".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let one: IpAddr = "127.0.0.1".parse().unwrap();
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(one, gw.addr);
+        let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_echoes(&mut stream);
+        tunnels.push(stream);
+    }
+    // Both tunnels hold their connections: a third from the same address is closed.
+    let mut third = connect_from(one, gw.addr);
+    assert_eq!(
+        websocket_handshake(&mut third, gw.addr, &key),
+        None,
+        "a third tunnel over a share of 2"
+    );
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        2,
+        "the backend saw a third handshake"
+    );
+    // Another address has a share of its own.
+    let mut elsewhere = connect_from(other, gw.addr);
+    let head = websocket_handshake(&mut elsewhere, gw.addr, &key).expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_echoes(&mut elsewhere);
+    // A tunnel closed gives its slot back.
+    let closed = tunnels.pop().unwrap();
+    closed.shutdown(std::net::Shutdown::Both).unwrap();
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = connect_from(one, gw.addr);
+        if let Some(head) = websocket_handshake(&mut stream, gw.addr, &key) {
+            again = Some((head, stream));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (head, mut stream) = again.expect("the closed tunnel's slot back within 5 s");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_echoes(&mut stream);
+    assert_echoes(&mut tunnels[0]);
+    // Shutting down ends the tunnels (the gateway waits for every slot to come back).
+    gw.signal("TERM");
+    let mut byte = [0u8];
+    for tunnel in [&mut stream, &mut tunnels[0], &mut elsewhere] {
+        match tunnel.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("the backend sent nothing"),
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a tunnel was still open 15 s after SIGTERM"
+            ),
+        }
+    }
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        gw.log_text().contains("hapnd-auth gateway stopped")
+    });
+    assert!(stopped, "not stopped 10 s after SIGTERM: {}", gw.log_text());
+}
+
+#[test]
+fn a_tunnel_whose_backend_stops_reading_is_closed_after_the_idle_timeout() {
+    let dir = TempDir::new("up-ws-stall");
+    // A backend that switches, then never reads (nor closes) for a minute.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                read_head(&mut stream);
+                stream
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                          Connection: Upgrade\r\n\r\n",
+                    )
+                    .unwrap();
+                std::thread::sleep(Duration::from_secs(60));
+                drop(stream);
+            });
+        }
+    });
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = connect_from("127.0.0.1".parse().unwrap(), gw.addr);
+    let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Write until the bytes back up (the backend reads none), in a thread of its own.
+    let mut writer = stream.try_clone().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let count = written.clone();
+    std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        while writer.write_all(&chunk).is_ok() {
+            count.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+    });
+    // The gateway gives up on the stalled write: the client sees its connection end
+    // (closed or reset), well before the backend would close after a minute.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut byte = [0u8];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("the backend sent nothing"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the stalled tunnel was still open after 20 s (idle timeout 1 s)"
+        ),
+    }
+    assert!(
+        written.load(Ordering::SeqCst) > 64 * 1024,
+        "the client's bytes backed up"
+    );
+}
+
+/// A backend that answers every request with a head announcing `length` bytes, then
+/// `sent` bytes of them, then (when `sent < length`) nothing for a minute.
+fn raw_body_backend(length: usize, sent: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                read_head(&mut stream);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+                stream.write_all(head.as_bytes()).unwrap();
+                let _ = stream.write_all(&vec![b'x'; sent]);
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    addr
+}
+
+/// Reads what the gateway sends on `stream` until it closes; panics if it stays open
+/// (silent) for 20 s. Returns the bytes after the head.
+fn read_until_closed(stream: &mut TcpStream, pause_per_mib: Duration) -> usize {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut raw, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let before = raw.len() >> 20;
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() >> 20 != before {
+                    std::thread::sleep(pause_per_mib);
+                }
+            }
+            Err(e) => {
+                assert!(
+                    !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                    "the connection was still open, silent, after 20 s"
+                );
+                break;
+            }
+        }
+    }
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        gateway::text(&raw[..end])
+    );
+    raw.len() - end - 4
+}
+
+fn get_with(stream: &mut TcpStream, addr: SocketAddr, key: &str, path: &str) {
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: {}\r\n\r\n",
+        bearer(key)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_slow_reader_of_a_large_response_is_not_cut_while_bytes_move() {
+    const SIZE: usize = 16 << 20;
+    let dir = TempDir::new("up-slow-reader");
+    let backend = raw_body_backend(SIZE, SIZE);
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    get_with(&mut stream, gw.addr, &key, "/big");
+    // 16 pauses of 400 ms: the whole answer takes several idle timeouts to read.
+    let got = read_until_closed(&mut stream, Duration::from_millis(400));
+    assert_eq!(got, SIZE, "the answer was cut");
+}
+
+#[test]
+fn a_backend_that_stops_mid_body_gets_the_connection_closed_after_the_idle_timeout() {
+    let dir = TempDir::new("up-stops-mid-body");
+    let backend = raw_body_backend(1 << 20, 64 * 1024);
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--idle-timeout-secs", "1".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    get_with(&mut stream, gw.addr, &key, "/stalls");
+    // Closed well before the backend's minute, with the part it sent and no more.
+    let got = read_until_closed(&mut stream, Duration::ZERO);
+    assert_eq!(got, 64 * 1024);
 }
