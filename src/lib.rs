@@ -98,6 +98,7 @@ mod key;
 mod layer;
 mod metrics;
 mod principal;
+mod rate_limit;
 mod rejection;
 #[cfg(feature = "serde")]
 mod serialize;
@@ -133,8 +134,9 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::ListPage;
 pub use store::{
-    CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,
-    StoreError, StoreErrorKind, is_valid_key_name, is_valid_tenant,
+    CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MAX_METADATA_LEN, MAX_SCOPE_LEN,
+    MAX_SCOPES, MemoryKeyStore, Metadata, NewKey, RateLimit, StoreError, StoreErrorKind,
+    is_valid_key_name, is_valid_scope, is_valid_tenant,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
