@@ -100,6 +100,7 @@ mod metrics;
 mod principal;
 mod rate_limit;
 mod rejection;
+mod scope;
 #[cfg(feature = "serde")]
 mod serialize;
 mod service;
@@ -128,6 +129,7 @@ pub use layer::ApiKeyLayer;
 pub use principal::MissingPrincipal;
 pub use principal::Principal;
 pub use rejection::{JsonRejection, RejectionResponse};
+pub use scope::{RequireScope, RequireScopeLayer};
 pub use service::ApiKeyService;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
