@@ -174,4 +174,6 @@ pub mod guide_doctests {
     pub struct Fuzzing;
     #[doc = include_str!("../docs/upstream.md")]
     pub struct Upstream;
+    #[doc = include_str!("../docs/rate-limits.md")]
+    pub struct RateLimits;
 }

@@ -25,9 +25,18 @@ async fn the_request_past_the_burst_gets_429_with_the_headers_and_the_key_recove
     let auth = Authenticator::new(MemoryKeyStore::new());
     let created = limited(&auth, "acme", "2/s").await;
     let key = created.key.expose_secret();
-    // The first is a miss, the second a cache hit: both take from the budget.
+    // The first is a miss, the second a cache hit: both take from the budget. Admitted
+    // responses carry no rate-limit headers.
     for _ in 0..2 {
-        assert_eq!(call(&auth, key).await.status, 200);
+        let response = auth
+            .layer()
+            .layer(tower::service_fn(common::echo))
+            .oneshot(bearer(key))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("ratelimit").is_none());
+        assert!(response.headers().get("ratelimit-policy").is_none());
     }
     let s = call(&auth, key).await;
     assert_eq!(s.status, 429, "{}", s.body);
@@ -122,6 +131,10 @@ async fn rotation_keeps_the_limit_with_a_budget_of_its_own() {
     assert_eq!(new.record.rate_limit, old.record.rate_limit);
     assert_eq!(call(&auth, new.key.expose_secret()).await.status, 200);
     assert_eq!(call(&auth, new.key.expose_secret()).await.status, 429);
+    // Revocation comes first: a revoked key is told so, not asked to retry later.
+    auth.revoke(&old.record.id).await.unwrap();
+    let s = call(&auth, old.key.expose_secret()).await;
+    assert_eq!(s.code.as_deref(), Some("api_key_revoked"));
 }
 
 /// A key over its own limit is a good key: its 429s are not failed attempts, so the
