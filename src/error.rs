@@ -552,7 +552,7 @@ impl AuthError {
             (_, Detail::Scope(rule)) => Message::Text(&rule.message),
             (_, Detail::RateLimited(_)) => fixed!(
                 "rate_limited",
-                "this API key's rate limit is spent; retry after the time Retry-After gives"
+                "the rate limit of this API key is spent; retry after the time Retry-After gives"
             ),
             (_, Detail::Store(_)) => fixed!(
                 "auth_unavailable",
