@@ -295,6 +295,119 @@ fn forward_auth_contract(kind: Kind) {
     let r = proxy.get("/api/orders", &[("Authorization", &bearer(&expiring))]);
     assert_refused(&r, 401, "api_key_expired", Some(INVALID_TOKEN));
 
+    // The scope-guarded location (/events/ requires events:write): a key without it gets
+    // 403 insufficient_scope with the scope in the challenge, and never reaches the backend;
+    // a key with it, or without any scopes (full access), passes, its scopes (never the
+    // client's) in X-Hapnd-Scopes.
+    let (reader, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "reader",
+            "--scope",
+            "events:read",
+        ],
+    );
+    let (writer, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "writer",
+            "--scope",
+            "events:read",
+            "--scope",
+            "events:write",
+        ],
+    );
+    secrets.extend([reader.clone(), writer.clone()]);
+    let before = backend.seen.lock().unwrap().len();
+    let r = proxy.get("/events/new", &[("Authorization", &bearer(&reader))]);
+    assert_refused(
+        &r,
+        403,
+        "insufficient_scope",
+        Some(r#"Bearer realm="hapnd", error="insufficient_scope", scope="events:write""#),
+    );
+    assert_eq!(
+        backend.seen.lock().unwrap().len(),
+        before,
+        "the backend was reached"
+    );
+    let forged = [("X-Hapnd-Scopes", "admin"), ("X_Hapnd_Scopes", "admin")];
+    let r = proxy.get(
+        "/events/new",
+        &[("Authorization", &bearer(&writer)), forged[0], forged[1]],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert_eq!(echoed(&r, "x-hapnd-scopes"), ["events:read events:write"]);
+    assert!(!r.body.contains("admin"), "{}", r.body);
+    let r = proxy.get(
+        "/events/new",
+        &[("Authorization", &bearer(&live)), forged[0], forged[1]],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Full access: no scope list reaches the backend, and never the forged one.
+    assert!(
+        echoed(&r, "x-hapnd-scopes").iter().all(String::is_empty),
+        "{:?}",
+        echoed(&r, "x-hapnd-scopes")
+    );
+    assert!(!r.body.contains("admin"), "{}", r.body);
+    // An unguarded location passes the reader, with its scopes.
+    let r = proxy.get("/api/events", &[("Authorization", &bearer(&reader))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(echoed(&r, "x-hapnd-scopes"), ["events:read"]);
+
+    // A rate-limited key: its third request in the hour gets 429 rate_limited with the
+    // gateway's Retry-After and RateLimit headers, and another key is not affected.
+    let (limited, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "limited",
+            "--rate-limit",
+            "2/h",
+        ],
+    );
+    secrets.push(limited.clone());
+    for _ in 0..2 {
+        let r = proxy.get("/api/orders", &[("Authorization", &bearer(&limited))]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&limited))]);
+    assert_refused(&r, 429, "rate_limited", None);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1790..=1800).contains(&retry), "{retry}");
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some(r#""key";q=2;w=3600"#)
+    );
+    assert_eq!(
+        r.header("ratelimit"),
+        Some(format!(r#""key";r=0;t={retry}"#))
+    );
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&writer))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+
     // Revoked by another process: refused within the SQLite poll bound (100 ms here).
     let (doomed, doomed_id) = create_key(d, &db, "acme", "live", "doomed");
     secrets.push(doomed.clone());
