@@ -128,7 +128,8 @@ impl fmt::Debug for ScopeRule {
 }
 
 /// Admits requests whose key carries the required scope(s), or has no scopes at all (full
-/// access); others get 403 `insufficient_scope`. See the [module docs](self).
+/// access); others get 403 `insufficient_scope` with RFC 6750's `scope="..."` in
+/// `WWW-Authenticate`, and the inner service is not called.
 ///
 /// Goes inside [`ApiKeyLayer`](crate::ApiKeyLayer); with axum, `route_layer` it on the
 /// routes that need it, under a router the `ApiKeyLayer` wraps.
