@@ -885,3 +885,66 @@ fn caddy_answers_503_when_the_store_fails() {
         store_outage(Kind::Caddy);
     }
 }
+
+/// The scope routes and a key's rate limit over h2c and HTTP/1.1, from a second loopback
+/// address: the same answers either way, and a limited key spends one budget over both.
+#[test]
+fn scopes_and_rate_limits_over_h2c_and_http1_from_another_address() {
+    let dir = TempDir::new("fwd-policy-h2c");
+    let db = dir.path().join("keys.db").display().to_string();
+    let gateway = Gateway::start(dir.path(), &db, &[]);
+    let d = dir.path();
+    let (reader, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "reader",
+            "--scope",
+            "events:read",
+            "--rate-limit",
+            "4/h",
+        ],
+    );
+    let client: IpAddr = "127.0.0.2".parse().unwrap();
+    let auth = bearer(&reader);
+    let headers = [("authorization", auth.as_str())];
+    let write = "/auth/verify-scope/events:write/v1/events";
+    let read = "/auth/verify-scope/events:read";
+    let r = h2c_request_from(client, gateway.addr, write, &headers);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.header("x-hapnd-error").as_deref(),
+        Some("insufficient_scope")
+    );
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .ends_with(r#"scope="events:write""#)
+    );
+    let r = request_from(client, gateway.addr, "GET", write, &headers);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Two more admitted, one over each protocol: the 403s above spent the first two.
+    let r = h2c_request_from(client, gateway.addr, read, &headers);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-hapnd-scopes").as_deref(), Some("events:read"));
+    let r = request_from(client, gateway.addr, "GET", read, &headers);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The fifth in the hour, whatever the protocol: 429 with the headers.
+    for r in [
+        h2c_request_from(client, gateway.addr, read, &headers),
+        request_from(client, gateway.addr, "GET", read, &headers),
+    ] {
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert_eq!(r.header("x-hapnd-error").as_deref(), Some("rate_limited"));
+        assert_eq!(
+            r.header("ratelimit-policy").as_deref(),
+            Some(r#""key";q=4;w=3600"#)
+        );
+        assert!(r.header("retry-after").is_some());
+    }
+}
