@@ -573,3 +573,44 @@ async fn a_corrupt_policy_written_by_hand_fails_closed() {
         assert!(text.contains(what), "{text}");
     }
 }
+
+/// A hand-written UPDATE of a key's scopes (another connection) is logged by the trigger,
+/// so a gateway's cached principal does not keep the old scopes past a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_change_written_by_hand_reaches_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let path = path.to_str().unwrap();
+    let store_a = SqliteKeyStore::connect(path).await.unwrap();
+    let store_b = SqliteKeyStore::connect(path).await.unwrap();
+    let gateway_b = Authenticator::builder(store_b.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store_b.watch(gateway_b.invalidator(), POLL);
+    eventually(Duration::from_secs(2), || async {
+        gateway_b.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("the feed confirms itself");
+    let created = store_a
+        .create(NewKey::new(unique("sq"), Environment::Live, "ci").scope("events:read"))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret();
+    tokio::time::sleep(POLL * 3).await;
+    let p = gateway_b.authenticate_key(key).await.unwrap();
+    assert!(!p.has_scope("events:write"));
+    sqlx::query("UPDATE hapnd_api_keys SET scopes = 'events:read events:write' WHERE id = ?1")
+        .bind(created.record.id.as_str().to_owned())
+        .execute(store_a.pool())
+        .await
+        .unwrap();
+    eventually(POLL + Duration::from_millis(400), || async {
+        gateway_b
+            .authenticate_key(key)
+            .await
+            .is_ok_and(|p| p.has_scope("events:write"))
+    })
+    .await
+    .expect("the new scopes are seen within one poll interval (+ margin)");
+}
