@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use hapnd_auth::{
-    ApiKey, Authenticator, Environment, KeyHash, KeyStore, MemoryKeyStore, PostgresKeyStore,
-    Principal, SqliteKeyStore,
+    ApiKey, Authenticator, Environment, KeyHash, KeyStore, MemoryKeyStore, NewKey,
+    PostgresKeyStore, Principal, RateLimit, RequireScopeLayer, SqliteKeyStore,
 };
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -202,6 +202,22 @@ fn cached_keys(
     }
 }
 
+/// An authenticator with one cached key made from `new`, and its header.
+fn policy_key(rt: &Runtime, new: NewKey) -> (Authenticator, HeaderValue) {
+    let auth = Authenticator::builder(MemoryKeyStore::new())
+        .ttl(LONG_TTL)
+        .build();
+    let header = rt.block_on(async {
+        let created = auth.create_key(new).await.expect("memory store create");
+        let header = bearer(created.key.expose_secret());
+        let mut headers = http::HeaderMap::new();
+        headers.insert(AUTHORIZATION, header.clone());
+        auth.authenticate(&headers).await.expect("cached");
+        header
+    });
+    (auth, header)
+}
+
 /// Requests that pick among `headers` uniformly.
 fn uniform(
     row_name: &str,
@@ -299,6 +315,42 @@ fn latency(c: &mut Criterion<Clock>) {
             (keys.svc, uniform(name, keys.headers, &keys.lookups))
         });
     }
+    // Key policies, on one cached key as `hit/1_key` (a key with neither): three scopes
+    // checked by a guard (the required one second in the list), and a rate limit that
+    // never trips (the GCRA update on every request is what is measured).
+    row(
+        &mut group,
+        &rt,
+        "hit/1_key_scope_checked",
+        StatusCode::OK,
+        |rt| {
+            let new = NewKey::new("tenant-000000", Environment::Live, "ci-pipeline-0").scopes([
+                "events:read",
+                "events:write",
+                "reports:read",
+            ]);
+            let (auth, header) = policy_key(rt, new);
+            let svc = auth
+                .layer()
+                .layer(RequireScopeLayer::new("events:write").layer(service_fn(ok)));
+            (svc, move || request(&header))
+        },
+    );
+    row(
+        &mut group,
+        &rt,
+        "hit/1_key_rate_limited",
+        StatusCode::OK,
+        |rt| {
+            let limit = RateLimit::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000)
+                .expect("a valid limit");
+            let new =
+                NewKey::new("tenant-000000", Environment::Live, "ci-pipeline-0").rate_limit(limit);
+            let (auth, header) = policy_key(rt, new);
+            (auth.layer().layer(service_fn(ok)), move || request(&header))
+        },
+    );
+
     row(
         &mut group,
         &rt,

@@ -371,8 +371,12 @@ impl Authenticator {
         extensions: &Extensions,
     ) -> Fast {
         let counts = match &fast {
-            // Costs nothing to answer, and is what a browser sends first.
-            Fast::Done(Err(e), _) => e.kind() != crate::AuthErrorKind::MissingApiKey,
+            // Costs nothing to answer, and is what a browser sends first; a key over its
+            // own rate limit is a good key, not a guess.
+            Fast::Done(Err(e), _) => !matches!(
+                e.kind(),
+                crate::AuthErrorKind::MissingApiKey | crate::AuthErrorKind::RateLimited
+            ),
             Fast::Done(Ok(_), _) => false,
             Fast::Miss(_) => true,
         };
@@ -525,7 +529,10 @@ impl Authenticator {
         };
         let mut result = result.map_err(|e| e.with_hint(miss.hint));
         if let (Err(e), Some(client), Some((throttle, _))) = (&result, miss.client, &inner.throttle)
-            && e.kind() != crate::AuthErrorKind::Unavailable
+            && !matches!(
+                e.kind(),
+                crate::AuthErrorKind::Unavailable | crate::AuthErrorKind::RateLimited
+            )
             && let Err(wait) = throttle.failed(client)
         {
             let hint = e.key_hint().map(str::to_owned);
@@ -732,6 +739,13 @@ fn verify(
     }
     if key.expires_at().is_some_and(|at| at <= SystemTime::now()) {
         return Err(AuthError::expired().with_principal(key));
+    }
+    // Every admitted request, hit or miss, takes from a limited key's budget; a key
+    // without a limit pays this one pointer test.
+    if let Some(limiter) = key.limiter()
+        && let Err(wait) = limiter.check()
+    {
+        return Err(AuthError::rate_limited(limiter.limit(), wait).with_principal(key));
     }
     Ok(key)
 }

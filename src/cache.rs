@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::key::{self, KeyHash};
 use crate::metrics::{CacheMetrics, Source};
 use crate::principal::Principal;
+use crate::rate_limit::KeyLimits;
 use crate::store::{KeyRecord, StoreError, StoreErrorKind};
 
 /// What the cache holds for one hash: a known key, or a negative entry. 24 bytes, stored
@@ -87,6 +88,8 @@ pub(crate) struct KeyCache {
     /// The seen-valid set: hash -> the epoch of the lookup that found it valid. `None`
     /// when off (no throttle, or a capacity of 0).
     seen: Option<SeenValid>,
+    /// Rate-limited keys' GCRA states, kept across refills.
+    limits: KeyLimits,
 }
 
 /// Hashes whose store lookup found a valid, active key, by the epoch of that lookup.
@@ -219,6 +222,13 @@ impl KeyCache {
             stale_if_error,
             metrics: CacheMetrics::register(),
             seen: None,
+            // A cached principal uses its limiter without the table for up to the TTL
+            // (and the stale-if-error window past it).
+            limits: KeyLimits::new(
+                capacity,
+                ttl.table()
+                    .saturating_add(stale_if_error.unwrap_or(Duration::ZERO)),
+            ),
         }
     }
 
@@ -400,7 +410,10 @@ impl KeyCache {
             Ok(result) => result,
             Err(_) => Err(overtaken()),
         }
-        .map(|record| self.entry(epoch, record.map(Principal::from_record)));
+        .map(|record| {
+            let key = record.map(|r| Principal::with_limits(r, &self.limits));
+            self.entry(epoch, key)
+        });
         let mut flights = self.lock_flights();
         guard.flight = None;
         // Invalidations and flushes detach the flight under this lock: if it is still

@@ -140,7 +140,7 @@ where
 /// Why a request reached a guard without a principal: an optional layer let an anonymous
 /// caller through (401 `missing_api_key`: the caller can fix that), or no layer is in
 /// front at all (500 `auth_layer_missing`: the server must).
-fn no_principal<B>(req: &Request<B>) -> AuthError {
+pub(crate) fn no_principal<B>(req: &Request<B>) -> AuthError {
     if req.extensions().get::<Anonymous>().is_some() {
         AuthError::missing()
     } else {

@@ -6,9 +6,12 @@ use std::time::Duration;
 use http::header::{CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use std::sync::Arc;
+
 use crate::key::{Environment, KeyFormatError};
 use crate::principal::Principal;
-use crate::store::StoreError;
+use crate::scope::ScopeRule;
+use crate::store::{RateLimit, StoreError};
 
 /// The class of an authentication failure: what the rejection table in the README keys on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,12 +38,19 @@ pub enum AuthErrorKind {
     /// [`FailedAttemptLimit`](crate::FailedAttemptLimit)). 429 `too_many_failed_attempts`,
     /// with `Retry-After`.
     TooManyFailedAttempts,
+    /// A valid key without a scope the route requires (see
+    /// [`RequireScopeLayer`](crate::RequireScopeLayer)). 403 `insufficient_scope`, the
+    /// scopes in `WWW-Authenticate`'s `scope="..."` (RFC 6750).
+    InsufficientScope,
+    /// The key's own rate limit is spent (see [`RateLimit`](crate::RateLimit)). 429
+    /// `rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`.
+    RateLimited,
 }
 
 impl AuthErrorKind {
     /// Every kind, each at its [`index`](Self::index): what per-kind tables (metrics,
     /// rejection header maps) are built from.
-    pub(crate) const ALL: [AuthErrorKind; 9] = [
+    pub(crate) const ALL: [AuthErrorKind; 11] = [
         AuthErrorKind::MissingApiKey,
         AuthErrorKind::InvalidRequest,
         AuthErrorKind::InvalidApiKey,
@@ -50,6 +60,8 @@ impl AuthErrorKind {
         AuthErrorKind::Unavailable,
         AuthErrorKind::LayerMissing,
         AuthErrorKind::TooManyFailedAttempts,
+        AuthErrorKind::InsufficientScope,
+        AuthErrorKind::RateLimited,
     ];
 
     /// This kind's place in [`ALL`](Self::ALL). An exhaustive match, so a new kind does not
@@ -65,6 +77,8 @@ impl AuthErrorKind {
             AuthErrorKind::Unavailable => 6,
             AuthErrorKind::LayerMissing => 7,
             AuthErrorKind::TooManyFailedAttempts => 8,
+            AuthErrorKind::InsufficientScope => 9,
+            AuthErrorKind::RateLimited => 10,
         }
     }
 
@@ -72,7 +86,9 @@ impl AuthErrorKind {
     pub(crate) const fn retries_later(self) -> bool {
         matches!(
             self,
-            AuthErrorKind::Unavailable | AuthErrorKind::TooManyFailedAttempts
+            AuthErrorKind::Unavailable
+                | AuthErrorKind::TooManyFailedAttempts
+                | AuthErrorKind::RateLimited
         )
     }
 
@@ -80,10 +96,14 @@ impl AuthErrorKind {
     pub const fn status(self) -> StatusCode {
         match self {
             AuthErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
-            AuthErrorKind::WrongEnvironment => StatusCode::FORBIDDEN,
+            AuthErrorKind::WrongEnvironment | AuthErrorKind::InsufficientScope => {
+                StatusCode::FORBIDDEN
+            }
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthErrorKind::LayerMissing => StatusCode::INTERNAL_SERVER_ERROR,
-            AuthErrorKind::TooManyFailedAttempts => StatusCode::TOO_MANY_REQUESTS,
+            AuthErrorKind::TooManyFailedAttempts | AuthErrorKind::RateLimited => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AuthErrorKind::MissingApiKey
             | AuthErrorKind::InvalidApiKey
             | AuthErrorKind::Revoked
@@ -103,10 +123,14 @@ impl AuthErrorKind {
             AuthErrorKind::Unavailable => "auth_unavailable",
             AuthErrorKind::LayerMissing => "auth_layer_missing",
             AuthErrorKind::TooManyFailedAttempts => "too_many_failed_attempts",
+            AuthErrorKind::InsufficientScope => "insufficient_scope",
+            AuthErrorKind::RateLimited => "rate_limited",
         }
     }
 
     /// The `WWW-Authenticate` challenge (RFC 6750 section 3), if the status carries one.
+    /// An `insufficient_scope` rejection's header adds the scopes the route requires
+    /// (`, scope="events:write"`) to this one.
     pub const fn challenge(self) -> Option<&'static str> {
         match self {
             AuthErrorKind::MissingApiKey => Some(r#"Bearer realm="hapnd""#),
@@ -116,12 +140,13 @@ impl AuthErrorKind {
             AuthErrorKind::InvalidApiKey | AuthErrorKind::Revoked | AuthErrorKind::Expired => {
                 Some(r#"Bearer realm="hapnd", error="invalid_token""#)
             }
-            AuthErrorKind::WrongEnvironment => {
+            AuthErrorKind::WrongEnvironment | AuthErrorKind::InsufficientScope => {
                 Some(r#"Bearer realm="hapnd", error="insufficient_scope""#)
             }
             AuthErrorKind::Unavailable
             | AuthErrorKind::LayerMissing
-            | AuthErrorKind::TooManyFailedAttempts => None,
+            | AuthErrorKind::TooManyFailedAttempts
+            | AuthErrorKind::RateLimited => None,
         }
     }
 }
@@ -143,6 +168,8 @@ enum Detail {
     Format(KeyFormatError),
     WrongEnvironment { required: Environment },
     Store(StoreError),
+    Scope(Arc<ScopeRule>),
+    RateLimited(RateLimit),
 }
 
 /// Why a request was not authenticated. Carries at most the key's masked hint, never the key.
@@ -232,6 +259,16 @@ impl AuthError {
         e
     }
 
+    pub(crate) fn insufficient_scope(rule: Arc<ScopeRule>) -> Self {
+        Self::new(AuthErrorKind::InsufficientScope, Detail::Scope(rule))
+    }
+
+    pub(crate) fn rate_limited(limit: RateLimit, retry_after: Duration) -> Self {
+        let mut e = Self::new(AuthErrorKind::RateLimited, Detail::RateLimited(limit));
+        e.retry_after = Some(retry_after);
+        e
+    }
+
     pub(crate) fn layer_missing() -> Self {
         Self::new(AuthErrorKind::LayerMissing, Detail::None)
     }
@@ -284,6 +321,11 @@ impl AuthError {
 
     /// Sets what every rejection must carry whatever its body: `WWW-Authenticate` (a 401
     /// without it breaks RFC 9110), `Retry-After` on a 503, and `Cache-Control: no-store`.
+    ///
+    /// An `insufficient_scope` rejection's challenge names the scopes the route requires;
+    /// a `rate_limited` one carries `RateLimit-Policy` and `RateLimit`
+    /// (draft-ietf-httpapi-ratelimit-headers-10): `"key";q=100;w=1` and
+    /// `"key";r=0;t=<seconds until the next request is admitted>`.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
         headers.insert(CACHE_CONTROL, NO_STORE.clone());
         if let Some(challenge) = challenge_value(self.kind) {
@@ -291,6 +333,43 @@ impl AuthError {
         }
         if let Some(after) = self.retry_after {
             headers.insert(RETRY_AFTER, retry_after_value(after));
+        }
+        self.insert_policy_headers(headers);
+    }
+
+    /// What a scope or rate-limit rejection adds to its kind's headers: replaces entries
+    /// the kind's prebuilt map already holds (see [`Template`]).
+    fn insert_policy_headers(&self, headers: &mut HeaderMap) {
+        match &self.detail {
+            Detail::Scope(rule) => {
+                headers.insert(WWW_AUTHENTICATE, rule.challenge.clone());
+            }
+            Detail::RateLimited(limit) => {
+                let secs = self.retry_after.map_or(1, whole_secs);
+                headers.insert(RATELIMIT_POLICY, rate_limit_policy(limit));
+                let value = format!("\"key\";r=0;t={secs}");
+                headers.insert(
+                    RATELIMIT,
+                    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("")),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The scopes the route required, for an `insufficient_scope` rejection.
+    pub fn required_scopes(&self) -> Option<impl Iterator<Item = &str>> {
+        match &self.detail {
+            Detail::Scope(rule) => Some(rule.scopes()),
+            _ => None,
+        }
+    }
+
+    /// The key's rate limit, for a `rate_limited` rejection.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        match &self.detail {
+            Detail::RateLimited(limit) => Some(*limit),
+            _ => None,
         }
     }
 
@@ -347,6 +426,7 @@ impl AuthError {
             }
             None => {}
         }
+        self.insert_policy_headers(headers);
         response
     }
 
@@ -396,6 +476,8 @@ pub(crate) enum Message<'a> {
         hint: &'a str,
         what: &'static str,
     },
+    /// Text built once elsewhere (a scope guard's message), needing no JSON escaping.
+    Text(&'a str),
 }
 
 /// A [`Message::Static`] for `code` and `text`. The text must need no JSON escaping (no
@@ -467,6 +549,11 @@ impl AuthError {
                     "this endpoint needs a sandbox key (sk_test_...), not a live key"
                 ),
             },
+            (_, Detail::Scope(rule)) => Message::Text(&rule.message),
+            (_, Detail::RateLimited(_)) => fixed!(
+                "rate_limited",
+                "the rate limit of this API key is spent; retry after the time Retry-After gives"
+            ),
             (_, Detail::Store(_)) => fixed!(
                 "auth_unavailable",
                 "authentication is temporarily unavailable; retry shortly"
@@ -511,6 +598,7 @@ impl fmt::Display for AuthError {
         match self.message_parts() {
             Message::Static { text, .. } => f.write_str(text),
             Message::Hinted { hint, what } => write!(f, "the API key {hint} {what}"),
+            Message::Text(text) => f.write_str(text),
         }
     }
 }
@@ -579,7 +667,7 @@ impl AuthError {
             AuthErrorKind::LayerMissing => tracing::error!(
                 target: "hapnd_auth",
                 reason = code,
-                "environment guard without ApiKeyLayer in front of it"
+                "environment or scope guard without ApiKeyLayer in front of it"
             ),
             _ => tracing::debug!(
                 target: "hapnd_auth",
@@ -600,10 +688,26 @@ static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 /// and copied once: `HeaderValue::from(u64)` costs two allocations (a spare-capacity
 /// buffer, then the shared header `Bytes` needs for it), on every 429 of a flood.
 fn retry_after_value(after: Duration) -> HeaderValue {
-    let secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1);
+    let secs = whole_secs(after);
     // ASCII digits are always a valid value; the fallback only keeps this panic-free.
     HeaderValue::from_str(itoa::Buffer::new().format(secs))
         .unwrap_or_else(|_| HeaderValue::from_static("1"))
+}
+
+/// Seconds, rounded up, at least 1.
+fn whole_secs(after: Duration) -> u64 {
+    (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)
+}
+
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+/// `RateLimit-Policy` for `limit`: one policy named `key`, its quota `q` requests per
+/// window `w` seconds (the limit's own count and period; GCRA spreads them, and the burst
+/// is how many may come at once).
+fn rate_limit_policy(limit: &RateLimit) -> HeaderValue {
+    let value = format!("\"key\";q={};w={}", limit.requests(), limit.period_secs());
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Which prebuilt header map a rejection starts from.
@@ -624,8 +728,16 @@ impl Template {
         let maps = MAPS.get_or_init(|| {
             let build = |json: bool| {
                 AuthErrorKind::ALL.map(|kind| {
-                    let mut headers = HeaderMap::with_capacity(5);
-                    let mut error = AuthError::new(kind, Detail::None);
+                    let mut headers = HeaderMap::with_capacity(7);
+                    // Placeholders for every header the kind's rejections carry, so that
+                    // `response_from` replaces entries and never grows the clone.
+                    let detail = match kind {
+                        AuthErrorKind::RateLimited => Detail::RateLimited(
+                            RateLimit::new(1, Duration::from_secs(1), 1).expect("a valid limit"),
+                        ),
+                        _ => Detail::None,
+                    };
+                    let mut error = AuthError::new(kind, detail);
                     if kind.retries_later() {
                         error.retry_after = Some(Duration::from_secs(1));
                     }
@@ -675,7 +787,8 @@ fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
                 })*
                 AuthErrorKind::Unavailable
                 | AuthErrorKind::LayerMissing
-                | AuthErrorKind::TooManyFailedAttempts => None,
+                | AuthErrorKind::TooManyFailedAttempts
+                | AuthErrorKind::RateLimited => None,
             }
         };
     }
@@ -686,5 +799,6 @@ fn challenge_value(kind: AuthErrorKind) -> Option<&'static HeaderValue> {
         Revoked,
         Expired,
         WrongEnvironment,
+        InsufficientScope,
     )
 }

@@ -10,8 +10,8 @@
 //! | rejection | gRPC status |
 //! |---|---|
 //! | `missing_api_key`, `invalid_request`, `invalid_api_key`, `api_key_revoked`, `api_key_expired` | `UNAUTHENTICATED` (16) |
-//! | `wrong_environment` | `PERMISSION_DENIED` (7) |
-//! | `too_many_failed_attempts` | `RESOURCE_EXHAUSTED` (8), with `retry-after` metadata |
+//! | `wrong_environment`, `insufficient_scope` | `PERMISSION_DENIED` (7) |
+//! | `too_many_failed_attempts`, `rate_limited` | `RESOURCE_EXHAUSTED` (8), with `retry-after` metadata |
 //! | `auth_unavailable` | `UNAVAILABLE` (14), with `retry-after` metadata |
 //! | `auth_layer_missing` | `INTERNAL` (13) |
 //!
@@ -56,8 +56,8 @@ impl GrpcRejection {
     /// 8 `RESOURCE_EXHAUSTED` (a throttled client), 14 `UNAVAILABLE` or 13 `INTERNAL`.
     pub const fn status_code(kind: AuthErrorKind) -> u8 {
         match kind {
-            AuthErrorKind::WrongEnvironment => 7,
-            AuthErrorKind::TooManyFailedAttempts => 8,
+            AuthErrorKind::WrongEnvironment | AuthErrorKind::InsufficientScope => 7,
+            AuthErrorKind::TooManyFailedAttempts | AuthErrorKind::RateLimited => 8,
             AuthErrorKind::Unavailable => 14,
             AuthErrorKind::LayerMissing => 13,
             AuthErrorKind::MissingApiKey

@@ -98,7 +98,9 @@ mod key;
 mod layer;
 mod metrics;
 mod principal;
+mod rate_limit;
 mod rejection;
+mod scope;
 #[cfg(feature = "serde")]
 mod serialize;
 mod service;
@@ -127,14 +129,16 @@ pub use layer::ApiKeyLayer;
 pub use principal::MissingPrincipal;
 pub use principal::Principal;
 pub use rejection::{JsonRejection, RejectionResponse};
+pub use scope::{RequireScope, RequireScopeLayer};
 pub use service::ApiKeyService;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use store::ChangeFeed;
 pub use store::ListPage;
 pub use store::{
-    CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,
-    StoreError, StoreErrorKind, is_valid_key_name, is_valid_tenant,
+    CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MAX_METADATA_LEN, MAX_SCOPE_LEN,
+    MAX_SCOPES, MemoryKeyStore, Metadata, NewKey, RateLimit, StoreError, StoreErrorKind,
+    is_valid_key_name, is_valid_scope, is_valid_tenant,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -170,4 +174,6 @@ pub mod guide_doctests {
     pub struct Fuzzing;
     #[doc = include_str!("../docs/upstream.md")]
     pub struct Upstream;
+    #[doc = include_str!("../docs/rate-limits.md")]
+    pub struct RateLimits;
 }

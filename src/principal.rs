@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::key::{Environment, KeyHash};
-use crate::store::{KeyId, KeyRecord};
+use crate::rate_limit::{KeyLimiter, KeyLimits};
+use crate::store::{KeyId, KeyRecord, Metadata, RateLimit};
 
 /// The tenant, environment and key a request authenticated with.
 ///
@@ -58,11 +59,46 @@ struct Inner {
     hash: KeyHash,
     revoked: bool,
     expires_at: Option<SystemTime>,
+    /// Scopes, metadata, rate limit: one pointer, null for a key with none of them (most
+    /// keys), so they cost such a key 8 bytes and the hit path one test.
+    policy: Option<Box<Policy>>,
+}
+
+/// What a key with scopes, metadata or a rate limit carries besides its identity.
+struct Policy {
+    scopes: Box<[Box<str>]>,
+    metadata: Option<Metadata>,
+    limiter: Option<Arc<KeyLimiter>>,
 }
 
 impl Principal {
-    /// A principal for `record`'s key.
+    /// A principal for `record`'s key. A rate-limited key gets a limiter of its own: the
+    /// layer's principals share one per key instead (kept across cache refills).
     pub fn from_record(record: KeyRecord) -> Self {
+        Self::build(record, None)
+    }
+
+    /// The principal the cache holds: a rate-limited key's limiter comes from `limits`.
+    pub(crate) fn with_limits(record: KeyRecord, limits: &KeyLimits) -> Self {
+        Self::build(record, Some(limits))
+    }
+
+    fn build(record: KeyRecord, limits: Option<&KeyLimits>) -> Self {
+        let policy = record.has_policy().then(|| {
+            let limiter = record.rate_limit.map(|limit| match limits {
+                Some(limits) => limits.limiter(&record.id, limit),
+                None => Arc::new(KeyLimiter::new(limit, std::time::Duration::ZERO)),
+            });
+            Box::new(Policy {
+                scopes: record
+                    .scopes
+                    .into_iter()
+                    .map(String::into_boxed_str)
+                    .collect(),
+                metadata: record.metadata,
+                limiter,
+            })
+        });
         let mut text =
             String::with_capacity(record.tenant.len() + record.name.len() + record.hint.len());
         text.push_str(&record.tenant);
@@ -80,6 +116,7 @@ impl Principal {
             hash: record.hash,
             revoked: record.revoked_at.is_some(),
             expires_at: record.expires_at,
+            policy,
         }))
     }
 
@@ -137,6 +174,61 @@ impl Principal {
         &self.0.text[(self.0.tenant_len + self.0.name_len) as usize..]
     }
 
+    /// The key's scopes, in the order they were given; none for a key with full access.
+    pub fn scopes(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let scopes: &[Box<str>] = self.0.policy.as_ref().map_or(&[], |p| &p.scopes);
+        scopes.iter().map(|s| &**s)
+    }
+
+    /// Whether the key may do what `scope` names: it lists `scope`, or it has no scopes
+    /// at all (a key without scopes has full access, as every key had before scopes).
+    ///
+    /// ```
+    /// use hapnd_auth::{Environment, MemoryKeyStore, NewKey, Authenticator};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let auth = Authenticator::new(MemoryKeyStore::new());
+    /// let reader = auth
+    ///     .create_key(NewKey::new("acme", Environment::Live, "reader").scope("events:read"))
+    ///     .await
+    ///     .unwrap();
+    /// let p = auth.authenticate_key(reader.key.expose_secret()).await.unwrap();
+    /// assert!(p.has_scope("events:read"));
+    /// assert!(!p.has_scope("events:write"));
+    ///
+    /// let full = auth.create_key(NewKey::new("acme", Environment::Live, "ci")).await.unwrap();
+    /// let p = auth.authenticate_key(full.key.expose_secret()).await.unwrap();
+    /// assert!(p.has_scope("events:write") && p.is_unrestricted());
+    /// # });
+    /// ```
+    #[inline]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        match &self.0.policy {
+            None => true,
+            Some(p) => p.scopes.is_empty() || p.scopes.iter().any(|s| **s == *scope),
+        }
+    }
+
+    /// Whether the key has no scopes, hence full access.
+    pub fn is_unrestricted(&self) -> bool {
+        self.0.policy.as_ref().is_none_or(|p| p.scopes.is_empty())
+    }
+
+    /// The key's metadata, if it has any. Never logged: not in this type's `Debug`.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.0.policy.as_ref()?.metadata.as_ref()
+    }
+
+    /// The key's rate limit, if it has one.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        Some(self.limiter()?.limit())
+    }
+
+    #[inline]
+    pub(crate) fn limiter(&self) -> Option<&KeyLimiter> {
+        self.0.policy.as_ref()?.limiter.as_deref()
+    }
+
     /// The stored hash of the key, as the store returned it.
     pub(crate) fn stored_hash(&self) -> &KeyHash {
         &self.0.hash
@@ -161,7 +253,9 @@ impl fmt::Debug for Principal {
             .field("key_id", &self.0.key_id)
             .field("key_name", &self.key_name())
             .field("key_hint", &self.key_hint())
-            .finish()
+            .field("scopes", &self.scopes().collect::<Vec<_>>())
+            .field("rate_limit", &self.rate_limit())
+            .finish_non_exhaustive()
     }
 }
 

@@ -83,11 +83,16 @@ const BODY_END: &str = r#""}}"#;
 /// one is written in one allocation, sized exactly so that `Bytes` takes it over as is (a
 /// `Vec` with spare capacity would cost `Bytes` a second allocation for its shared header).
 fn json_body(error: &AuthError) -> Bytes {
+    let code = error.kind().code();
     let (hint, what) = match error.message_parts() {
         Message::Static { body, .. } => return Bytes::from_static(body.as_bytes()),
         Message::Hinted { hint, what } => (hint, what),
+        // A scope guard's message: scopes of the scope grammar in fixed text.
+        Message::Text(text) => {
+            let body = [BODY_START, code, BODY_MESSAGE, "\"", text, BODY_END].concat();
+            return Bytes::from(body);
+        }
     };
-    let code = error.kind().code();
     // Fixed ASCII text around a hint limited to [A-Za-z0-9_.?]: nothing to escape.
     let parts = [
         BODY_START,
@@ -142,6 +147,18 @@ mod tests {
             AuthError::unavailable(
                 StoreError::new(StoreErrorKind::Timeout, "slow"),
                 std::time::Duration::from_secs(1),
+            ),
+            AuthError::insufficient_scope(std::sync::Arc::new(crate::scope::ScopeRule::new(
+                ["events:write"],
+                true,
+            ))),
+            AuthError::insufficient_scope(std::sync::Arc::new(crate::scope::ScopeRule::new(
+                ["a:b", "c"],
+                false,
+            ))),
+            AuthError::rate_limited(
+                "100/m,burst=7".parse().unwrap(),
+                std::time::Duration::from_millis(2_500),
             ),
         ];
         for m in [

@@ -5,10 +5,16 @@
 //! - [`Environment`]: `"live"` or `"sandbox"`.
 //! - [`KeyId`]: its text, `"key_..."`.
 //! - [`KeyHash`]: 64 lower-case hexadecimal characters.
-//! - [`Principal`]: `{"tenant", "environment", "key_id", "key_name", "key_hint"}`
+//! - [`Principal`]: `{"tenant", "environment", "key_id", "key_name", "key_hint", "scopes"}`
+//!   (`scopes` a list, empty for a key with full access; never the metadata, which a
+//!   serialized principal could carry into a log)
 //!   (serialize only: principals come from the layer, or `Principal::for_test`).
 //! - [`KeyRecord`](crate::KeyRecord): its fields; times as UTC unix milliseconds, the
-//!   precision the stores keep.
+//!   precision the stores keep; `scopes` a list, `metadata` the object (or `null`),
+//!   `rate_limit` its text (`"100/s,burst=200"`, or `null`). The three may be absent when
+//!   deserializing (a record serialized before they existed).
+//! - [`Metadata`](crate::Metadata): the JSON object itself.
+//! - [`RateLimit`](crate::RateLimit): its text, `"100/s,burst=200"`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +23,33 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::key::{Environment, KeyHash};
 use crate::principal::Principal;
-use crate::store::KeyId;
+use crate::store::{KeyId, Metadata, RateLimit};
+
+impl Serialize for Metadata {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Metadata::from_value(&value).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for RateLimit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(D::Error::custom)
+    }
+}
 
 impl Serialize for Environment {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -60,12 +92,13 @@ impl<'de> Deserialize<'de> for KeyHash {
 
 impl Serialize for Principal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = s.serialize_struct("Principal", 5)?;
+        let mut out = s.serialize_struct("Principal", 6)?;
         out.serialize_field("tenant", self.tenant())?;
         out.serialize_field("environment", &self.environment())?;
         out.serialize_field("key_id", self.key_id())?;
         out.serialize_field("key_name", self.key_name())?;
         out.serialize_field("key_hint", self.key_hint())?;
+        out.serialize_field("scopes", &self.scopes().collect::<Vec<_>>())?;
         out.end()
     }
 }

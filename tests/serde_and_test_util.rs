@@ -36,6 +36,7 @@ fn principals_serialize_their_identity_and_no_secret() {
             "key_id": p.key_id().as_str(),
             "key_name": "ci",
             "key_hint": p.key_hint(),
+            "scopes": [],
         })
     );
 }
@@ -65,6 +66,34 @@ fn records_round_trip_with_the_hash_as_hex_and_times_in_milliseconds() {
 }
 
 #[test]
+fn record_policies_serialize_as_json_and_old_records_read_without_them() {
+    let key = ApiKey::generate(Environment::Live);
+    let new = NewKey::new("acme", Environment::Live, "ci")
+        .scope("events:read")
+        .metadata(hapnd_auth::Metadata::parse(r#"{"plan":"pro"}"#).unwrap())
+        .rate_limit("100/s,burst=200".parse().unwrap());
+    let record = KeyRecord::for_key(&key, new, UNIX_EPOCH);
+    let mut value = serde_json::to_value(&record).unwrap();
+    assert_eq!(value["scopes"], json!(["events:read"]));
+    assert_eq!(value["metadata"], json!({"plan": "pro"}));
+    assert_eq!(value["rate_limit"], "100/s,burst=200");
+    let back: KeyRecord = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(back, record);
+    // Invalid values are refused, not dropped.
+    value["metadata"] = json!([1]);
+    assert!(serde_json::from_value::<KeyRecord>(value.clone()).is_err());
+    value["metadata"] = json!(null);
+    value["rate_limit"] = json!("lots");
+    assert!(serde_json::from_value::<KeyRecord>(value.clone()).is_err());
+    // A record serialized before policies existed.
+    for field in ["scopes", "metadata", "rate_limit"] {
+        value.as_object_mut().unwrap().remove(field);
+    }
+    let old: KeyRecord = serde_json::from_value(value).unwrap();
+    assert!(!old.has_policy());
+}
+
+#[test]
 fn environments_and_hashes_refuse_what_they_cannot_be() {
     assert_eq!(
         serde_json::from_str::<Environment>(r#""sandbox""#).unwrap(),
@@ -72,4 +101,29 @@ fn environments_and_hashes_refuse_what_they_cannot_be() {
     );
     assert!(serde_json::from_str::<Environment>(r#""prod""#).is_err());
     assert!(serde_json::from_str::<KeyHash>(r#""abc""#).is_err());
+}
+
+#[tokio::test]
+async fn metadata_never_reaches_debug_output() {
+    let auth = hapnd_auth::Authenticator::new(hapnd_auth::MemoryKeyStore::new());
+    let created = auth
+        .create_key(
+            NewKey::new("acme", Environment::Live, "ci")
+                .metadata(hapnd_auth::Metadata::parse(r#"{"owner":"s3cr3t-owner"}"#).unwrap()),
+        )
+        .await
+        .unwrap();
+    let p = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(p.metadata().unwrap().to_value()["owner"], "s3cr3t-owner");
+    for text in [
+        format!("{p:?}"),
+        format!("{:?}", created.record),
+        format!("{created:?}"),
+        format!("{:?}", p.metadata()),
+    ] {
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
 }

@@ -1895,3 +1895,80 @@ async fn a_locked_usage_table_does_not_stall_authentication() {
             .is_some()
     );
 }
+
+/// A policy column no write path would have written fails closed (503 for that key),
+/// never read as "no policy", which would be full access; a hand-written UPDATE of a
+/// policy column is logged as a change, so a cached principal does not keep the old policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_changed_by_hand_reaches_the_cache_and_a_corrupt_one_fails_closed() {
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (schema_name, options) = schema(&url, &admin).await;
+    let store = store_on(options).await;
+    let auth = Authenticator::builder(store.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store.listen(auth.invalidator());
+    healthy(&auth, Duration::from_secs(3)).await;
+    let created = auth
+        .create_key(NewKey::new(unique("pol"), Environment::Live, "ci").scope("events:read"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = auth
+        .authenticate_key(created.key.expose_secret())
+        .await
+        .unwrap();
+    assert!(!p.has_scope("events:write"));
+    exec(
+        &admin,
+        format!(
+            "UPDATE {schema_name}.hapnd_api_keys SET scopes = 'events:read events:write' \
+             WHERE id = '{}'",
+            created.record.id
+        ),
+    )
+    .await;
+    eventually(Duration::from_secs(1), || async {
+        auth.authenticate_key(created.key.expose_secret())
+            .await
+            .is_ok_and(|p| p.has_scope("events:write"))
+    })
+    .await
+    .expect("a hand-written scope change reaches the cache within 1 s");
+
+    for (column, value) in [
+        ("scopes", "Events:WRITE"),
+        ("metadata", "[1]"),
+        ("rate_limit", "lots"),
+    ] {
+        let created = auth
+            .create_key(NewKey::new(unique("pol"), Environment::Live, "ci"))
+            .await
+            .unwrap();
+        exec(
+            &admin,
+            format!(
+                "UPDATE {schema_name}.hapnd_api_keys SET {column} = '{value}' WHERE id = '{}'",
+                created.record.id
+            ),
+        )
+        .await;
+        let err = eventually(Duration::from_secs(1), || async {
+            auth.authenticate_key(created.key.expose_secret())
+                .await
+                .is_err()
+        })
+        .await;
+        assert!(err.is_some(), "{column}");
+        let err = auth
+            .authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::Unavailable, "{column}");
+        assert_eq!(
+            err.store_error().map(|e| e.kind()),
+            Some(StoreErrorKind::Invalid)
+        );
+    }
+}

@@ -31,7 +31,8 @@ impl Fixture for Sqlite {
             "SELECT id || '|' || tenant || '|' || environment || '|' || name || '|' || \
              hex(key_hash) || '|' || hint || '|' || created_at || '|' || \
              COALESCE(revoked_at, '') || '|' || COALESCE(expires_at, '') || '|' || \
-             COALESCE(last_used_at, '') FROM hapnd_api_keys",
+             COALESCE(last_used_at, '') || '|' || COALESCE(scopes, '') || '|' || \
+             COALESCE(metadata, '') || '|' || COALESCE(rate_limit, '') FROM hapnd_api_keys",
         )
         .fetch_all(self.store.pool())
         .await
@@ -468,4 +469,148 @@ fn set_umask(mask: u32) -> u32 {
     unsafe {
         libc::umask(mask as libc::mode_t) as u32
     }
+}
+
+/// A database written by a version before key policies (migrations 1 and 2 only, a row
+/// inserted as that version did) is migrated on connect, and its key reads as "no
+/// scopes, no metadata, no limit": full access, as before.
+#[tokio::test]
+async fn a_key_from_before_policies_reads_as_full_access() {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let old = [
+        (
+            1,
+            "api keys",
+            include_str!("../migrations/sqlite/0001_api_keys.sql"),
+        ),
+        (
+            2,
+            "key changes",
+            include_str!("../migrations/sqlite/0002_key_changes.sql"),
+        ),
+    ];
+    let mut migrator = Migrator::with_migrations(
+        old.iter()
+            .map(|&(v, d, sql)| {
+                Migration::new(
+                    v,
+                    d.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    );
+    migrator.dangerous_set_table_name("_hapnd_auth_migrations");
+    migrator.run(&pool).await.unwrap();
+    let key = hapnd_auth::ApiKey::generate(Environment::Live);
+    sqlx::query(
+        "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, created_at) \
+         VALUES ('key_0123456789abcdef', 'acme', 'live', 'old', ?1, ?2, 0)",
+    )
+    .bind(key.hash().as_bytes().to_vec())
+    .bind(key.hint())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteKeyStore::connect(path.to_str().unwrap())
+        .await
+        .unwrap();
+    let record = store.lookup(&key.hash()).await.unwrap().unwrap();
+    assert!(record.scopes.is_empty());
+    assert!(record.metadata.is_none() && record.rate_limit.is_none());
+    let auth = Authenticator::new(store.clone());
+    let principal = auth.authenticate_key(key.expose_secret()).await.unwrap();
+    assert!(principal.has_scope("anything:at-all"));
+    assert!(principal.scopes().next().is_none());
+    // Rotation of an old key: still no policy.
+    let rotated = store.rotate(&record.id).await.unwrap();
+    assert!(!rotated.record.has_policy());
+}
+
+/// A policy column no write path would have written fails closed (503 for that key, the
+/// operator told which key and which column), never read as "no policy", which would be
+/// full access.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_policy_written_by_hand_fails_closed() {
+    let fixture = sqlite().await.unwrap();
+    let store = fixture.store.clone();
+    for (column, value, what) in [
+        ("scopes", "events:read Events:WRITE", "scope list"),
+        ("metadata", "[1, 2]", "metadata"),
+        ("rate_limit", "lots", "rate limit"),
+    ] {
+        let auth = Authenticator::new(store.clone());
+        let created = store
+            .create(NewKey::new(unique("corrupt"), Environment::Live, "ci").scope("events:read"))
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE hapnd_api_keys SET {column} = ?1 WHERE id = ?2"
+        )))
+        .bind(value)
+        .bind(created.record.id.as_str().to_owned())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let err = auth
+            .authenticate_key(created.key.expose_secret())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::Unavailable, "{column}");
+        let text = err.store_error().unwrap().to_string();
+        assert!(text.contains(created.record.id.as_str()), "{text}");
+        assert!(text.contains(what), "{text}");
+    }
+}
+
+/// A hand-written UPDATE of a key's scopes (another connection) is logged by the trigger,
+/// so a gateway's cached principal does not keep the old scopes past a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_change_written_by_hand_reaches_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let path = path.to_str().unwrap();
+    let store_a = SqliteKeyStore::connect(path).await.unwrap();
+    let store_b = SqliteKeyStore::connect(path).await.unwrap();
+    let gateway_b = Authenticator::builder(store_b.clone())
+        .ttl(Duration::from_secs(60))
+        .build();
+    let _feed = store_b.watch(gateway_b.invalidator(), POLL);
+    eventually(Duration::from_secs(2), || async {
+        gateway_b.channel_health() == ChannelHealth::Healthy
+    })
+    .await
+    .expect("the feed confirms itself");
+    let created = store_a
+        .create(NewKey::new(unique("sq"), Environment::Live, "ci").scope("events:read"))
+        .await
+        .unwrap();
+    let key = created.key.expose_secret();
+    tokio::time::sleep(POLL * 3).await;
+    let p = gateway_b.authenticate_key(key).await.unwrap();
+    assert!(!p.has_scope("events:write"));
+    sqlx::query("UPDATE hapnd_api_keys SET scopes = 'events:read events:write' WHERE id = ?1")
+        .bind(created.record.id.as_str().to_owned())
+        .execute(store_a.pool())
+        .await
+        .unwrap();
+    eventually(POLL + Duration::from_millis(400), || async {
+        gateway_b
+            .authenticate_key(key)
+            .await
+            .is_ok_and(|p| p.has_scope("events:write"))
+    })
+    .await
+    .expect("the new scopes are seen within one poll interval (+ margin)");
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use hapnd_auth::{Environment, KeyId, KeyRecord, KeyStore, ListPage, NewKey};
+use hapnd_auth::{Environment, KeyId, KeyRecord, KeyStore, ListPage, Metadata, NewKey, RateLimit};
 
 use crate::Database;
 use crate::output::{data, esc};
@@ -33,7 +33,19 @@ pub(crate) enum Command {
         /// Make the key expire after this long: 30d, 12h, 90m.
         #[arg(long, value_parser = parse_duration)]
         expires: Option<Duration>,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Print the key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Show one key's record (no secret): identity, status, scopes, rate limit, metadata.
+    Show {
+        /// The key id (key_...).
+        id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -66,8 +78,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         db: Database,
     },
-    /// Create a replacement (same tenant, environment, name and expiry policy); the old key
-    /// stays active until you revoke it. A revoked or expired key is not rotated.
+    /// Create a replacement (same tenant, environment, name, expiry policy, scopes,
+    /// metadata and rate limit); the old key stays active until you revoke it. A revoked
+    /// or expired key is not rotated.
     Rotate {
         /// The key id to replace.
         id: String,
@@ -75,12 +88,69 @@ pub(crate) enum Command {
         /// was given, if it expires).
         #[arg(long, value_parser = parse_duration)]
         expires: Option<Duration>,
+        /// Give the replacement these scopes instead of the old key's, and so on for
+        /// --metadata and --rate-limit.
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Print the new key and its record as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         db: Database,
     },
+}
+
+/// What a key may do: `--scope` (repeatable), `--metadata`, `--rate-limit`.
+#[derive(clap::Args, Default)]
+pub(crate) struct PolicyArgs {
+    /// A scope the key carries (repeatable): lower-case words joined by `:`, like
+    /// events:read. A key without scopes has full access.
+    #[arg(long = "scope", value_name = "SCOPE", value_parser = parse_scope)]
+    scopes: Vec<String>,
+    /// A JSON object handed to your handlers with the key (at most 4 KiB): '{"plan":"pro"}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_metadata)]
+    metadata: Option<Metadata>,
+    /// Requests the key may make: COUNT/PERIOD[,burst=N], like 100/s,burst=200 or 5000/h.
+    #[arg(long, value_name = "LIMIT", value_parser = parse_rate_limit)]
+    rate_limit: Option<RateLimit>,
+}
+
+impl PolicyArgs {
+    fn given(&self) -> bool {
+        !self.scopes.is_empty() || self.metadata.is_some() || self.rate_limit.is_some()
+    }
+
+    fn apply(self, mut new: NewKey) -> NewKey {
+        new = new.scopes(self.scopes);
+        if let Some(meta) = self.metadata {
+            new = new.metadata(meta);
+        }
+        if let Some(limit) = self.rate_limit {
+            new = new.rate_limit(limit);
+        }
+        new
+    }
+}
+
+fn parse_scope(text: &str) -> Result<String, String> {
+    if hapnd_auth::is_valid_scope(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{} is not a scope: lower-case words of letters, digits, `_` and `-`, each \
+             starting with a letter, joined by `:` (events:read), at most {} characters",
+            esc(text),
+            hapnd_auth::MAX_SCOPE_LEN
+        ))
+    }
+}
+
+fn parse_metadata(text: &str) -> Result<Metadata, String> {
+    Metadata::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    text.parse::<RateLimit>().map_err(|e| e.to_string())
 }
 
 fn parse_environment(text: &str) -> Result<Environment, String> {
@@ -102,10 +172,11 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             environment,
             name,
             expires,
+            policy,
             json,
             db,
         } => {
-            let mut new = NewKey::new(tenant, environment, name);
+            let mut new = policy.apply(NewKey::new(tenant, environment, name));
             if let Some(after) = expires {
                 new = new.expires_at(SystemTime::now() + after);
             }
@@ -140,13 +211,25 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Show { id, json, db } => {
+            let id = key_id(&id)?;
+            let store = open(&db, Create::Never).await?;
+            let record = find(&store, &id).await?;
+            if json {
+                data!("{}", record_json(&record));
+            } else {
+                print_record(&record);
+            }
+            Ok(())
+        }
         Command::Revoke { id, yes, json, db } => revoke(&key_id(&id)?, yes, json, &db).await,
         Command::Rotate {
             id,
             expires,
+            policy,
             json,
             db,
-        } => rotate(&key_id(&id)?, expires, json, &db).await,
+        } => rotate(&key_id(&id)?, expires, policy, json, &db).await,
     }
 }
 
@@ -222,6 +305,7 @@ fn confirm(record: &KeyRecord) -> Result<bool, String> {
 async fn rotate(
     id: &KeyId,
     expires: Option<Duration>,
+    policy: PolicyArgs,
     json: bool,
     db: &Database,
 ) -> Result<(), String> {
@@ -248,6 +332,16 @@ async fn rotate(
             .and_then(|at| at.duration_since(old.created_at).ok())
     });
     let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+    // The old key's policy is copied, unless any part of one is given: then that one.
+    new = if policy.given() {
+        policy.apply(new)
+    } else {
+        let mut new = new.scopes(old.scopes.clone());
+        new.metadata = old.metadata.clone();
+        new.rate_limit = old.rate_limit;
+        new
+    };
+    new.validate().map_err(|e| e.to_string())?;
     if let Some(lifetime) = lifetime {
         new = new.expires_at(now + lifetime);
     }
@@ -298,6 +392,10 @@ fn print_created(what: &str, record: &KeyRecord, secret: &str, json: bool) {
         Some(at) => eprintln!("expires at {}", rfc3339(at)),
         None => eprintln!("never expires"),
     }
+    eprintln!("scopes: {}", scopes_text(record));
+    if let Some(limit) = record.rate_limit {
+        eprintln!("rate limit: {limit}");
+    }
     eprintln!(
         "This is the only time the key is shown; store it now. Hint: {}",
         record.hint
@@ -321,6 +419,45 @@ fn status(r: &KeyRecord) -> &'static str {
     }
 }
 
+/// The scopes as shown: space-separated, or what having none means.
+fn scopes_text(r: &KeyRecord) -> String {
+    if r.scopes.is_empty() {
+        "none (full access)".to_owned()
+    } else {
+        r.scopes.join(" ")
+    }
+}
+
+/// `keys show`: one field a line.
+fn print_record(r: &KeyRecord) {
+    let fields = [
+        ("id", esc(r.id.as_str())),
+        ("tenant", esc(&r.tenant)),
+        ("name", esc(&r.name)),
+        ("environment", r.environment.to_string()),
+        ("status", status(r).to_owned()),
+        ("hint", esc(&r.hint)),
+        ("created", rfc3339(r.created_at)),
+        ("expires", r.expires_at.map_or("never".into(), rfc3339)),
+        ("last used", r.last_used_at.map_or("never".into(), rfc3339)),
+        ("revoked", r.revoked_at.map_or("no".into(), rfc3339)),
+        ("scopes", scopes_text(r)),
+        (
+            "rate limit",
+            r.rate_limit.map_or("none".into(), |l| l.to_string()),
+        ),
+        (
+            "metadata",
+            r.metadata
+                .as_ref()
+                .map_or("none".into(), |m| esc(m.as_json())),
+        ),
+    ];
+    for (name, value) in fields {
+        data!("{name:<12} {value}");
+    }
+}
+
 fn record_json(r: &KeyRecord) -> serde_json::Value {
     serde_json::json!({
         "id": r.id.as_str(),
@@ -333,6 +470,9 @@ fn record_json(r: &KeyRecord) -> serde_json::Value {
         "expires_at": r.expires_at.map(rfc3339),
         "last_used_at": r.last_used_at.map(rfc3339),
         "revoked_at": r.revoked_at.map(rfc3339),
+        "scopes": r.scopes,
+        "metadata": r.metadata.as_ref().map(Metadata::to_value),
+        "rate_limit": r.rate_limit.map(|l| l.to_string()),
     })
 }
 
@@ -349,6 +489,8 @@ fn print_table(keys: &[KeyRecord], with_tenant: bool) {
         "CREATED",
         "EXPIRES",
         "LAST USED",
+        "SCOPES",
+        "RATE LIMIT",
     ]);
     let rows: Vec<Vec<String>> = keys
         .iter()
@@ -365,6 +507,12 @@ fn print_table(keys: &[KeyRecord], with_tenant: bool) {
                 rfc3339(r.created_at),
                 r.expires_at.map_or("never".into(), rfc3339),
                 r.last_used_at.map_or("never".into(), rfc3339),
+                if r.scopes.is_empty() {
+                    "all".to_owned()
+                } else {
+                    r.scopes.join(",")
+                },
+                r.rate_limit.map_or("none".into(), |l| l.to_string()),
             ]);
             row
         })

@@ -6,6 +6,7 @@
 //! | `/auth/verify`, `/auth/verify/`, `/auth/verify/*` | any valid key |
 //! | `/auth/verify-live`, `/auth/verify-live/`, `/auth/verify-live/*` | live keys; sandbox keys get 403 `wrong_environment` |
 //! | `/auth/verify-sandbox`, `...-sandbox/`, `...-sandbox/*` | sandbox keys; live keys get 403 |
+//! | `/auth/verify-scope/SCOPE`, `.../SCOPE/`, `.../SCOPE/*` | keys that carry SCOPE, or no scopes at all (full access); others get 403 `insufficient_scope` |
 //!
 //! The required environment is part of the path, not a query parameter or a header: Envoy
 //! appends the original path and query to its `path_prefix` (a query parameter would end up
@@ -13,11 +14,13 @@
 //! proxy forgot to set could come from the client), and a path is the one thing every proxy's
 //! configuration fixes. The `/*` forms exist for Envoy; `/` for Envoy asking about `/`.
 //!
-//! A 200 carries the identity in `X-Hapnd-Tenant`, `X-Hapnd-Environment`, `X-Hapnd-Key-Id`
-//! and `X-Hapnd-Key-Name` (percent-encoded UTF-8) and `Cache-Control: no-store`; never the key. A rejection carries the layer's JSON body,
+//! A 200 carries the identity in `X-Hapnd-Tenant`, `X-Hapnd-Environment`, `X-Hapnd-Key-Id`,
+//! `X-Hapnd-Key-Name` (percent-encoded UTF-8) and `X-Hapnd-Scopes` (space-separated; empty
+//! for a key without scopes, which has full access) and `Cache-Control: no-store`; never the key. A rejection carries the layer's JSON body,
 //! `WWW-Authenticate` and `Retry-After`, and its code in `X-Hapnd-Error`, because proxies
 //! replace bodies.
 
+use axum::extract::Path;
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::map_response;
@@ -39,6 +42,56 @@ pub(crate) fn router(auth: &Authenticator) -> Router {
             auth,
             Some(Environment::Sandbox),
         ))
+        .merge(scope_routes(auth))
+}
+
+/// `/auth/verify-scope/{scope}`: the scope is in the path the proxy's configuration
+/// fixes, like the environment.
+fn scope_routes(auth: &Authenticator) -> Router {
+    const BASE: &str = "/auth/verify-scope/{scope}";
+    Router::new()
+        .route(BASE, any(verify_scope))
+        .route(&format!("{BASE}/"), any(verify_scope))
+        .route(&format!("{BASE}/{{*original}}"), any(verify_scope_original))
+        .route_layer(auth.layer())
+        .route_layer(map_response(tag_rejection))
+}
+
+async fn verify_scope_original(
+    Path((scope, _original)): Path<(String, String)>,
+    principal: Extension<Principal>,
+) -> Response {
+    verify_scope(Path(scope), principal).await
+}
+
+/// 200 as [`verify`] when the key carries `scope` (or no scopes); 403 `insufficient_scope`
+/// otherwise. A route for a string that is not a scope is the proxy's misconfiguration:
+/// 500 `invalid_scope_route`, never a yes.
+async fn verify_scope(Path(scope): Path<String>, Extension(p): Extension<Principal>) -> Response {
+    if !hapnd_auth::is_valid_scope(&scope) {
+        tracing::error!(
+            route_scope = %scope.escape_debug(),
+            "a /auth/verify-scope/ route names no valid scope: fix the proxy configuration"
+        );
+        let body = r#"{"error":{"type":"authentication_error","code":"invalid_scope_route","message":"this forward-auth route names no valid scope; ask the operator"}}"#;
+        let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            ERROR_HEADER,
+            HeaderValue::from_static("invalid_scope_route"),
+        );
+        return response;
+    }
+    match p.require_scope(&scope) {
+        Ok(()) => verify(Extension(p)).await,
+        // The layer's JSON rejection; `tag_rejection` adds `X-Hapnd-Error`.
+        Err(error) => error.into_response(),
+    }
 }
 
 fn routes(base: &str, auth: &Authenticator, require: Option<Environment>) -> Router {
@@ -89,7 +142,7 @@ async fn verify(Extension(p): Extension<Principal>) -> Response {
 /// percent-encoded. `None` (logged) when the identity cannot be written as headers: the
 /// caller fails closed.
 pub(crate) fn identity_headers(p: &Principal) -> Option<Vec<(HeaderName, HeaderValue)>> {
-    let mut headers = Vec::with_capacity(4);
+    let mut headers = Vec::with_capacity(5);
     for (name, value) in [
         (TENANT, p.tenant()),
         (ENVIRONMENT, p.environment().as_str()),
@@ -112,6 +165,12 @@ pub(crate) fn identity_headers(p: &Principal) -> Option<Vec<(HeaderName, HeaderV
     if let Some(name) = header_value(&percent_encode(p.key_name())) {
         headers.push((KEY_NAME, name));
     }
+    // Scopes are of the scope grammar, joined by spaces: always a valid value. Empty for a
+    // key without scopes (full access), and always sent, for the same reason as the name.
+    let scopes = p.scopes().collect::<Vec<_>>().join(" ");
+    if let Ok(value) = HeaderValue::from_str(&scopes) {
+        headers.push((SCOPES, value));
+    }
     Some(headers)
 }
 
@@ -119,6 +178,7 @@ const TENANT: HeaderName = HeaderName::from_static("x-hapnd-tenant");
 const ENVIRONMENT: HeaderName = HeaderName::from_static("x-hapnd-environment");
 const KEY_ID: HeaderName = HeaderName::from_static("x-hapnd-key-id");
 const KEY_NAME: HeaderName = HeaderName::from_static("x-hapnd-key-name");
+const SCOPES: HeaderName = HeaderName::from_static("x-hapnd-scopes");
 
 /// Names are free text: everything but RFC 3986's unreserved characters is `%XX` (UTF-8).
 fn percent_encode(text: &str) -> String {
@@ -257,6 +317,61 @@ mod tests {
             call(&app, "/auth/verify-livex", Some(&live)).await.status(),
             404
         );
+    }
+
+    #[tokio::test]
+    async fn the_scope_routes_admit_keys_with_the_scope_and_say_which_scopes_a_key_has() {
+        let auth = Authenticator::new(MemoryKeyStore::new());
+        let key = |scopes: &'static [&'static str]| {
+            let auth = auth.clone();
+            async move {
+                let new =
+                    NewKey::new("acme", Environment::Live, "k").scopes(scopes.iter().copied());
+                auth.create_key(new)
+                    .await
+                    .unwrap()
+                    .key
+                    .expose_secret()
+                    .to_owned()
+            }
+        };
+        let reader = key(&["events:read"]).await;
+        let writer = key(&["events:read", "events:write"]).await;
+        let full = key(&[]).await;
+        let app = router(&auth);
+        for path in [
+            "/auth/verify-scope/events:write",
+            "/auth/verify-scope/events:write/",
+            "/auth/verify-scope/events:write/v1/events?x=1",
+        ] {
+            let r = call(&app, path, Some(&reader)).await;
+            assert_eq!(r.status(), 403, "{path}");
+            assert_eq!(header(&r, "x-hapnd-error"), Some("insufficient_scope"));
+            assert_eq!(
+                header(&r, "www-authenticate"),
+                Some(r#"Bearer realm="hapnd", error="insufficient_scope", scope="events:write""#)
+            );
+            assert_eq!(header(&r, "x-hapnd-tenant"), None);
+            let r = call(&app, path, Some(&writer)).await;
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(
+                header(&r, "x-hapnd-scopes"),
+                Some("events:read events:write")
+            );
+            let r = call(&app, path, Some(&full)).await;
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(header(&r, "x-hapnd-scopes"), Some(""));
+        }
+        // Every verify route says which scopes the key has.
+        let r = call(&app, "/auth/verify", Some(&reader)).await;
+        assert_eq!(header(&r, "x-hapnd-scopes"), Some("events:read"));
+        // A route naming no scope is the proxy's mistake: never a yes.
+        let r = call(&app, "/auth/verify-scope/Events:*", Some(&full)).await;
+        assert_eq!(r.status(), 500);
+        assert_eq!(header(&r, "x-hapnd-error"), Some("invalid_scope_route"));
+        // Without a key: the layer's 401, before any scope.
+        let r = call(&app, "/auth/verify-scope/events:write", None).await;
+        assert_eq!(r.status(), 401);
     }
 
     #[tokio::test]

@@ -613,6 +613,22 @@ fn bad_input_is_400_with_a_message_and_writes_nothing() {
         ),
         (r#"{"tenant":"acme","environment":"live"}"#, "name"),
         ("tenant=acme", "JSON"),
+        (
+            r#"{"tenant":"acme","environment":"live","name":"ci","scopes":["Events:Read"]}"#,
+            "invalid scope",
+        ),
+        (
+            r#"{"tenant":"acme","environment":"live","name":"ci","scopes":["a","a"]}"#,
+            "given twice",
+        ),
+        (
+            r#"{"tenant":"acme","environment":"live","name":"ci","metadata":[1]}"#,
+            "must be a JSON object",
+        ),
+        (
+            r#"{"tenant":"acme","environment":"live","name":"ci","rate_limit":"lots"}"#,
+            "invalid rate limit",
+        ),
     ];
     for (body, says) in cases {
         let r = server.admin_api("POST", "/api/v1/keys", TOKEN, body);
@@ -713,4 +729,47 @@ fn an_expired_key_is_listed_as_expired_and_rejected() {
     let r = server.public_get("/v1/whoami", &secret);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.code(), "api_key_expired");
+}
+
+#[test]
+fn keys_are_created_with_scopes_metadata_and_a_limit_and_rotation_keeps_them() {
+    let sandbox = Sandbox::new("api-policy");
+    let server = Server::start(&sandbox);
+    let body = serde_json::json!({
+        "tenant": "acme",
+        "environment": "live",
+        "name": "reporting",
+        "scopes": ["events:read"],
+        "metadata": {"plan": "pro"},
+        "rate_limit": "2/h",
+    });
+    let r = server.admin_api("POST", "/api/v1/keys", TOKEN, &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json();
+    let key = &created["key"];
+    assert_eq!(key["scopes"], serde_json::json!(["events:read"]));
+    assert_eq!(key["metadata"], serde_json::json!({"plan": "pro"}));
+    assert_eq!(key["rate_limit"], "2/h,burst=2");
+    let id = key["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    // The limit is enforced on the public listener.
+    for _ in 0..2 {
+        assert_eq!(server.public_get("/v1/whoami", &secret).status, 200);
+    }
+    let r = server.public_get("/v1/whoami", &secret);
+    assert_eq!(r.status, 429, "{}", r.body);
+
+    let r = server.admin_api("GET", &format!("/api/v1/keys/{id}"), TOKEN, "");
+    assert_eq!(r.json()["key"]["scopes"], key["scopes"]);
+    let r = server.admin_api("POST", &format!("/api/v1/keys/{id}/rotate"), TOKEN, "");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rotated = r.json();
+    for field in ["scopes", "metadata", "rate_limit"] {
+        assert_eq!(rotated["key"][field], key[field], "{field}");
+    }
+    // A key made without them: full access, shown as no scopes.
+    let plain = create(&server, "acme", "live", "plain");
+    assert_eq!(plain["key"]["scopes"], serde_json::json!([]));
+    assert!(plain["key"]["rate_limit"].is_null());
 }

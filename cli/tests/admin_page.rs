@@ -399,6 +399,57 @@ async fn the_api_keys_page_in_a_real_browser() {
     assert_eq!(server.public_get("/v1/whoami", &replacement).status, 200);
     click(&client, "#done").await;
 
+    // A key with scopes and a rate limit, set in the form and shown in the list.
+    type_into(&client, "#name", "reporting").await;
+    type_into(&client, "#scopes", "events:read, reports:export").await;
+    type_into(&client, "#rate_limit", "1/h").await;
+    click(&client, "form.new-key button[type=submit]").await;
+    let reporting = text(&client, "#secret").await;
+    click(&client, "#done").await;
+    let reporting_row = Locator::XPath("//tr[td[1]='reporting']");
+    let reporting_id = client
+        .find(reporting_row)
+        .await
+        .unwrap()
+        .attr("id")
+        .await
+        .unwrap()
+        .unwrap();
+    let row = format!("tr[id='{reporting_id}']");
+    assert_eq!(
+        text(&client, &format!("{row} .scopes")).await,
+        "events:read reports:export"
+    );
+    assert_eq!(
+        text(&client, &format!("{row} .rate-limit")).await,
+        "1/h,burst=1"
+    );
+    let ci_row = client
+        .find(Locator::XPath("//tr[td[1]='ci-pipeline']"))
+        .await
+        .unwrap();
+    assert!(
+        ci_row.text().await.unwrap().contains("all"),
+        "a key without scopes: all"
+    );
+    assert_eq!(server.public_get("/v1/whoami", &reporting).status, 200);
+    assert_eq!(server.public_get("/v1/whoami", &reporting).status, 429);
+    // A bad scope is refused with the library's message, and nothing is made.
+    type_into(&client, "#name", "bad-scope").await;
+    type_into(&client, "#scopes", "Events:*").await;
+    click(&client, "form.new-key button[type=submit]").await;
+    assert!(text(&client, ".error").await.contains("invalid scope"));
+    assert!(
+        client
+            .find(Locator::XPath("//tr[td[1]='bad-scope']"))
+            .await
+            .is_err()
+    );
+    client
+        .goto(&format!("{admin}/keys?tenant=acme"))
+        .await
+        .unwrap();
+
     // Security headers, and a form post without (or with a wrong) CSRF token is refused.
     let keys_path = "/keys?tenant=acme";
     let session_cookie = format!("hapnd_admin_session={cookie}");
@@ -498,7 +549,14 @@ async fn the_api_keys_page_in_a_real_browser() {
     client.close().await.unwrap();
     drop(server);
     let logs = sandbox.logs();
-    for secret in [&key, &local, &replacement, &TOKEN.to_owned(), &cookie] {
+    for secret in [
+        &key,
+        &local,
+        &replacement,
+        &reporting,
+        &TOKEN.to_owned(),
+        &cookie,
+    ] {
         assert!(!logs.contains(secret.as_str()), "a secret in the logs");
     }
 }

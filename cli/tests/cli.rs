@@ -1622,3 +1622,153 @@ fn test_database(what: &str) -> Option<String> {
         }
     }
 }
+
+#[test]
+fn keys_carry_scopes_metadata_and_a_rate_limit_through_create_show_list_and_rotate() {
+    let sandbox = Sandbox::new("policy");
+    let out = sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--env",
+        "live",
+        "--name",
+        "reporting",
+        "--scope",
+        "events:read",
+        "--scope",
+        "reports:export",
+        "--metadata",
+        r#"{"plan": "pro", "owner": "billing"}"#,
+        "--rate-limit",
+        "100/s,burst=200",
+        "--json",
+    ]);
+    let created = json_of(&out);
+    assert_eq!(
+        created["scopes"],
+        serde_json::json!(["events:read", "reports:export"])
+    );
+    assert_eq!(
+        created["metadata"],
+        serde_json::json!({"plan": "pro", "owner": "billing"})
+    );
+    assert_eq!(created["rate_limit"], "100/s,burst=200");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let shown = json_of(&sandbox.run(&["keys", "show", &id, "--json"]));
+    for field in ["scopes", "metadata", "rate_limit", "id", "tenant"] {
+        assert_eq!(shown[field], created[field], "{field}");
+    }
+    assert!(shown.get("key").is_none(), "show never prints a key");
+    let text = sandbox.run(&["keys", "show", &id]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = stdout(&text);
+    assert!(text.contains("events:read reports:export"), "{text}");
+    assert!(text.contains("100/s,burst=200"), "{text}");
+
+    let listed = json_of(&sandbox.run(&["keys", "list", "--tenant", "acme", "--json"]));
+    assert_eq!(listed[0]["scopes"], created["scopes"]);
+    assert_eq!(listed[0]["rate_limit"], created["rate_limit"]);
+    let table = stdout(&sandbox.run(&["keys", "list", "--tenant", "acme"]));
+    assert!(
+        table.contains("SCOPES") && table.contains("events:read,reports:export"),
+        "{table}"
+    );
+
+    // Rotation copies the policy...
+    let rotated = json_of(&sandbox.run(&["keys", "rotate", &id, "--json"]));
+    for field in ["scopes", "metadata", "rate_limit"] {
+        assert_eq!(rotated[field], created[field], "{field}");
+    }
+    // ... unless a new one is given.
+    let narrowed =
+        json_of(&sandbox.run(&["keys", "rotate", &id, "--scope", "events:read", "--json"]));
+    assert_eq!(narrowed["scopes"], serde_json::json!(["events:read"]));
+    assert_eq!(narrowed["rate_limit"], serde_json::Value::Null);
+
+    // A key made without any: full access, shown as such.
+    let (_, plain) = create_key(&sandbox, "live", "plain");
+    let shown = json_of(&sandbox.run(&["keys", "show", &plain, "--json"]));
+    assert_eq!(shown["scopes"], serde_json::json!([]));
+    assert_eq!(shown["metadata"], serde_json::Value::Null);
+    assert!(stdout(&sandbox.run(&["keys", "show", &plain])).contains("none (full access)"));
+}
+
+#[test]
+fn bad_scopes_metadata_and_limits_are_refused_and_nothing_is_written() {
+    let sandbox = Sandbox::new("badpolicy");
+    let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(5000));
+    let cases: [(&[&str], &str); 9] = [
+        (&["--scope", "Events:Read"], "is not a scope"),
+        (&["--scope", "events:*"], "is not a scope"),
+        (&["--scope", "a", "--scope", "a"], "given twice"),
+        (&["--metadata", "[1, 2]"], "must be a JSON object"),
+        (&["--metadata", "{oops"], "not valid JSON"),
+        (&["--metadata", &big], "larger than 4096 bytes"),
+        (&["--rate-limit", "0/s"], "invalid rate limit"),
+        (&["--rate-limit", "100/fortnight"], "invalid rate limit"),
+        (&["--rate-limit", "100/s,burst=lots"], "invalid rate limit"),
+    ];
+    for (extra, why) in cases {
+        let mut args = vec![
+            "keys", "create", "--tenant", "acme", "--env", "live", "--name", "x",
+        ];
+        args.extend_from_slice(extra);
+        let out = sandbox.run(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(stderr(&out).contains(why), "{extra:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{extra:?}");
+        assert!(
+            !Path::new(&sandbox.db()).exists(),
+            "{extra:?}: a database was made"
+        );
+    }
+    // With a database: still nothing written, rotation included.
+    let (_, id) = create_key(&sandbox, "live", "exists");
+    let out = sandbox.run(&["keys", "rotate", &id, "--scope", "a", "--scope", "a"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("given twice"), "{}", stderr(&out));
+    let listed = json_of(&sandbox.run(&["keys", "list", "--tenant", "acme", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_gateway_enforces_a_key_rate_limit_made_by_the_command() {
+    let sandbox = Sandbox::new("ratelimit");
+    let out = sandbox.run(&[
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--env",
+        "live",
+        "--name",
+        "ci",
+        "--rate-limit",
+        "2/h",
+    ]);
+    let (key, _) = printed_key(&out);
+    let (other, _) = create_key(&sandbox, "live", "other");
+    let server = Server::start(&sandbox, &[]);
+    for _ in 0..2 {
+        assert_eq!(server.get("/v1/whoami", Some(&key)).status, 200);
+    }
+    let r = server.get("/v1/whoami", Some(&key));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "rate_limited");
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some(r#""key";q=2;w=3600"#)
+    );
+    assert!(
+        r.header("ratelimit")
+            .unwrap()
+            .starts_with(r#""key";r=0;t="#)
+    );
+    assert!(r.header("retry-after").is_some());
+    let r = server.get("/auth/verify", Some(&key));
+    assert_eq!(r.status, 429, "forward auth is limited too: {}", r.body);
+    assert_eq!(server.get("/v1/whoami", Some(&other)).status, 200);
+}

@@ -295,6 +295,119 @@ fn forward_auth_contract(kind: Kind) {
     let r = proxy.get("/api/orders", &[("Authorization", &bearer(&expiring))]);
     assert_refused(&r, 401, "api_key_expired", Some(INVALID_TOKEN));
 
+    // The scope-guarded location (/events/ requires events:write): a key without it gets
+    // 403 insufficient_scope with the scope in the challenge, and never reaches the backend;
+    // a key with it, or without any scopes (full access), passes, its scopes (never the
+    // client's) in X-Hapnd-Scopes.
+    let (reader, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "reader",
+            "--scope",
+            "events:read",
+        ],
+    );
+    let (writer, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "writer",
+            "--scope",
+            "events:read",
+            "--scope",
+            "events:write",
+        ],
+    );
+    secrets.extend([reader.clone(), writer.clone()]);
+    let before = backend.seen.lock().unwrap().len();
+    let r = proxy.get("/events/new", &[("Authorization", &bearer(&reader))]);
+    assert_refused(
+        &r,
+        403,
+        "insufficient_scope",
+        Some(r#"Bearer realm="hapnd", error="insufficient_scope", scope="events:write""#),
+    );
+    assert_eq!(
+        backend.seen.lock().unwrap().len(),
+        before,
+        "the backend was reached"
+    );
+    let forged = [("X-Hapnd-Scopes", "admin"), ("X_Hapnd_Scopes", "admin")];
+    let r = proxy.get(
+        "/events/new",
+        &[("Authorization", &bearer(&writer)), forged[0], forged[1]],
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert_eq!(echoed(&r, "x-hapnd-scopes"), ["events:read events:write"]);
+    assert!(!r.body.contains("admin"), "{}", r.body);
+    let r = proxy.get(
+        "/events/new",
+        &[("Authorization", &bearer(&live)), forged[0], forged[1]],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Full access: no scope list reaches the backend, and never the forged one.
+    assert!(
+        echoed(&r, "x-hapnd-scopes").iter().all(String::is_empty),
+        "{:?}",
+        echoed(&r, "x-hapnd-scopes")
+    );
+    assert!(!r.body.contains("admin"), "{}", r.body);
+    // An unguarded location passes the reader, with its scopes.
+    let r = proxy.get("/api/events", &[("Authorization", &bearer(&reader))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(echoed(&r, "x-hapnd-scopes"), ["events:read"]);
+
+    // A rate-limited key: its third request in the hour gets 429 rate_limited with the
+    // gateway's Retry-After and RateLimit headers, and another key is not affected.
+    let (limited, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "limited",
+            "--rate-limit",
+            "2/h",
+        ],
+    );
+    secrets.push(limited.clone());
+    for _ in 0..2 {
+        let r = proxy.get("/api/orders", &[("Authorization", &bearer(&limited))]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&limited))]);
+    assert_refused(&r, 429, "rate_limited", None);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1790..=1800).contains(&retry), "{retry}");
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some(r#""key";q=2;w=3600"#)
+    );
+    assert_eq!(
+        r.header("ratelimit"),
+        Some(format!(r#""key";r=0;t={retry}"#))
+    );
+    let r = proxy.get("/api/orders", &[("Authorization", &bearer(&writer))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+
     // Revoked by another process: refused within the SQLite poll bound (100 ms here).
     let (doomed, doomed_id) = create_key(d, &db, "acme", "live", "doomed");
     secrets.push(doomed.clone());
@@ -770,5 +883,68 @@ fn caddy_with_the_readme_configuration() {
 fn caddy_answers_503_when_the_store_fails() {
     if require("caddy") {
         store_outage(Kind::Caddy);
+    }
+}
+
+/// The scope routes and a key's rate limit over h2c and HTTP/1.1, from a second loopback
+/// address: the same answers either way, and a limited key spends one budget over both.
+#[test]
+fn scopes_and_rate_limits_over_h2c_and_http1_from_another_address() {
+    let dir = TempDir::new("fwd-policy-h2c");
+    let db = dir.path().join("keys.db").display().to_string();
+    let gateway = Gateway::start(dir.path(), &db, &[]);
+    let d = dir.path();
+    let (reader, _) = create_key_with(
+        d,
+        &db,
+        &[
+            "--tenant",
+            "acme",
+            "--env",
+            "live",
+            "--name",
+            "reader",
+            "--scope",
+            "events:read",
+            "--rate-limit",
+            "4/h",
+        ],
+    );
+    let client: IpAddr = "127.0.0.2".parse().unwrap();
+    let auth = bearer(&reader);
+    let headers = [("authorization", auth.as_str())];
+    let write = "/auth/verify-scope/events:write/v1/events";
+    let read = "/auth/verify-scope/events:read";
+    let r = h2c_request_from(client, gateway.addr, write, &headers);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.header("x-hapnd-error").as_deref(),
+        Some("insufficient_scope")
+    );
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .ends_with(r#"scope="events:write""#)
+    );
+    let r = request_from(client, gateway.addr, "GET", write, &headers);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Two more admitted, one over each protocol: the 403s above spent the first two.
+    let r = h2c_request_from(client, gateway.addr, read, &headers);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-hapnd-scopes").as_deref(), Some("events:read"));
+    let r = request_from(client, gateway.addr, "GET", read, &headers);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The fifth in the hour, whatever the protocol: 429 with the headers.
+    for r in [
+        h2c_request_from(client, gateway.addr, read, &headers),
+        request_from(client, gateway.addr, "GET", read, &headers),
+    ] {
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert_eq!(r.header("x-hapnd-error").as_deref(), Some("rate_limited"));
+        assert_eq!(
+            r.header("ratelimit-policy").as_deref(),
+            Some(r#""key";q=4;w=3600"#)
+        );
+        assert!(r.header("retry-after").is_some());
     }
 }

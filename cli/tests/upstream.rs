@@ -49,11 +49,12 @@ fn names(response: &Response) -> Vec<String> {
         .collect()
 }
 
-const IDENTITY: [&str; 4] = [
+const IDENTITY: [&str; 5] = [
     "x-hapnd-tenant",
     "x-hapnd-environment",
     "x-hapnd-key-id",
     "x-hapnd-key-name",
+    "x-hapnd-scopes",
 ];
 
 #[test]
@@ -104,6 +105,8 @@ fn forwards_with_the_gateway_identity_and_no_forged_credential_or_hop_by_hop_hea
     assert_eq!(echoed(&r, "x-hapnd-environment"), ["live"]);
     assert_eq!(echoed(&r, "x-hapnd-key-id"), [id.as_str()]);
     assert_eq!(echoed(&r, "x-hapnd-key-name"), ["ci%20pipeline"]);
+    // A key without scopes (full access): the header is there, empty.
+    assert_eq!(echoed(&r, "x-hapnd-scopes"), [""]);
     for name in names(&r) {
         let normalised = name.replace('_', "-");
         if normalised.starts_with("x-hapnd-") {

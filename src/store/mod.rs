@@ -25,6 +25,7 @@
 mod error;
 mod identity;
 mod memory;
+mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod record;
@@ -41,6 +42,9 @@ pub use error::{StoreError, StoreErrorKind};
 pub(crate) use identity::is_valid_key_id;
 pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;
+pub use policy::{
+    MAX_METADATA_LEN, MAX_SCOPE_LEN, MAX_SCOPES, Metadata, RateLimit, is_valid_scope,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};
 pub use record::{CreatedKey, KeyId, KeyRecord, KeyStatus, LastUsed, NewKey};
@@ -217,16 +221,19 @@ pub trait KeyStore: Send + Sync + 'static {
         }
     }
 
-    /// Creates a replacement for key `id` with the same tenant, environment and name. The
-    /// old key stays active until it is revoked.
+    /// Creates a replacement for key `id` with the same tenant, environment, name, scopes,
+    /// metadata and rate limit. The old key stays active until it is revoked.
     fn rotate(&self, id: &KeyId) -> impl Future<Output = Result<CreatedKey, StoreError>> + Send {
         async move {
             let old = self
                 .get(id)
                 .await?
                 .ok_or_else(|| StoreError::not_found(id))?;
-            self.create(NewKey::new(old.tenant, old.environment, old.name))
-                .await
+            let mut new = NewKey::new(old.tenant, old.environment, old.name);
+            new.scopes = old.scopes;
+            new.metadata = old.metadata;
+            new.rate_limit = old.rate_limit;
+            self.create(new).await
         }
     }
 }

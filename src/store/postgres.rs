@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fleet",
         include_str!("../../migrations/postgres/0003_fleet.sql"),
     ),
+    (
+        4,
+        "key policy",
+        include_str!("../../migrations/postgres/0004_key_policy.sql"),
+    ),
 ];
 
 /// The most change-log rows one catch-up reads; past it the listener flushes instead.
@@ -73,8 +78,16 @@ macro_rules! columns {
             millis!(
                 "GREATEST(k.last_used_at, \
                  (SELECT u.last_used_at FROM hapnd_key_usage AS u WHERE u.id = k.id))"
-            )
+            ),
+            policy_columns!()
         )
+    };
+}
+
+/// The policy columns, after the last-used time.
+macro_rules! policy_columns {
+    () => {
+        ", k.scopes, k.metadata, k.rate_limit"
     };
 }
 
@@ -581,7 +594,9 @@ impl KeyStore for PostgresKeyStore {
             sqlx::query(concat!(
                 "SELECT ",
                 key_columns!(),
-                "NULL::int8 FROM hapnd_api_keys AS k WHERE key_hash = $1"
+                "NULL::int8",
+                policy_columns!(),
+                " FROM hapnd_api_keys AS k WHERE key_hash = $1"
             ))
             .bind(hash.as_bytes().to_vec())
         })
@@ -590,9 +605,11 @@ impl KeyStore for PostgresKeyStore {
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         record.validate()?;
+        let (scopes, metadata, rate_limit) = sql::policy_columns(record);
         let query = sqlx::query(concat!(
             "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, ",
-            "created_at, revoked_at, expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, ",
+            "created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, ",
             ts!(7),
             ", ",
             ts!(8),
@@ -600,7 +617,7 @@ impl KeyStore for PostgresKeyStore {
             ts!(9),
             ", ",
             ts!(10),
-            ")"
+            ", $11, $12, $13)"
         ))
         .bind(record.id.as_str().to_owned())
         .bind(record.tenant.clone())
@@ -611,7 +628,10 @@ impl KeyStore for PostgresKeyStore {
         .bind(to_millis(record.created_at))
         .bind(record.revoked_at.map(to_millis))
         .bind(record.expires_at.map(to_millis))
-        .bind(record.last_used_at.map(to_millis));
+        .bind(record.last_used_at.map(to_millis))
+        .bind(scopes)
+        .bind(metadata)
+        .bind(rate_limit);
         bounded(self.query_timeout, query.execute(&self.pool)).await?;
         // Instances that cached the hash as unknown forget that.
         self.notify(&record.hash).await;

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use crate::key::{ApiKey, Environment, KeyHash};
 
+use super::policy::{self, Metadata, RateLimit};
 use super::{StoreError, identity};
 
 /// A key's public identifier (`key_` and 16 base62 characters): safe to log and show.
@@ -74,6 +75,15 @@ pub struct KeyRecord {
     /// When the key was last seen in a request, as far as the store has been told.
     #[cfg_attr(feature = "serde", serde(with = "crate::serialize::unix_ms::option"))]
     pub last_used_at: Option<SystemTime>,
+    /// What the key may do ([`is_valid_scope`](crate::is_valid_scope)); empty: everything.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub scopes: Vec<String>,
+    /// A JSON object for the handlers; its `Debug` shows its size only.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub metadata: Option<Metadata>,
+    /// How many requests the key may make; `None`: no limit.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl KeyRecord {
@@ -117,18 +127,27 @@ impl KeyRecord {
             revoked_at: None,
             expires_at: new.expires_at,
             last_used_at: None,
+            scopes: new.scopes,
+            metadata: new.metadata,
+            rate_limit: new.rate_limit,
         })
     }
 
     /// Checks what the record says about its owner: a tenant of the strict grammar
     /// (`^[a-z0-9][a-z0-9._-]{0,62}$`), a printable key name (see [`NewKey::validate`]),
-    /// and an id of visible ASCII. Every store calls it before writing a record, and the
+    /// an id of visible ASCII, and scopes of the scope grammar. Every store calls it before writing a record, and the
     /// authenticator calls it on every record a lookup returns, so an identity that could
     /// not be shown safely or sent in a header never becomes a [`Principal`](crate::Principal).
     pub fn validate(&self) -> Result<(), StoreError> {
         identity::check_tenant(&self.tenant)?;
         identity::check_key_name(&self.name)?;
-        identity::check_key_id(self.id.as_str())
+        identity::check_key_id(self.id.as_str())?;
+        policy::check_scopes(&self.scopes)
+    }
+
+    /// Whether the key carries a scope, metadata or a rate limit.
+    pub fn has_policy(&self) -> bool {
+        !self.scopes.is_empty() || self.metadata.is_some() || self.rate_limit.is_some()
     }
 
     /// Whether the key was revoked.
@@ -209,6 +228,12 @@ pub struct NewKey {
     pub name: String,
     /// When it stops working, if ever.
     pub expires_at: Option<SystemTime>,
+    /// What it may do; empty (the default): everything.
+    pub scopes: Vec<String>,
+    /// Its metadata.
+    pub metadata: Option<Metadata>,
+    /// Its rate limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl NewKey {
@@ -223,12 +248,52 @@ impl NewKey {
             environment,
             name: name.into(),
             expires_at: None,
+            scopes: Vec::new(),
+            metadata: None,
+            rate_limit: None,
         }
     }
 
     /// Makes the key expire at `at`.
     pub fn expires_at(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Adds a scope: the key may then do only what its scopes name. Checked by
+    /// [`validate`](Self::validate) (and so by every store's `create`).
+    ///
+    /// ```
+    /// use hapnd_auth::{Environment, NewKey, RateLimit, Metadata};
+    ///
+    /// let new = NewKey::new("acme", Environment::Live, "reporting")
+    ///     .scope("events:read")
+    ///     .scope("reports:read")
+    ///     .metadata(Metadata::parse(r#"{"plan": "pro"}"#).unwrap())
+    ///     .rate_limit("100/s,burst=200".parse::<RateLimit>().unwrap());
+    /// assert!(new.validate().is_ok());
+    /// assert!(NewKey::new("acme", Environment::Live, "ci").scope("Events").validate().is_err());
+    /// ```
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Adds scopes ([`scope`](Self::scope) for each).
+    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.scopes.extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the key's metadata.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets the key's rate limit.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
         self
     }
 
@@ -251,10 +316,14 @@ impl NewKey {
     /// assert_eq!(err.kind(), StoreErrorKind::Invalid);
     /// ```
     ///
+    /// - Scopes follow the scope grammar ([`is_valid_scope`](crate::is_valid_scope)), at
+    ///   most 32 of them, none twice.
+    ///
     /// [`StoreErrorKind::Invalid`]: crate::StoreErrorKind::Invalid
     pub fn validate(&self) -> Result<(), StoreError> {
         identity::check_tenant(&self.tenant)?;
-        identity::check_key_name(&self.name)
+        identity::check_key_name(&self.name)?;
+        policy::check_scopes(&self.scopes)
     }
 }
 

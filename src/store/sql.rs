@@ -13,7 +13,19 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::cache::Invalidator;
 use crate::key::{Environment, KeyHash};
 
-use super::{KeyId, KeyRecord, StoreError, StoreErrorKind};
+use super::{KeyId, KeyRecord, Metadata, StoreError, StoreErrorKind};
+
+/// A record's policy columns as bound into an `INSERT`: scopes space-separated (`NULL` for
+/// none), metadata as JSON, the rate limit as text.
+pub(crate) fn policy_columns(
+    record: &KeyRecord,
+) -> (Option<String>, Option<String>, Option<String>) {
+    (
+        (!record.scopes.is_empty()).then(|| record.scopes.join(" ")),
+        record.metadata.as_ref().map(|m| m.as_json().to_owned()),
+        record.rate_limit.map(|l| l.to_string()),
+    )
+}
 
 /// The table that records which of *our* migrations ran. Not sqlx's default
 /// `_sqlx_migrations`, so an application that keeps its own sqlx migrations in the same
@@ -71,6 +83,9 @@ pub(crate) struct RawRecord {
     pub(crate) revoked_at: Option<i64>,
     pub(crate) expires_at: Option<i64>,
     pub(crate) last_used_at: Option<i64>,
+    pub(crate) scopes: Option<String>,
+    pub(crate) metadata: Option<String>,
+    pub(crate) rate_limit: Option<String>,
 }
 
 impl RawRecord {
@@ -91,6 +106,25 @@ impl RawRecord {
             .as_slice()
             .try_into()
             .map_err(|_| corrupt("key hash"))?;
+        let scopes: Vec<String> = self
+            .scopes
+            .as_deref()
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        super::policy::check_scopes(&scopes).map_err(|_| corrupt("scope list"))?;
+        let metadata = match self.metadata.as_deref() {
+            Some(json) => Some(Metadata::parse(json).map_err(|_| corrupt("metadata"))?),
+            None => None,
+        };
+        let rate_limit = match self.rate_limit.as_deref() {
+            Some(text) => Some(text.parse().map_err(|_| corrupt("rate limit"))?),
+            None => None,
+        };
         Ok(KeyRecord {
             id: KeyId::new(self.id),
             tenant: self.tenant,
@@ -102,11 +136,14 @@ impl RawRecord {
             revoked_at: self.revoked_at.map(from_millis),
             expires_at: self.expires_at.map(from_millis),
             last_used_at: self.last_used_at.map(from_millis),
+            scopes,
+            metadata,
+            rate_limit,
         })
     }
 }
 
-/// Reads the ten record columns, in the order the stores' `SELECT`s name them.
+/// Reads the thirteen record columns, in the order the stores' `SELECT`s name them.
 macro_rules! raw_record {
     ($row:expr) => {{
         use sqlx::Row as _;
@@ -124,6 +161,9 @@ macro_rules! raw_record {
                 revoked_at: row.try_get(7)?,
                 expires_at: row.try_get(8)?,
                 last_used_at: row.try_get(9)?,
+                scopes: row.try_get(10)?,
+                metadata: row.try_get(11)?,
+                rate_limit: row.try_get(12)?,
             })
         })()
     }};
@@ -377,6 +417,9 @@ mod tests {
             revoked_at: None,
             expires_at: None,
             last_used_at: None,
+            scopes: None,
+            metadata: None,
+            rate_limit: None,
         };
         assert!(raw("live", vec![7; 32]).into_record().is_ok());
         let err = raw("prod", vec![7; 32]).into_record().unwrap_err();

@@ -31,13 +31,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key changes",
         include_str!("../../migrations/sqlite/0002_key_changes.sql"),
     ),
+    (
+        3,
+        "key policy",
+        include_str!("../../migrations/sqlite/0003_key_policy.sql"),
+    ),
 ];
 
 macro_rules! select {
     ($where:literal) => {
         concat!(
             "SELECT id, tenant, environment, name, key_hash, hint, created_at, revoked_at, \
-             expires_at, last_used_at FROM hapnd_api_keys ",
+             expires_at, last_used_at, scopes, metadata, rate_limit FROM hapnd_api_keys ",
             $where
         )
     };
@@ -249,10 +254,11 @@ impl KeyStore for SqliteKeyStore {
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
         record.validate()?;
+        let (scopes, metadata, rate_limit) = sql::policy_columns(record);
         let query = sqlx::query(
             "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, \
-             created_at, revoked_at, expires_at, last_used_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(record.id.as_str().to_owned())
         .bind(record.tenant.clone())
@@ -263,7 +269,10 @@ impl KeyStore for SqliteKeyStore {
         .bind(to_millis(record.created_at))
         .bind(record.revoked_at.map(to_millis))
         .bind(record.expires_at.map(to_millis))
-        .bind(record.last_used_at.map(to_millis));
+        .bind(record.last_used_at.map(to_millis))
+        .bind(scopes)
+        .bind(metadata)
+        .bind(rate_limit);
         bounded(self.query_timeout, query.execute(&self.pool)).await?;
         Ok(())
     }
@@ -318,7 +327,7 @@ impl KeyStore for SqliteKeyStore {
         let query = sqlx::query(concat!(
             "UPDATE hapnd_api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 ",
             "RETURNING id, tenant, environment, name, key_hash, hint, created_at, revoked_at, ",
-            "expires_at, last_used_at"
+            "expires_at, last_used_at, scopes, metadata, rate_limit"
         ))
         .bind(id.as_str().to_owned())
         .bind(to_millis(at));

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use hapnd_auth::{
     ApiKey, AuthErrorKind, Authenticator, Environment, KeyId, KeyRecord, KeyStore, LastUsed,
-    NewKey, StoreErrorKind,
+    Metadata, NewKey, RateLimit, StoreErrorKind,
 };
 
 use super::{ms, normalized, unique};
@@ -55,6 +55,8 @@ macro_rules! conformance_suite {
             case!(invalid_new_key_is_refused);
             case!(look_alike_identities_are_refused_on_every_write);
             case!(list_page_walks_a_tenant_and_every_tenant);
+            case!(policy_round_trips_and_survives_rotation);
+            case!(invalid_policy_is_refused_and_nothing_written);
         }
     };
 }
@@ -562,4 +564,91 @@ pub async fn list_page_walks_a_tenant_and_every_tenant<F: Fixture>(f: &F) {
         .filter(|r| r.tenant == tenant || r.tenant == other)
         .count();
     assert_eq!(mine, 5);
+}
+
+/// Scopes, metadata and a rate limit come back as they went in, from every read path
+/// (lookup, the request path's lookup, get, list, list_page, revoke), and rotation copies
+/// them. A key created without them reads back without them.
+pub async fn policy_round_trips_and_survives_rotation<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("policy");
+    let meta =
+        Metadata::parse(r#"{"plan": "pro", "owner": {"team": "billing"}, "n": [1, 2]}"#).unwrap();
+    let limit: RateLimit = "100/s,burst=200".parse().unwrap();
+    let created = store
+        .create(
+            NewKey::new(&tenant, Environment::Live, "reporting")
+                .scope("events:read")
+                .scope("reports:export")
+                .metadata(meta.clone())
+                .rate_limit(limit),
+        )
+        .await
+        .unwrap();
+    let check = |r: &KeyRecord| {
+        assert_eq!(r.scopes, ["events:read", "reports:export"]);
+        assert_eq!(r.metadata.as_ref(), Some(&meta));
+        assert_eq!(r.rate_limit, Some(limit));
+    };
+    check(&created.record);
+    let hash = created.key.hash();
+    check(&store.lookup(&hash).await.unwrap().unwrap());
+    check(&store.lookup_for_request(&hash).await.unwrap().unwrap());
+    check(&store.get(&created.record.id).await.unwrap().unwrap());
+    check(&store.list(&tenant).await.unwrap()[0]);
+    let page = store
+        .list_page(&hapnd_auth::ListPage::new(Some(&tenant), 10))
+        .await
+        .unwrap();
+    check(&page[0]);
+
+    let rotated = store.rotate(&created.record.id).await.unwrap();
+    check(&rotated.record);
+    check(&store.lookup(&rotated.key.hash()).await.unwrap().unwrap());
+    check(
+        &store
+            .revoke(&created.record.id, SystemTime::now())
+            .await
+            .unwrap(),
+    );
+
+    let plain = store
+        .create(NewKey::new(&tenant, Environment::Live, "plain"))
+        .await
+        .unwrap();
+    let found = store.lookup(&plain.key.hash()).await.unwrap().unwrap();
+    assert!(found.scopes.is_empty() && found.metadata.is_none() && found.rate_limit.is_none());
+    assert!(!found.has_policy());
+    let rotated = store.rotate(&plain.record.id).await.unwrap();
+    assert!(!rotated.record.has_policy());
+}
+
+/// A bad scope, too many scopes or a duplicate is refused by `create` and by a bare
+/// `insert`, and nothing is written.
+pub async fn invalid_policy_is_refused_and_nothing_written<F: Fixture>(f: &F) {
+    let store = f.store();
+    let tenant = unique("badpolicy");
+    let too_many: Vec<String> = (0..=hapnd_auth::MAX_SCOPES)
+        .map(|i| format!("s{i}"))
+        .collect();
+    let bad: Vec<Vec<String>> = vec![
+        vec!["Events:read".into()],
+        vec!["events read".into()],
+        vec!["events:*".into()],
+        vec![String::new()],
+        vec!["a".repeat(hapnd_auth::MAX_SCOPE_LEN + 1)],
+        vec!["a".into(), "a".into()],
+        too_many,
+    ];
+    for scopes in bad {
+        let new = NewKey::new(&tenant, Environment::Live, "ci").scopes(scopes.clone());
+        let err = store.create(new.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{scopes:?}");
+        let key = ApiKey::generate(Environment::Live);
+        let record = KeyRecord::for_key(&key, new, SystemTime::now());
+        let err = store.insert(&record).await.unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Invalid, "{scopes:?}");
+        assert!(store.lookup(&key.hash()).await.unwrap().is_none());
+    }
+    assert!(store.list(&tenant).await.unwrap().is_empty());
 }

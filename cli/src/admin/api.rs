@@ -95,6 +95,15 @@ struct CreateRequest {
     /// `30d`, `12h`, `90m`, `45s`, like `keys create --expires`.
     #[serde(default)]
     expires_in: Option<String>,
+    /// The key's scopes (none: full access).
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// A JSON object for the handlers, at most 4 KiB.
+    #[serde(default)]
+    metadata: Option<Value>,
+    /// `100/s,burst=200`, like `keys create --rate-limit`.
+    #[serde(default)]
+    rate_limit: Option<String>,
 }
 
 async fn create(
@@ -110,6 +119,14 @@ async fn create(
         request.name,
         request.expires_in.as_deref(),
     )
+    .and_then(|new| {
+        with_policy(
+            new,
+            request.scopes,
+            request.metadata.as_ref(),
+            request.rate_limit.as_deref(),
+        )
+    })
     .map_err(ApiError::invalid)?;
     let created = state.auth.create_key(new).await?;
     tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
@@ -130,6 +147,28 @@ pub(super) fn new_key(
     let mut new = NewKey::new(tenant, environment, name);
     if let Some(after) = expires_in.map(str::trim).filter(|t| !t.is_empty()) {
         new = new.expires_at(SystemTime::now() + parse_duration(after)?);
+    }
+    new.validate().map_err(|e| e.to_string())?;
+    Ok(new)
+}
+
+/// `new` with scopes, metadata and a rate limit, checked: a clear message for the first
+/// thing wrong, and nothing written.
+pub(super) fn with_policy(
+    mut new: NewKey,
+    scopes: Vec<String>,
+    metadata: Option<&Value>,
+    rate_limit: Option<&str>,
+) -> Result<NewKey, String> {
+    new = new.scopes(scopes);
+    if let Some(value) = metadata.filter(|v| !v.is_null()) {
+        new = new.metadata(hapnd_auth::Metadata::from_value(value).map_err(|e| e.to_string())?);
+    }
+    if let Some(text) = rate_limit.map(str::trim).filter(|t| !t.is_empty()) {
+        let limit: hapnd_auth::RateLimit = text
+            .parse()
+            .map_err(|e: hapnd_auth::StoreError| e.to_string())?;
+        new = new.rate_limit(limit);
     }
     new.validate().map_err(|e| e.to_string())?;
     Ok(new)
@@ -221,6 +260,9 @@ fn record_json(r: &KeyRecord, now: SystemTime) -> Value {
         "last_used_at": r.last_used_at.map(rfc3339),
         "expires_at": r.expires_at.map(rfc3339),
         "revoked_at": r.revoked_at.map(rfc3339),
+        "scopes": r.scopes,
+        "metadata": r.metadata.as_ref().map(hapnd_auth::Metadata::to_value),
+        "rate_limit": r.rate_limit.map(|l| l.to_string()),
     })
 }
 

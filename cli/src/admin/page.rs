@@ -24,7 +24,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AdminState;
 use super::access::{Denied, client_ip};
-use super::api::{key_id, new_key};
+use super::api::{key_id, new_key, with_policy};
 use super::session::{SESSION_TTL, same};
 use super::views::{CreatedPage, KeysPage, LoginPage, RevokePage, Row, message, render};
 
@@ -411,6 +411,9 @@ struct CreateForm {
     name: String,
     environment: String,
     expires_in: String,
+    /// Separated by spaces or commas.
+    scopes: String,
+    rate_limit: String,
 }
 
 async fn create(
@@ -435,7 +438,16 @@ async fn create(
         &form.environment,
         form.name.trim().to_owned(),
         Some(&form.expires_in),
-    ) {
+    )
+    .and_then(|new| {
+        let scopes = form
+            .scopes
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        with_policy(new, scopes, None, Some(&form.rate_limit))
+    }) {
         Ok(new) => new,
         Err(error) => return refused(&state, &signed_in, tenant, error).await,
     };

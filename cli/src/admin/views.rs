@@ -63,6 +63,10 @@ pub(super) struct Row {
     pub(super) last_used: String,
     pub(super) expires: String,
     pub(super) status: &'static str,
+    /// Space-separated, or `all` for a key without scopes (full access).
+    pub(super) scopes: String,
+    /// `100/s,burst=200`, or `none`.
+    pub(super) rate_limit: String,
 }
 
 impl Row {
@@ -76,6 +80,12 @@ impl Row {
             last_used: r.last_used_at.map_or("never".into(), rfc3339),
             expires: r.expires_at.map_or("never".into(), rfc3339),
             status: r.status_at(now).as_str(),
+            scopes: if r.scopes.is_empty() {
+                "all".to_owned()
+            } else {
+                r.scopes.join(" ")
+            },
+            rate_limit: r.rate_limit.map_or("none".into(), |l| l.to_string()),
         }
     }
 }
