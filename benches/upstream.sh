@@ -105,25 +105,26 @@ db=$dir/keys.db
 "$BIN" keys create --db "$db" --tenant bench --env live --name bench >"$dir/key.out"
 key=$(awk '/^ *sk_live_/{print $1}' "$dir/key.out")
 
-pin() { taskset -c "$SERVER_CPU" "$@"; }
-HAPND_LOG=warn pin "$BIN" serve "${gateway_flags[@]}" --db "$db" \
+# An array, not a function: taskset execs the server, so $! is the server's pid to kill.
+pin=(taskset -c "$SERVER_CPU")
+HAPND_LOG=warn "${pin[@]}" "$BIN" serve "${gateway_flags[@]}" --db "$db" \
     --listen "127.0.0.1:$GATEWAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     >"$dir/gateway.out" 2>"$dir/gateway.err" &
 pids+=($!)
-HAPND_LOG=warn pin "$BIN" serve --db "$db" --no-demo-key \
+HAPND_LOG=warn "${pin[@]}" "$BIN" serve --db "$db" --no-demo-key \
     --listen "127.0.0.1:$UPSTREAM_PORT" --admin-listen "127.0.0.1:$UPSTREAM_ADMIN_PORT" \
     --upstream "http://127.0.0.1:$BACKEND_PORT" \
     >"$dir/upstream.out" 2>"$dir/upstream.err" &
 pids+=($!)
 for name in backend nginx; do
-    pin nginx -p "$dir/$name" -c "$dir/$name/nginx.conf" -g 'daemon off;' \
+    "${pin[@]}" nginx -p "$dir/$name" -c "$dir/$name/nginx.conf" -g 'daemon off;' \
         2>"$dir/$name/logs/stderr.log" &
     pids+=($!)
 done
 home=$dir/caddy/home
 mkdir -p "$home"
 HOME=$home XDG_DATA_HOME=$home/data XDG_CONFIG_HOME=$home/config \
-    pin caddy run --adapter caddyfile --config "$dir/caddy/Caddyfile" \
+    "${pin[@]}" caddy run --adapter caddyfile --config "$dir/caddy/Caddyfile" \
     >"$dir/caddy/logs/stdout.log" 2>"$dir/caddy/logs/stderr.log" &
 pids+=($!)
 
