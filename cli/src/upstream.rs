@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::header;
-use axum::http::uri::Authority;
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hapnd_auth::{Authenticator, Environment, Principal, RequireEnvironmentLayer, TrustedProxies};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -354,12 +354,7 @@ impl Proxy {
             (protocol, on)
         });
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        // `*` (OPTIONS *) has no place under a base path; anything else starts with `/`.
-        let Some(Ok(uri)) = path
-            .starts_with('/')
-            .then(|| format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>())
-        else {
+        let Some(uri) = upstream_uri(target, parts.uri.path_and_query()) else {
             return failure_response(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
         };
         let peer = logging::peer(&parts.extensions).map(|a| a.ip());
@@ -478,6 +473,26 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The backend's URI for a request's path and query: the target's authority, its base path
+/// and the path. Without a base path the request's own path and query are reused as they
+/// are (a reference count, no formatting or parsing per request). `*` (OPTIONS *) has no
+/// place under a base path, nor anything else that does not start with `/`: `None`.
+fn upstream_uri(target: &Target, path_and_query: Option<&PathAndQuery>) -> Option<Uri> {
+    let path = path_and_query.map_or("/", PathAndQuery::as_str);
+    if !path.starts_with('/') {
+        return None;
+    }
+    let path_and_query = match path_and_query {
+        Some(same) if target.base.is_empty() => same.clone(),
+        _ => format!("{}{path}", target.base).parse().ok()?,
+    };
+    let mut parts = axum::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
 }
 
 /// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if it is
@@ -970,6 +985,29 @@ mod tests {
         assert!(!is_plain("/healthz/%2e%2e/admin"));
         assert!(!is_plain("/healthz\\..\\admin"));
         assert!(!is_plain("/healthz/..;/admin"));
+    }
+
+    #[test]
+    fn upstream_uris_keep_the_path_and_query_under_the_base() {
+        let uri = |target: &str, path: &str| {
+            let target = parse_target(target).unwrap();
+            let path: PathAndQuery = path.parse().unwrap();
+            upstream_uri(&target, Some(&path)).map(|u| u.to_string())
+        };
+        assert_eq!(
+            uri("http://127.0.0.1:3000", "/a/b?c=d").as_deref(),
+            Some("http://127.0.0.1:3000/a/b?c=d")
+        );
+        assert_eq!(
+            uri("http://127.0.0.1:3000/api/", "/a?c").as_deref(),
+            Some("http://127.0.0.1:3000/api/a?c")
+        );
+        assert_eq!(uri("http://127.0.0.1:3000", "*"), None);
+        let target = parse_target("http://127.0.0.1:3000/api").unwrap();
+        assert_eq!(
+            upstream_uri(&target, None).map(|u| u.to_string()).as_deref(),
+            Some("http://127.0.0.1:3000/api/")
+        );
     }
 
     #[test]
