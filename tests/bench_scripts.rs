@@ -35,7 +35,11 @@ fn every_script_parses() {
         "{scripts:?}"
     );
     for script in scripts {
-        let out = Command::new("bash").arg("-n").arg(&script).output().unwrap();
+        let out = Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "bash -n {}: {}",
@@ -60,7 +64,11 @@ fn the_benches_read_the_blocks_the_tests_read() {
     for name in ["gateway", "nginx", "caddy"] {
         let out = Command::new("bash")
             .current_dir(root())
-            .args(["-c", "source benches/proxy_configs.sh && docs_block \"$1\"", "-"])
+            .args([
+                "-c",
+                "source benches/proxy_configs.sh && docs_block \"$1\"",
+                "-",
+            ])
             .arg(name)
             .output()
             .unwrap();
@@ -74,7 +82,10 @@ fn the_benches_read_the_blocks_the_tests_read() {
     // A block that is not there fails the helper, loudly.
     let out = Command::new("bash")
         .current_dir(root())
-        .args(["-c", "source benches/proxy_configs.sh && docs_block no-such-block"])
+        .args([
+            "-c",
+            "source benches/proxy_configs.sh && docs_block no-such-block",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -967,10 +967,21 @@ mod tests {
         // From a trusted proxy its forwarding headers and claims stay; the rest goes.
         let mut map = headers(&sent);
         prepare_request(&mut map, None, true, None);
-        for name in ["x-real-ip", "forwarded", "x-forwarded-host", "x-forwarded-port"] {
+        for name in [
+            "x-real-ip",
+            "forwarded",
+            "x-forwarded-host",
+            "x-forwarded-port",
+        ] {
             assert!(map.contains_key(name), "{name}: {map:?}");
         }
-        for name in ["authorization", "x-hapnd-tenant", "x-listed", "x-original-url", "te"] {
+        for name in [
+            "authorization",
+            "x-hapnd-tenant",
+            "x-listed",
+            "x-original-url",
+            "te",
+        ] {
             assert!(!map.contains_key(name), "{name}: {map:?}");
         }
         assert_eq!(map["x-forwarded-proto"], "https");
@@ -1005,7 +1016,9 @@ mod tests {
         assert_eq!(uri("http://127.0.0.1:3000", "*"), None);
         let target = parse_target("http://127.0.0.1:3000/api").unwrap();
         assert_eq!(
-            upstream_uri(&target, None).map(|u| u.to_string()).as_deref(),
+            upstream_uri(&target, None)
+                .map(|u| u.to_string())
+                .as_deref(),
             Some("http://127.0.0.1:3000/api/")
         );
     }
