@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Forward auth end to end: nginx -> backend alone (bare) against nginx -> gateway -> backend
-# with README's nginx configuration (auth), loaded by wrk over loopback in alternating
+# with docs/forward-auth.md's nginx configuration (auth), loaded by wrk over loopback in alternating
 # pairs, plus the gateway's /auth/verify asked directly. The backend is nginx itself (a
 # `return 200` server), so what is measured is the proxy hop and the gateway.
 #
 # Run from the repository root:   bash benches/forward_auth.sh
+# BENCH_CHECK=1 writes and validates the configurations (nginx -t) and stops: no build, no load.
 # Knobs (environment):  RUNS=3 DURATION=5s CONNECTIONS=16 PORT=18400
 #                       NGINX_CPU=0 GATEWAY_CPU=0 WRK_CPU=1 (taskset CPU lists)
 # The proxy and the gateway share a core by default, as a sidecar gateway would: on this
@@ -25,8 +26,7 @@ GATEWAY_CPU=${GATEWAY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 
 cd "$(dirname "$0")/.."
-cargo build --release -p hapnd-auth-cli
-BIN=$PWD/target/release/hapnd-auth
+source benches/proxy_configs.sh
 
 dir=$(mktemp -d)
 gateway_pid=""
@@ -41,25 +41,12 @@ trap cleanup EXIT INT TERM
 AUTH_PORT=$PORT BARE_PORT=$((PORT + 1)) BACKEND_PORT=$((PORT + 2))
 GATEWAY_PORT=$((PORT + 3)) ADMIN_PORT=$((PORT + 4))
 
-# The gateway, on a fresh SQLite database, and one live key.
-db=$dir/keys.db
-"$BIN" keys create --db "$db" --tenant bench --env live --name bench >"$dir/key.out"
-key=$(awk '/^ *sk_live_/{print $1}' "$dir/key.out")
-HAPND_LOG=warn taskset -c "$GATEWAY_CPU" "$BIN" serve --db "$db" \
-    --listen "127.0.0.1:$GATEWAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
-    >"$dir/gateway.out" 2>"$dir/gateway.err" &
-gateway_pid=$!
-
-# README's nginx block, addresses substituted, next to a bare proxy and the backend.
+# docs/forward-auth.md's nginx block, addresses substituted, next to a bare proxy and the
+# backend; its gateway block's flags for the gateway.
 mkdir -p "$dir/nginx/logs" "$dir/nginx/tmp"
-awk '/<!-- forward-auth-test: nginx -->/{found=1; next}
-     found && /^```nginx/{inside=1; next}
-     inside && /^```/{exit}
-     inside{print}' README.md |
-    sed -e "s/127.0.0.1:8080/127.0.0.1:$GATEWAY_PORT/; s/127.0.0.1:3000/127.0.0.1:$BACKEND_PORT/" \
-        -e "s/127.0.0.1:8000/127.0.0.1:$AUTH_PORT/; s|/var/log/nginx/|$dir/nginx/logs/|" \
-        >"$dir/nginx/hapnd.conf"
-grep -q "$GATEWAY_PORT" "$dir/nginx/hapnd.conf" || { echo "no nginx block in README.md" >&2; exit 1; }
+nginx_auth_conf "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$BACKEND_PORT" "127.0.0.1:$AUTH_PORT" \
+    "$dir/nginx/logs" >"$dir/nginx/hapnd.conf"
+mapfile -t gateway_flags < <(gateway_args)
 t=$dir/nginx/tmp
 cat >"$dir/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -84,6 +71,25 @@ http {
     }
 }
 EOF
+# BENCH_CHECK=1: the configurations only (written and validated), no build, no load.
+if [[ -n ${BENCH_CHECK:-} ]]; then
+    nginx_check "$dir/nginx/nginx.conf"
+    echo "bench configuration checked: ${gateway_flags[*]}"
+    exit 0
+fi
+
+cargo build --release -p hapnd-auth-cli
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/hapnd-auth
+
+# The gateway, on a fresh SQLite database, and one live key.
+db=$dir/keys.db
+"$BIN" keys create --db "$db" --tenant bench --env live --name bench >"$dir/key.out"
+key=$(awk '/^ *sk_live_/{print $1}' "$dir/key.out")
+HAPND_LOG=warn taskset -c "$GATEWAY_CPU" "$BIN" serve "${gateway_flags[@]}" --db "$db" \
+    --listen "127.0.0.1:$GATEWAY_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    >"$dir/gateway.out" 2>"$dir/gateway.err" &
+gateway_pid=$!
+
 taskset -c "$NGINX_CPU" nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;' \
     2>"$dir/nginx/logs/stderr.log" &
 nginx_pid=$!

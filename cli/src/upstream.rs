@@ -27,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::header;
-use axum::http::uri::Authority;
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hapnd_auth::{Authenticator, Environment, Principal, RequireEnvironmentLayer, TrustedProxies};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -513,12 +513,7 @@ impl Proxy {
             (protocol, on)
         });
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        // `*` (OPTIONS *) has no place under a base path; anything else starts with `/`.
-        let Some(Ok(uri)) = path
-            .starts_with('/')
-            .then(|| format!("http://{}{}{path}", target.authority, target.base).parse::<Uri>())
-        else {
+        let Some(uri) = upstream_uri(target, parts.uri.path_and_query()) else {
             return failure_response(StatusCode::BAD_REQUEST, "invalid_request", "invalid path");
         };
         let peer = logging::peer(&parts.extensions).map(|a| a.ip());
@@ -644,6 +639,26 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The backend's URI for a request's path and query: the target's authority, its base path
+/// and the path. Without a base path the request's own path and query are reused as they
+/// are (a reference count, no formatting or parsing per request). `*` (OPTIONS *) has no
+/// place under a base path, nor anything else that does not start with `/`: `None`.
+fn upstream_uri(target: &Target, path_and_query: Option<&PathAndQuery>) -> Option<Uri> {
+    let path = path_and_query.map_or("/", PathAndQuery::as_str);
+    if !path.starts_with('/') {
+        return None;
+    }
+    let path_and_query = match path_and_query {
+        Some(same) if target.base.is_empty() => same.clone(),
+        _ => format!("{}{path}", target.base).parse().ok()?,
+    };
+    let mut parts = axum::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
 }
 
 /// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`, if it is
@@ -784,28 +799,47 @@ fn chain(e: &hyper_util::client::legacy::Error) -> String {
 /// (hyper sends only the trailers it declares), but loses the names no trailer may carry
 /// ([`is_banned_trailer`]).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
+    remove_where(headers, is_hop_by_hop);
+    filter_trailer_header(headers);
+}
+
+/// The hop-by-hop headers of RFC 9110 7.6.1, `Upgrade` among them. Not `Trailer`, which is
+/// end to end ([`filter_trailer_header`]).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
+
+/// Removes every header `unwanted` picks and every name the `Connection` header lists, in
+/// one pass over the names the map holds (a request has a handful), instead of a hashed
+/// `remove` for each of the twenty-odd names the gateway never forwards.
+fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    let mut gone: Vec<HeaderName> = headers.keys().filter(|n| unwanted(n)).cloned().collect();
+    gone.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in gone {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
+}
+
+/// `Trailer` without the names no trailer may carry ([`is_banned_trailer`]); removed when
+/// none is left.
+fn filter_trailer_header(headers: &mut HeaderMap) {
     if headers.contains_key(header::TRAILER) {
         let declared: Vec<&str> = headers
             .get_all(header::TRAILER)
@@ -961,20 +995,25 @@ fn prepare_request(
                 .trim()
                 .eq_ignore_ascii_case("trailers")
         });
-    remove_hop_by_hop(headers);
+    // Hop-by-hop, `Authorization`, `Host` (the client sets it from the upstream URL; the
+    // client's is in X-Forwarded-Host), the gateway's names, those never forwarded, and
+    // from anyone but a trusted proxy its claims about the client and the forwarding
+    // headers (X-Forwarded-For is rebuilt below).
+    remove_where(headers, |name| {
+        is_hop_by_hop(name)
+            || name == header::AUTHORIZATION
+            || name == header::HOST
+            || is_gateway_header(name)
+            || NEVER_FORWARDED.contains(&name.as_str())
+            || (!trusted
+                && (CLIENT_CLAIMS.contains(&name.as_str())
+                    || name == header::FORWARDED
+                    || name == X_FORWARDED_PROTO
+                    || name == X_FORWARDED_HOST))
+    });
+    filter_trailer_header(headers);
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    headers.remove(header::AUTHORIZATION);
-    // The client sets Host from the upstream URL; the client's is in X-Forwarded-Host.
-    headers.remove(header::HOST);
-    let forged: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_gateway_header(name))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
     }
     // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
@@ -992,14 +1031,6 @@ fn prepare_request(
             Some(kept) => headers.insert(header::COOKIE, kept),
             None => headers.remove(header::COOKIE),
         };
-    }
-    for name in NEVER_FORWARDED {
-        headers.remove(name);
-    }
-    if !trusted {
-        for name in CLIENT_CLAIMS {
-            headers.remove(name);
-        }
     }
     let chain = trusted
         .then(|| {
@@ -1020,11 +1051,6 @@ fn prepare_request(
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(X_FORWARDED_FOR, value);
         }
-    }
-    if !trusted {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -1173,6 +1199,81 @@ mod tests {
     }
 
     #[test]
+    fn what_a_backend_never_gets_from_a_client() {
+        let dropped = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "authorization",
+            "host",
+            "x-hapnd-tenant",
+            "x_hapnd_key_id",
+            "x-original-url",
+            "x-rewrite-url",
+            "http2-settings",
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "cf-connecting-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-forwarded-ssl",
+            "front-end-https",
+            "forwarded",
+            "x-forwarded-host",
+            "x-listed",
+            "x-also-listed",
+        ];
+        let mut sent: Vec<(&str, &str)> = dropped.iter().map(|n| (*n, "v")).collect();
+        sent.push(("connection", "X-Listed , x-also-listed"));
+        sent.push(("x-forwarded-proto", "https"));
+        sent.push(("accept", "*/*"));
+        sent.push(("x-kept", "1"));
+        let mut map = headers(&sent);
+        prepare_request(&mut map, None, false, None);
+        let mut left: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-forwarded-proto", "x-kept"], "{map:?}");
+        assert_eq!(map["x-forwarded-proto"], "http", "a client's is replaced");
+        // `Trailer` is end to end: it passes, without the names no trailer may carry, and
+        // goes when none is left.
+        let mut map = headers(&[("trailer", "x-checksum, X-Hapnd-Tenant, authorization")]);
+        prepare_request(&mut map, None, false, None);
+        assert_eq!(map["trailer"], "x-checksum");
+        let mut map = headers(&[("trailer", "x_hapnd_key_id, transfer-encoding")]);
+        prepare_request(&mut map, None, false, None);
+        assert!(!map.contains_key("trailer"), "{map:?}");
+
+        // From a trusted proxy its forwarding headers and claims stay; the rest goes.
+        let mut map = headers(&sent);
+        prepare_request(&mut map, None, true, None);
+        for name in [
+            "x-real-ip",
+            "forwarded",
+            "x-forwarded-host",
+            "x-forwarded-port",
+        ] {
+            assert!(map.contains_key(name), "{name}: {map:?}");
+        }
+        for name in [
+            "authorization",
+            "x-hapnd-tenant",
+            "x-listed",
+            "x-original-url",
+            "te",
+        ] {
+            assert!(!map.contains_key(name), "{name}: {map:?}");
+        }
+        assert_eq!(map["x-forwarded-proto"], "https");
+    }
+
+    #[test]
     fn public_prefixes_match_whole_segments_of_plain_paths() {
         assert!(parse_public("/a/../b").is_err());
         assert!(parse_public("health").is_err());
@@ -1181,6 +1282,31 @@ mod tests {
         assert!(!is_plain("/healthz/%2e%2e/admin"));
         assert!(!is_plain("/healthz\\..\\admin"));
         assert!(!is_plain("/healthz/..;/admin"));
+    }
+
+    #[test]
+    fn upstream_uris_keep_the_path_and_query_under_the_base() {
+        let uri = |target: &str, path: &str| {
+            let target = parse_target(target).unwrap();
+            let path: PathAndQuery = path.parse().unwrap();
+            upstream_uri(&target, Some(&path)).map(|u| u.to_string())
+        };
+        assert_eq!(
+            uri("http://127.0.0.1:3000", "/a/b?c=d").as_deref(),
+            Some("http://127.0.0.1:3000/a/b?c=d")
+        );
+        assert_eq!(
+            uri("http://127.0.0.1:3000/api/", "/a?c").as_deref(),
+            Some("http://127.0.0.1:3000/api/a?c")
+        );
+        assert_eq!(uri("http://127.0.0.1:3000", "*"), None);
+        let target = parse_target("http://127.0.0.1:3000/api").unwrap();
+        assert_eq!(
+            upstream_uri(&target, None)
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("http://127.0.0.1:3000/api/")
+        );
     }
 
     #[test]
