@@ -133,6 +133,9 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::ListPage;
 pub use store::{
+    Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, Rotation, prune_events,
+};
+pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,
     StoreError, StoreErrorKind, is_valid_key_name, is_valid_tenant,
 };

@@ -22,6 +22,9 @@
 //! # }
 //! ```
 
+mod audit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod audit_sql;
 mod error;
 mod identity;
 mod memory;
@@ -37,6 +40,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+pub use audit::{Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, prune_events};
 pub use error::{StoreError, StoreErrorKind};
 pub(crate) use identity::is_valid_key_id;
 pub use identity::{is_valid_key_name, is_valid_tenant};
@@ -229,6 +233,75 @@ pub trait KeyStore: Send + Sync + 'static {
                 .await
         }
     }
+
+    /// [`create`](KeyStore::create), recording `actor` in the audit trail of a store that
+    /// keeps one ([`AuditTrail`]). The default ignores `actor`.
+    fn create_as(
+        &self,
+        new: NewKey,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<CreatedKey, StoreError>> + Send {
+        let _ = actor;
+        self.create(new)
+    }
+
+    /// [`revoke`](KeyStore::revoke), recording `actor` in the audit trail of a store that
+    /// keeps one. An actor of kind [`ActorKind::SecretScanning`] also records a
+    /// [`KeyEventKind::ReportedLeaked`] event with its detail (the report's URL), in the same
+    /// transaction. The default ignores `actor`.
+    fn revoke_as(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send {
+        let _ = actor;
+        self.revoke(id, at)
+    }
+
+    /// A scheduled roll: creates a replacement for key `id`, as [`rotate`](KeyStore::rotate)
+    /// does, and when `old_expires_at` is given makes the old key expire then (or keeps its
+    /// expiry if that is sooner), all in one transaction, recorded with `actor`: the
+    /// replacement's `created`, the old key's `rotated` (naming the replacement) and
+    /// `expiry_scheduled`. Answers the replacement and the old key's record as it now is.
+    ///
+    /// The default rotates without an audit trail, and refuses an `old_expires_at`
+    /// ([`StoreErrorKind::Invalid`]): it has no way to change a stored expiry.
+    fn rotate_as(
+        &self,
+        id: &KeyId,
+        old_expires_at: Option<SystemTime>,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<Rotation, StoreError>> + Send {
+        let _ = actor;
+        async move {
+            if old_expires_at.is_some() {
+                return Err(StoreError::invalid(
+                    "this key store cannot schedule an expiry".to_owned(),
+                ));
+            }
+            let replacement = self.rotate(id).await?;
+            let old = self
+                .get(id)
+                .await?
+                .ok_or_else(|| StoreError::not_found(id))?;
+            Ok(Rotation { replacement, old })
+        }
+    }
+}
+
+/// What [`KeyStore::rotate_as`] answers: the replacement, shown once, and the old key.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The new key and its record.
+    pub replacement: CreatedKey,
+    /// The old key's record after the rotation (with its scheduled expiry, if one was asked).
+    pub old: KeyRecord,
+}
+
+/// The expiry a scheduled roll gives the old key: `asked`, unless it already expires sooner.
+pub(crate) fn rolled_expiry(current: Option<SystemTime>, asked: SystemTime) -> SystemTime {
+    current.map_or(asked, |c| c.min(asked))
 }
 
 /// Which keys one page of a listing holds: see [`KeyStore::list_page`].
@@ -291,13 +364,25 @@ pub(crate) trait DynKeyStore: Send + Sync + 'static {
         &'a self,
         hash: &'a KeyHash,
     ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>>;
-    fn revoke<'a>(
+    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>>;
+    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn create_as<'a>(
+        &'a self,
+        new: NewKey,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn revoke_as<'a>(
         &'a self,
         id: &'a KeyId,
         at: SystemTime,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<KeyRecord, StoreError>>;
-    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>>;
-    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn rotate_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        old_expires_at: Option<SystemTime>,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
     // For the last-used batcher, which is not written yet.
     #[allow(dead_code)]
     fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -311,20 +396,38 @@ impl<T: KeyStore> DynKeyStore for T {
         Box::pin(KeyStore::lookup_for_request(self, hash))
     }
 
-    fn revoke<'a>(
-        &'a self,
-        id: &'a KeyId,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
-        Box::pin(KeyStore::revoke(self, id, at))
-    }
-
     fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>> {
         Box::pin(KeyStore::create(self, new))
     }
 
     fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>> {
         Box::pin(KeyStore::rotate(self, id))
+    }
+
+    fn create_as<'a>(
+        &'a self,
+        new: NewKey,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CreatedKey, StoreError>> {
+        Box::pin(KeyStore::create_as(self, new, actor))
+    }
+
+    fn revoke_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        at: SystemTime,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
+        Box::pin(KeyStore::revoke_as(self, id, at, actor))
+    }
+
+    fn rotate_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        old_expires_at: Option<SystemTime>,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>> {
+        Box::pin(KeyStore::rotate_as(self, id, old_expires_at, actor))
     }
 
     fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>> {
