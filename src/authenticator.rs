@@ -18,7 +18,7 @@ use crate::layer::ApiKeyLayer;
 use crate::metrics::{CacheRead, Metrics, Source};
 use crate::principal::Principal;
 use crate::store::{
-    Actor, CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, Rotation, StoreError,
+    Actor, CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, Roll, Rotation, StoreError,
     StoreErrorKind,
 };
 use crate::throttle::{FailedAttemptLimit, Throttle};
@@ -628,20 +628,16 @@ impl Authenticator {
         }
     }
 
-    /// A scheduled roll ([`KeyStore::rotate_as`]): a replacement for key `id`, and, with
-    /// `old_expires_at`, an expiry for the old key, which this authenticator applies at once
+    /// A rotation, scheduled or not ([`KeyStore::rotate_as`]): a replacement for key `id`,
+    /// and, with `roll.old_expires_at`, an expiry for the old key, which this authenticator applies at once
     /// (the old key's cached record is forgotten). Recorded as made by `actor`.
     pub async fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> Result<Rotation, StoreError> {
-        let rotation = self
-            .inner
-            .store
-            .rotate_as(id, old_expires_at, actor)
-            .await?;
+        let rotation = self.inner.store.rotate_as(id, roll, actor).await?;
         self.inner
             .cache
             .invalidate(&rotation.replacement.record.hash, false);

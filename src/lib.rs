@@ -133,7 +133,7 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::ListPage;
 pub use store::{
-    Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, Rotation, prune_events,
+    Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, Roll, Rotation, prune_events,
 };
 pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MemoryKeyStore, NewKey,

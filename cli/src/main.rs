@@ -5,6 +5,7 @@
 
 mod admin;
 mod client;
+mod events;
 mod health;
 mod keys;
 mod logging;

@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// How long a key stays cached, in seconds (revocation does not wait for it).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     cache_ttl_secs: u64,
+    /// How long audit events are kept (90d, 7d, 12h); older ones are deleted every few
+    /// minutes in bounded batches that never hold a revocation. `forever` keeps them all.
+    #[arg(long, default_value = "90d", value_parser = crate::events::parse_retention)]
+    audit_retention: Duration,
     #[command(flatten)]
     limits: server::Limits,
     #[command(flatten)]
@@ -196,6 +200,13 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         auth.invalidator(),
         Duration::from_millis(args.poll_interval_ms),
     );
+    if !args.audit_retention.is_zero() {
+        tokio::spawn(crate::events::prune_forever(
+            store.clone(),
+            args.audit_retention,
+            Duration::from_secs(300),
+        ));
+    }
     let listener = bind(args.listen).await?;
     let admin_listener = bind(args.admin_listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use hapnd_auth::{
     Actor, AuditTrail, ChangeFeed, CreatedKey, EventQuery, Invalidator, KeyEvent, KeyHash, KeyId,
-    KeyRecord, KeyStore, LastUsed, ListPage, NewKey, PostgresKeyStore, Rotation, SqliteKeyStore,
-    StoreError,
+    KeyRecord, KeyStore, LastUsed, ListPage, NewKey, PostgresKeyStore, Roll, Rotation,
+    SqliteKeyStore, StoreError,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -347,10 +347,10 @@ impl KeyStore for AnyStore {
     async fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> Result<Rotation, StoreError> {
-        each!(self, s => s.rotate_as(id, old_expires_at, actor).await)
+        each!(self, s => s.rotate_as(id, roll, actor).await)
     }
 }
 

@@ -9,7 +9,8 @@ use crate::key::{ApiKey, KeyHash};
 
 use super::{
     Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyEventKind, KeyId, KeyRecord,
-    KeyStore, LastUsed, ListPage, NewKey, Rotation, StoreError, StoreErrorKind, rolled_expiry,
+    KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, StoreErrorKind,
+    rolled_expiry,
 };
 
 /// Keys held in memory. Cheap to clone: clones share the same keys.
@@ -148,7 +149,7 @@ impl KeyStore for MemoryKeyStore {
 
     async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
         Ok(self
-            .rotate_as(id, None, &Actor::application())
+            .rotate_as(id, Roll::new(), &Actor::application())
             .await?
             .replacement)
     }
@@ -187,19 +188,20 @@ impl KeyStore for MemoryKeyStore {
     async fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> Result<Rotation, StoreError> {
         let mut state = self.write();
         let hash = *state.ids.get(id).ok_or_else(|| StoreError::not_found(id))?;
         let old = state.by_hash[&hash].clone();
-        let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        new.expires_at = roll.replacement_expires_at;
         let key = ApiKey::generate(new.environment);
         let record = KeyRecord::for_key(&key, new, SystemTime::now());
         record.validate()?;
         state.insert(&record, actor)?;
         state.record(&old, KeyEventKind::Rotated, actor).replacement = Some(record.id.clone());
-        if let Some(asked) = old_expires_at {
+        if let Some(asked) = roll.old_expires_at {
             let expiry = rolled_expiry(old.expires_at, asked);
             if old.expires_at != Some(expiry) {
                 state

@@ -259,23 +259,24 @@ pub trait KeyStore: Send + Sync + 'static {
         self.revoke(id, at)
     }
 
-    /// A scheduled roll: creates a replacement for key `id`, as [`rotate`](KeyStore::rotate)
-    /// does, and when `old_expires_at` is given makes the old key expire then (or keeps its
-    /// expiry if that is sooner), all in one transaction, recorded with `actor`: the
-    /// replacement's `created`, the old key's `rotated` (naming the replacement) and
-    /// `expiry_scheduled`. Answers the replacement and the old key's record as it now is.
+    /// A rotation, scheduled or not: creates a replacement for key `id` with the same
+    /// tenant, environment and name (and `roll`'s expiry for it), and when
+    /// `roll.old_expires_at` is given makes the old key expire then (or keeps its expiry if
+    /// that is sooner), all in one transaction, recorded with `actor`: the replacement's
+    /// `created`, the old key's `rotated` (naming the replacement) and `expiry_scheduled`.
+    /// Answers the replacement and the old key's record as it now is.
     ///
-    /// The default rotates without an audit trail, and refuses an `old_expires_at`
+    /// The default rotates without an audit trail, and refuses a `roll` with any expiry
     /// ([`StoreErrorKind::Invalid`]): it has no way to change a stored expiry.
     fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> impl Future<Output = Result<Rotation, StoreError>> + Send {
         let _ = actor;
         async move {
-            if old_expires_at.is_some() {
+            if roll.old_expires_at.is_some() || roll.replacement_expires_at.is_some() {
                 return Err(StoreError::invalid(
                     "this key store cannot schedule an expiry".to_owned(),
                 ));
@@ -287,6 +288,45 @@ pub trait KeyStore: Send + Sync + 'static {
                 .ok_or_else(|| StoreError::not_found(id))?;
             Ok(Rotation { replacement, old })
         }
+    }
+}
+
+/// What a rotation does to the old key and gives the new one: see [`KeyStore::rotate_as`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use hapnd_auth::Roll;
+///
+/// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+/// let roll = Roll::new().old_expires_at(tomorrow);
+/// assert_eq!(roll.old_expires_at, Some(tomorrow));
+/// assert_eq!(roll.replacement_expires_at, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Roll {
+    /// When the old key stops working; `None` leaves it as it is (active until revoked).
+    pub old_expires_at: Option<SystemTime>,
+    /// When the replacement stops working; `None`: never.
+    pub replacement_expires_at: Option<SystemTime>,
+}
+
+impl Roll {
+    /// A rotation that leaves the old key as it is and gives the replacement no expiry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the old key expire at `at` (a scheduled roll).
+    pub fn old_expires_at(mut self, at: SystemTime) -> Self {
+        self.old_expires_at = Some(at);
+        self
+    }
+
+    /// Makes the replacement expire at `at`.
+    pub fn replacement_expires_at(mut self, at: SystemTime) -> Self {
+        self.replacement_expires_at = Some(at);
+        self
     }
 }
 
@@ -380,7 +420,7 @@ pub(crate) trait DynKeyStore: Send + Sync + 'static {
     fn rotate_as<'a>(
         &'a self,
         id: &'a KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
     // For the last-used batcher, which is not written yet.
@@ -424,10 +464,10 @@ impl<T: KeyStore> DynKeyStore for T {
     fn rotate_as<'a>(
         &'a self,
         id: &'a KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<Rotation, StoreError>> {
-        Box::pin(KeyStore::rotate_as(self, id, old_expires_at, actor))
+        Box::pin(KeyStore::rotate_as(self, id, roll, actor))
     }
 
     fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>> {

@@ -22,7 +22,7 @@ use super::sql::{
 };
 use super::{
     Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyRecord, KeyStore,
-    LastUsed, ListPage, NewKey, Rotation, StoreError, rolled_expiry,
+    LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, rolled_expiry,
 };
 use crate::key::ApiKey;
 
@@ -759,7 +759,7 @@ impl KeyStore for PostgresKeyStore {
 
     async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
         Ok(self
-            .rotate_as(id, None, &Actor::application())
+            .rotate_as(id, Roll::new(), &Actor::application())
             .await?
             .replacement)
     }
@@ -831,14 +831,15 @@ impl KeyStore for PostgresKeyStore {
     async fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> Result<Rotation, StoreError> {
         let old = self
             .get(id)
             .await?
             .ok_or_else(|| StoreError::not_found(id))?;
-        let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        new.expires_at = roll.replacement_expires_at;
         let key = ApiKey::generate(new.environment);
         let record = KeyRecord::for_key(&key, new, SystemTime::now());
         record.validate()?;
@@ -858,7 +859,7 @@ impl KeyStore for PostgresKeyStore {
             .bind(record.id.as_str().to_owned())
             .execute(&mut *tx)
             .await?;
-            let row = match old_expires_at {
+            let row = match roll.old_expires_at {
                 Some(asked) => {
                     // Locks the old key's row, so the expiry is computed from what is stored.
                     let current: Option<Option<i64>> = sqlx::query_scalar(concat!(

@@ -21,7 +21,7 @@ use super::audit_sql::{self, Bind, raw_event};
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{
     Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyRecord, KeyStore,
-    LastUsed, ListPage, NewKey, Rotation, StoreError, StoreErrorKind, rolled_expiry,
+    LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, StoreErrorKind, rolled_expiry,
 };
 use crate::key::ApiKey;
 
@@ -312,7 +312,7 @@ impl KeyStore for SqliteKeyStore {
 
     async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
         Ok(self
-            .rotate_as(id, None, &Actor::application())
+            .rotate_as(id, Roll::new(), &Actor::application())
             .await?
             .replacement)
     }
@@ -372,14 +372,15 @@ impl KeyStore for SqliteKeyStore {
     async fn rotate_as(
         &self,
         id: &KeyId,
-        old_expires_at: Option<SystemTime>,
+        roll: Roll,
         actor: &Actor,
     ) -> Result<Rotation, StoreError> {
         let old = self
             .get(id)
             .await?
             .ok_or_else(|| StoreError::not_found(id))?;
-        let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        new.expires_at = roll.replacement_expires_at;
         let key = ApiKey::generate(new.environment);
         let record = KeyRecord::for_key(&key, new, SystemTime::now());
         record.validate()?;
@@ -401,7 +402,7 @@ impl KeyStore for SqliteKeyStore {
             .bind(record.id.as_str().to_owned())
             .execute(&mut *tx)
             .await?;
-            let row = match old_expires_at {
+            let row = match roll.old_expires_at {
                 Some(asked) => {
                     // The expiry as stored inside this transaction, not as read before it.
                     let current: Option<Option<i64>> =

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use hapnd_auth::{
     Actor, ActorKind, AuditTrail, Authenticator, Environment, EventQuery, KeyEvent, KeyEventKind,
-    KeyStore, NewKey, prune_events,
+    KeyStore, NewKey, Roll, prune_events,
 };
 
 use super::conformance::Fixture;
@@ -58,7 +58,10 @@ where
         .unwrap();
     let old = created.record.id.clone();
     let expiry = SystemTime::now() + Duration::from_secs(24 * 3600);
-    let rotation = store.rotate_as(&old, Some(expiry), &admin).await.unwrap();
+    let rotation = store
+        .rotate_as(&old, Roll::new().old_expires_at(expiry), &admin)
+        .await
+        .unwrap();
     assert_eq!(rotation.old.id, old);
     assert_eq!(
         rotation.old.expires_at.map(ms),
@@ -244,7 +247,11 @@ where
         .await
         .unwrap();
     let rotation = auth
-        .rotate_as(&created.record.id, Some(SystemTime::now()), &actor)
+        .rotate_as(
+            &created.record.id,
+            Roll::new().old_expires_at(SystemTime::now()),
+            &actor,
+        )
         .await
         .unwrap();
     auth.revoke_as(&created.record.id, &actor).await.unwrap();
