@@ -264,3 +264,62 @@ fn a_scheduled_roll_keeps_the_old_key_until_its_expiry_then_the_gateway_rejects_
     );
     assert_eq!(whoami(&server, &new_key).0, 200);
 }
+
+/// `scan` as a pre-commit hook runs it: a key in a file is reported by hint and line and
+/// fails the command; the key itself is never printed; a clean tree passes.
+#[test]
+fn scan_finds_keys_by_checksum_prints_only_hints_and_fails() {
+    let sandbox = Sandbox::new("scan");
+    let (key, _) = created(&run(
+        &sandbox,
+        &[
+            "keys", "create", "--tenant", "acme", "--env", "live", "--name", "ci",
+        ],
+    ));
+    let repo = sandbox.dir.join("repo");
+    std::fs::create_dir_all(repo.join("src/.git")).unwrap();
+    std::fs::write(
+        repo.join("README.md"),
+        "no keys here: sk_live_... is the prefix\n",
+    )
+    .unwrap();
+    let scan = |paths: &[&std::path::Path]| {
+        let mut c = sandbox.command();
+        c.arg("scan").args(paths);
+        c.output().unwrap()
+    };
+    let clean = scan(&[&repo]);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    std::fs::write(
+        repo.join("src/config.yml"),
+        format!("a: 1\ntoken: \"{key}\"\n"),
+    )
+    .unwrap();
+    // Inside .git is not the tree: not scanned.
+    std::fs::write(repo.join("src/.git/packed"), &key).unwrap();
+    let dirty = scan(&[&repo]);
+    assert_eq!(dirty.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&dirty.stdout);
+    let err = String::from_utf8_lossy(&dirty.stderr);
+    let hint = format!("sk_live_...{}", &key[key.len() - 4..]);
+    assert_eq!(
+        out.trim(),
+        format!("{}:2: {hint}", repo.join("src/config.yml").display())
+    );
+    assert!(!out.contains(&key) && !err.contains(&key));
+    assert!(!out.contains(&key[8..40]) && !err.contains(&key[8..40]));
+    // A key with a broken checksum is not ours (a typo, or a look-alike).
+    let mut typo = key.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == '0' { '1' } else { '0' });
+    std::fs::write(repo.join("src/config.yml"), &typo).unwrap();
+    assert_eq!(scan(&[&repo]).status.code(), Some(0));
+    // A path that cannot be read is an error, not a pass.
+    assert_eq!(scan(&[&repo.join("missing")]).status.code(), Some(2));
+}
