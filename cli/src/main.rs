@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod output;
 mod scan;
+mod secret_scanning;
 mod serve;
 mod server;
 mod store;
