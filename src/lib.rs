@@ -173,4 +173,6 @@ pub mod guide_doctests {
     pub struct Fuzzing;
     #[doc = include_str!("../docs/upstream.md")]
     pub struct Upstream;
+    #[doc = include_str!("../docs/audit.md")]
+    pub struct Audit;
 }

@@ -323,3 +323,37 @@ fn scan_finds_keys_by_checksum_prints_only_hints_and_fails() {
     // A path that cannot be read is an error, not a pass.
     assert_eq!(scan(&[&repo.join("missing")]).status.code(), Some(2));
 }
+
+/// `serve --audit-retention`: events older than the retention are pruned (the first prune
+/// runs at start), the keys themselves are untouched.
+#[test]
+fn serve_prunes_events_past_the_retention() {
+    let sandbox = Sandbox::new("audit-retention");
+    let (key, id) = created(&run(
+        &sandbox,
+        &[
+            "keys", "create", "--tenant", "acme", "--env", "live", "--name", "ci",
+        ],
+    ));
+    let count = || {
+        let out = ok(&run(&sandbox, &["keys", "events", "--key", &id, "--json"]));
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    let server = Server::spawn_with(
+        &sandbox,
+        sandbox.command(),
+        &["--no-demo-key", "--audit-retention", "1s"],
+    );
+    let started = Instant::now();
+    while count() != 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "not pruned");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(whoami(&server, &key).0, 200, "the key is untouched");
+}
