@@ -127,40 +127,30 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Whether `body` carries a valid signature from one of `keys`; the refusal otherwise.
-fn verify(keys: &PublicKeys, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
-    let unauthorized = |message| {
-        Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            message,
-        ))
-    };
+/// Whether `body` carries a valid signature from one of `keys`; why not otherwise.
+fn verify(keys: &PublicKeys, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
     let (Some(id), Some(signature)) = (
         header(headers, "github-public-key-identifier"),
         header(headers, "github-public-key-signature"),
     ) else {
-        return unauthorized(
+        return Err(
             "the Github-Public-Key-Identifier and Github-Public-Key-Signature headers are required",
         );
     };
-    let Some(key) = keys.0.get(id) else {
-        return unauthorized("unknown public key identifier");
-    };
-    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature) else {
-        return unauthorized("the signature is not base64");
-    };
-    let Ok(signature) = Signature::from_der(&der) else {
-        return unauthorized("the signature is not a DER ECDSA signature");
-    };
+    let key = keys.0.get(id).ok_or("unknown public key identifier")?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .map_err(|_| "the signature is not base64")?;
+    let signature =
+        Signature::from_der(&der).map_err(|_| "the signature is not a DER ECDSA signature")?;
     key.verify(body, &signature)
-        .or_else(|_| unauthorized("the signature does not match the body"))
+        .map_err(|_| "the signature does not match the body")
 }
 
 async fn report(State(state): State<Scanning>, parts: Parts, body: Bytes) -> Response {
-    if let Err(refused) = verify(&state.keys, &parts.headers, &body) {
-        tracing::warn!("secret-scanning report refused: bad or missing signature");
-        return refused;
+    if let Err(why) = verify(&state.keys, &parts.headers, &body) {
+        tracing::warn!(why, "secret-scanning report refused");
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", why);
     }
     let matches: Vec<Match> = match serde_json::from_slice(&body) {
         Ok(matches) => matches,
