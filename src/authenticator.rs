@@ -18,7 +18,8 @@ use crate::layer::ApiKeyLayer;
 use crate::metrics::{CacheRead, Metrics, Source};
 use crate::principal::Principal;
 use crate::store::{
-    CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
+    Actor, CreatedKey, DynKeyStore, KeyId, KeyRecord, KeyStore, NewKey, Roll, Rotation, StoreError,
+    StoreErrorKind,
 };
 use crate::throttle::{FailedAttemptLimit, Throttle};
 use crate::usage::UsageRecorder;
@@ -603,6 +604,53 @@ impl Authenticator {
         self.inner.cache.invalidate(&created.record.hash, false);
         Ok(created)
     }
+
+    /// [`create_key`](Self::create_key), recorded in the store's audit trail as made by
+    /// `actor`.
+    pub async fn create_key_as(
+        &self,
+        new: NewKey,
+        actor: &Actor,
+    ) -> Result<CreatedKey, StoreError> {
+        let created = self.inner.store.create_as(new, actor).await?;
+        self.inner.cache.invalidate(&created.record.hash, false);
+        Ok(created)
+    }
+
+    /// [`revoke`](Self::revoke), recorded in the store's audit trail as made by `actor`.
+    /// The same promise: once this returns, every request with that key is rejected here.
+    pub async fn revoke_as(&self, id: &KeyId, actor: &Actor) -> Result<KeyRecord, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let id = id.clone();
+        let actor = actor.clone();
+        let revocation = async move { revoke_as(&inner, &id, &actor).await };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(revocation).await.map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("the revocation task failed: {e}"),
+                )
+            })?,
+            Err(_) => revocation.await,
+        }
+    }
+
+    /// A rotation, scheduled or not ([`KeyStore::rotate_as`]): a replacement for key `id`,
+    /// and, with `roll.old_expires_at`, an expiry for the old key, which this authenticator applies at once
+    /// (the old key's cached record is forgotten). Recorded as made by `actor`.
+    pub async fn rotate_as(
+        &self,
+        id: &KeyId,
+        roll: Roll,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        let rotation = self.inner.store.rotate_as(id, roll, actor).await?;
+        self.inner
+            .cache
+            .invalidate(&rotation.replacement.record.hash, false);
+        self.inner.cache.invalidate(&rotation.old.hash, false);
+        Ok(rotation)
+    }
 }
 
 impl fmt::Debug for Authenticator {
@@ -615,7 +663,11 @@ impl fmt::Debug for Authenticator {
 }
 
 async fn revoke(inner: &Inner, id: &KeyId) -> Result<KeyRecord, StoreError> {
-    let record = match inner.store.revoke(id, SystemTime::now()).await {
+    revoke_as(inner, id, &Actor::application()).await
+}
+
+async fn revoke_as(inner: &Inner, id: &KeyId, actor: &Actor) -> Result<KeyRecord, StoreError> {
+    let record = match inner.store.revoke_as(id, SystemTime::now(), actor).await {
         Ok(record) => record,
         Err(e) => {
             if matches!(

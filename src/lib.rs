@@ -136,6 +136,10 @@ pub use service::ApiKeyService;
 pub use store::ChangeFeed;
 pub use store::ListPage;
 pub use store::{
+    Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, KeyPolicy, Roll, Rotation,
+    prune_events,
+};
+pub use store::{
     CreatedKey, KeyId, KeyRecord, KeyStatus, KeyStore, LastUsed, MAX_METADATA_LEN, MAX_SCOPE_LEN,
     MAX_SCOPES, MemoryKeyStore, Metadata, NewKey, RateLimit, StoreError, StoreErrorKind,
     is_valid_key_name, is_valid_scope, is_valid_tenant,
@@ -176,4 +180,6 @@ pub mod guide_doctests {
     pub struct Upstream;
     #[doc = include_str!("../docs/rate-limits.md")]
     pub struct RateLimits;
+    #[doc = include_str!("../docs/audit.md")]
+    pub struct Audit;
 }

@@ -25,3 +25,4 @@ async fn memory() -> Option<Memory> {
 }
 
 conformance_suite!(memory());
+audit_suite!(memory());

@@ -121,6 +121,7 @@ async fn pg() -> Option<Pg> {
 }
 
 conformance_suite!(pg());
+audit_suite!(pg());
 
 async fn healthy(auth: &Authenticator, within: Duration) {
     eventually(within, || async {
@@ -1971,4 +1972,112 @@ async fn a_policy_changed_by_hand_reaches_the_cache_and_a_corrupt_one_fails_clos
             Some(StoreErrorKind::Invalid)
         );
     }
+}
+
+/// A hand-written revocation is in the trail as the actor `database`, even on a pooled
+/// connection the store just used with an actor: the store's settings are
+/// transaction-local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_sql_appears_in_the_audit_trail_as_database() {
+    use hapnd_auth::{Actor, ActorKind, AuditTrail, EventQuery, KeyEventKind, KeyStore};
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    // One connection: the hand-written SQL below runs on the one the store used.
+    let store = PostgresKeyStore::builder()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let actor = Actor::admin("ops").with_client("192.0.2.1".parse().unwrap());
+    let created = store
+        .create_as(NewKey::new("acme", Environment::Live, "ci"), &actor)
+        .await
+        .unwrap();
+    let second = store
+        .create_as(NewKey::new("acme", Environment::Live, "ci-2"), &actor)
+        .await
+        .unwrap();
+    store
+        .revoke_as(&second.record.id, std::time::SystemTime::now(), &actor)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(created.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET expires_at = now() + interval '1 day' WHERE id = $1")
+        .bind(created.record.id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let events = store
+        .events(&EventQuery::key(&created.record.id, 10))
+        .await
+        .unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            KeyEventKind::ExpiryScheduled,
+            KeyEventKind::Revoked,
+            KeyEventKind::Created
+        ]
+    );
+    for e in &events[..2] {
+        assert_eq!(e.actor_kind, ActorKind::Database);
+        assert_eq!(e.actor, "database");
+        assert_eq!(e.client, None);
+    }
+    assert_eq!(events[2].actor, "ops");
+    assert_eq!(events[2].client.as_deref(), Some("192.0.2.1"));
+    let other = store
+        .events(&EventQuery::key(&second.record.id, 10))
+        .await
+        .unwrap();
+    assert_eq!(other[0].kind, KeyEventKind::Revoked);
+    assert_eq!(other[0].actor_kind, ActorKind::Admin);
+}
+
+/// Pruning never holds a revocation: a prune batch left uncommitted (the longest a prune
+/// could hold its locks) does not delay a revocation of a key whose events it is deleting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_prune_does_not_hold_a_revocation() {
+    use hapnd_auth::{Actor, AuditTrail, EventQuery, KeyStore};
+    let Some(url) = database_url() else { return };
+    let admin = admin(&url).await;
+    let (_, options) = schema(&url, &admin).await;
+    let store = impatient_store(options.clone()).await;
+    let created = store
+        .create(NewKey::new("acme", Environment::Live, "ci"))
+        .await
+        .unwrap();
+    let mut pruner = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    use sqlx::Connection as _;
+    let mut tx = pruner.begin().await.unwrap();
+    let deleted = sqlx::query(
+        "DELETE FROM hapnd_key_events WHERE seq IN \
+         (SELECT seq FROM hapnd_key_events WHERE at < now() + interval '1 hour' ORDER BY seq LIMIT 500)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(deleted.rows_affected(), 1, "the key's creation event");
+    // The store gives up after 500 ms: a revocation waiting on the prune would fail here.
+    let revoked = store
+        .revoke_as(
+            &created.record.id,
+            std::time::SystemTime::now(),
+            &Actor::admin("ops"),
+        )
+        .await
+        .unwrap();
+    assert!(revoked.is_revoked());
+    tx.rollback().await.unwrap();
+    let events = store
+        .events(&EventQuery::key(&created.record.id, 10))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
 }

@@ -57,6 +57,7 @@ async fn sqlite() -> Option<Sqlite> {
 }
 
 conformance_suite!(sqlite());
+audit_suite!(sqlite());
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -613,4 +614,64 @@ async fn a_scope_change_written_by_hand_reaches_the_cache() {
     })
     .await
     .expect("the new scopes are seen within one poll interval (+ margin)");
+}
+
+/// A revocation, an expiry and a deletion written by hand, in another connection than the
+/// store's, are in the trail as the actor `database`; the store's own context row is never
+/// left behind for them to pick up.
+#[tokio::test]
+async fn hand_written_sql_appears_in_the_audit_trail_as_database() {
+    use hapnd_auth::{Actor, ActorKind, AuditTrail, EventQuery, KeyEventKind};
+    let fixture = sqlite().await.unwrap();
+    let store = &fixture.store;
+    let actor = Actor::cli("keys create", "alice", "h");
+    let created = store
+        .create_as(NewKey::new("acme", Environment::Live, "ci"), &actor)
+        .await
+        .unwrap();
+    let id = created.record.id.as_str().to_owned();
+    let path = fixture.dir.path().join("keys.db");
+    let other = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let context: i64 = sqlx::query_scalar("SELECT count(*) FROM hapnd_audit_context")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(context, 0, "the store cleared its actor before committing");
+    sqlx::query("UPDATE hapnd_api_keys SET revoked_at = 1795765155914 WHERE id = ?1")
+        .bind(&id)
+        .execute(&other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hapnd_api_keys SET expires_at = 1795765155914 WHERE id = ?1")
+        .bind(&id)
+        .execute(&other)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM hapnd_api_keys WHERE id = ?1")
+        .bind(&id)
+        .execute(&other)
+        .await
+        .unwrap();
+    let events = store
+        .events(&EventQuery::key(&created.record.id, 10))
+        .await
+        .unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            KeyEventKind::Deleted,
+            KeyEventKind::ExpiryScheduled,
+            KeyEventKind::Revoked,
+            KeyEventKind::Created
+        ]
+    );
+    for e in &events[..3] {
+        assert_eq!(e.actor_kind, ActorKind::Database);
+        assert_eq!(e.actor, "database");
+        assert_eq!(e.client, None);
+    }
+    assert_eq!(events[3].actor_kind, ActorKind::Cli);
 }

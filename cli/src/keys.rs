@@ -7,9 +7,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
-use hapnd_auth::{Environment, KeyId, KeyRecord, KeyStore, ListPage, Metadata, NewKey, RateLimit};
+use hapnd_auth::{
+    Environment, KeyId, KeyPolicy, KeyRecord, KeyStore, ListPage, Metadata, NewKey, RateLimit, Roll,
+};
 
 use crate::Database;
+use crate::events;
 use crate::output::{data, esc};
 use crate::store::{AnyStore, Create, explain};
 use crate::time::{parse_duration, rfc3339};
@@ -92,7 +95,29 @@ pub(crate) enum Command {
         /// --metadata and --rate-limit.
         #[command(flatten)]
         policy: PolicyArgs,
+        /// A scheduled roll: the old key keeps working for this long (1h, 24h, 7d, or now),
+        /// then expires. Without it, the old key stays active until you revoke it.
+        #[arg(long, value_parser = events::parse_grace)]
+        old_expires_in: Option<Duration>,
         /// Print the new key and its record as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Show the audit trail, newest first: who created, rotated, revoked or scheduled the
+    /// expiry of which key, when, and from where. No key or hash is shown.
+    Events {
+        /// Only this tenant's events.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this key's events (key_...).
+        #[arg(long)]
+        key: Option<String>,
+        /// At most this many events (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -183,7 +208,10 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             // Validate before opening: a bad name must not create a database file.
             new.validate().map_err(|e| e.to_string())?;
             let store = open(&db, Create::IfMissing).await?;
-            let created = store.create(new).await.map_err(|e| explain(&e))?;
+            let created = store
+                .create_as(new, &events::actor("keys create"))
+                .await
+                .map_err(|e| explain(&e))?;
             print_created(
                 "created",
                 &created.record,
@@ -227,9 +255,21 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
             id,
             expires,
             policy,
+            old_expires_in,
             json,
             db,
-        } => rotate(&key_id(&id)?, expires, policy, json, &db).await,
+        } => rotate(&key_id(&id)?, expires, policy, old_expires_in, json, &db).await,
+        Command::Events {
+            tenant,
+            key,
+            limit,
+            json,
+            db,
+        } => {
+            let key = key.as_deref().map(key_id).transpose()?;
+            let store = open(&db, Create::Never).await?;
+            events::run(&store, tenant, key, limit, json).await
+        }
     }
 }
 
@@ -265,7 +305,7 @@ async fn revoke(id: &KeyId, yes: bool, json: bool, db: &Database) -> Result<(), 
         return Err("not revoked".to_owned());
     }
     let record = store
-        .revoke(id, SystemTime::now())
+        .revoke_as(id, SystemTime::now(), &events::actor("keys revoke"))
         .await
         .map_err(|e| explain(&e))?;
     eprintln!(
@@ -306,6 +346,7 @@ async fn rotate(
     id: &KeyId,
     expires: Option<Duration>,
     policy: PolicyArgs,
+    old_expires_in: Option<Duration>,
     json: bool,
     db: &Database,
 ) -> Result<(), String> {
@@ -331,31 +372,45 @@ async fn rotate(
         old.expires_at
             .and_then(|at| at.duration_since(old.created_at).ok())
     });
-    let mut new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
     // The old key's policy is copied, unless any part of one is given: then that one.
-    new = if policy.given() {
-        policy.apply(new)
-    } else {
-        let mut new = new.scopes(old.scopes.clone());
-        new.metadata = old.metadata.clone();
-        new.rate_limit = old.rate_limit;
-        new
-    };
-    new.validate().map_err(|e| e.to_string())?;
-    if let Some(lifetime) = lifetime {
-        new = new.expires_at(now + lifetime);
+    let mut roll = Roll::new();
+    if policy.given() {
+        let new = policy.apply(NewKey::new(
+            old.tenant.clone(),
+            old.environment,
+            old.name.clone(),
+        ));
+        new.validate().map_err(|e| e.to_string())?;
+        roll = roll.replacement_policy(KeyPolicy::new(new.scopes, new.metadata, new.rate_limit));
     }
-    let created = store.create(new).await.map_err(|e| explain(&e))?;
+    if let Some(lifetime) = lifetime {
+        roll = roll.replacement_expires_at(now + lifetime);
+    }
+    if let Some(grace) = old_expires_in {
+        roll = roll.old_expires_at(now + grace);
+    }
+    let rotation = store
+        .rotate_as(id, roll, &events::actor("keys rotate"))
+        .await
+        .map_err(|e| explain(&e))?;
+    let created = &rotation.replacement;
     print_created(
         "created replacement",
         &created.record,
         created.key.expose_secret(),
         json,
     );
-    eprintln!(
-        "the old key {id} stays active: move your services to the new key, then \
-         `hapnd-auth keys revoke {id}`"
-    );
+    match (old_expires_in, rotation.old.expires_at) {
+        (Some(_), Some(at)) => eprintln!(
+            "the old key {id} keeps working until {} and is rejected from then on (a scheduled \
+             roll; `hapnd-auth keys revoke {id}` ends it at once)",
+            rfc3339(at)
+        ),
+        _ => eprintln!(
+            "the old key {id} stays active: move your services to the new key, then \
+             `hapnd-auth keys revoke {id}`"
+        ),
+    }
     Ok(())
 }
 

@@ -5,11 +5,14 @@
 
 mod admin;
 mod client;
+mod events;
 mod health;
 mod keys;
 mod logging;
 mod metrics;
 mod output;
+mod scan;
+mod secret_scanning;
 mod serve;
 mod server;
 mod store;
@@ -98,6 +101,14 @@ enum Command {
         #[command(flatten)]
         config: client::Config,
     },
+    /// Find API keys in files (directories recursively, `.git` skipped), as a pre-commit
+    /// hook or CI step: prints `file:line: hint` (never the key) and exits 1 when it finds
+    /// one, 2 when a path cannot be read, 0 when there is none.
+    Scan {
+        /// Files or directories to scan.
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Print a shell completion script: `hapnd-auth completions bash > ...`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -156,6 +167,7 @@ fn main() -> ExitCode {
                 gateway,
                 config,
             } => client::whoami(gateway, config, json).await,
+            Command::Scan { paths } => scan::run(&paths),
             Command::Completions { shell } => {
                 let mut script = Vec::new();
                 clap_complete::generate(shell, &mut Cli::command(), "hapnd-auth", &mut script);

@@ -50,6 +50,15 @@ pub(crate) struct Args {
     /// How long a key stays cached, in seconds (revocation does not wait for it).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     cache_ttl_secs: u64,
+    /// How long audit events are kept (90d, 7d, 12h); older ones are deleted every few
+    /// minutes in bounded batches that never hold a revocation. `forever` keeps them all.
+    #[arg(long, default_value = "90d", value_parser = crate::events::parse_retention)]
+    audit_retention: Duration,
+    /// GitHub's secret-scanning public keys (the JSON of its
+    /// `/meta/public_keys/secret_scanning`): turns on `POST /auth/secret-scanning/github`,
+    /// which revokes keys GitHub reports leaked. Read once at start; nothing is fetched.
+    #[arg(long, value_name = "PATH")]
+    secret_scanning_keys: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: server::Limits,
     #[command(flatten)]
@@ -182,6 +191,11 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         args.defence.trusted_proxies(),
         Duration::from_secs(args.limits.idle_timeout_secs),
     )?;
+    let scanning_keys = args
+        .secret_scanning_keys
+        .as_deref()
+        .map(crate::secret_scanning::PublicKeys::load)
+        .transpose()?;
     let (store, described) = AnyStore::open(&args.db.url, Create::IfMissing).await?;
     // Through the logger, not bare stderr: with --log-format json every line is JSON.
     tracing::info!("database: {described}");
@@ -196,6 +210,13 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         auth.invalidator(),
         Duration::from_millis(args.poll_interval_ms),
     );
+    if !args.audit_retention.is_zero() {
+        tokio::spawn(crate::events::prune_forever(
+            store.clone(),
+            args.audit_retention,
+            Duration::from_secs(300),
+        ));
+    }
     let listener = bind(args.listen).await?;
     let admin_listener = bind(args.admin_listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -222,11 +243,18 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|&stop| stop).await;
     };
+    let scanning =
+        scanning_keys.map(|keys| crate::secret_scanning::router(keys, auth.clone(), store.clone()));
     let admin_hosts = admin::Hosts::new(admin_addr, args.admin_host);
     let admin_state = AdminState::new(auth.clone(), store, admin_token, admin_hosts, exporter);
     let public = server::serve(
         listener,
-        app(auth.clone(), args.defence.client_identity(), proxy),
+        app(
+            auth.clone(),
+            args.defence.client_identity(),
+            proxy,
+            scanning,
+        ),
         args.limits,
         args.defence.trusted_proxies(),
         until_stopped(stopped.clone()),
@@ -312,14 +340,22 @@ async fn bootstrap(auth: &Authenticator, store: &AnyStore, addr: SocketAddr) -> 
 /// The public listener's routes: the authenticated API and forward auth, or, with an
 /// upstream, forward auth, `/v1/whoami` and the proxy for every other path. Nothing here
 /// answers without a key but --public-path; operational routes live on the admin listener.
-fn app(auth: Authenticator, clients: ClientIdentity, proxy: Option<Proxy>) -> Router {
+fn app(
+    auth: Authenticator,
+    clients: ClientIdentity,
+    proxy: Option<Proxy>,
+    scanning: Option<Router>,
+) -> Router {
+    // The gateway's own routes come first: the upstream's catch-all never sees them.
+    let own = scanning.unwrap_or_default();
     let routes = match proxy {
         Some(proxy) => Router::new()
             .route("/v1/whoami", get(whoami))
             .route_layer(auth.layer())
             .merge(verify::router(&auth))
+            .merge(own)
             .merge(proxy.router(&auth)),
-        None => demo(&auth),
+        None => demo(&auth).merge(own),
     };
     routes
         .layer(axum::middleware::from_fn_with_state(

@@ -10,8 +10,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use hapnd_auth::{
-    ChangeFeed, Invalidator, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed, ListPage,
-    PostgresKeyStore, SqliteKeyStore, StoreError,
+    Actor, AuditTrail, ChangeFeed, CreatedKey, EventQuery, Invalidator, KeyEvent, KeyHash, KeyId,
+    KeyRecord, KeyStore, LastUsed, ListPage, NewKey, PostgresKeyStore, Roll, Rotation,
+    SqliteKeyStore, StoreError,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -324,5 +325,41 @@ impl KeyStore for AnyStore {
 
     async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
         each!(self, s => s.record_usage(used).await)
+    }
+
+    async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
+        each!(self, s => s.rotate(id).await)
+    }
+
+    async fn create_as(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        each!(self, s => s.create_as(new, actor).await)
+    }
+
+    async fn revoke_as(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+        actor: &Actor,
+    ) -> Result<KeyRecord, StoreError> {
+        each!(self, s => s.revoke_as(id, at, actor).await)
+    }
+
+    async fn rotate_as(
+        &self,
+        id: &KeyId,
+        roll: Roll,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        each!(self, s => s.rotate_as(id, roll, actor).await)
+    }
+}
+
+impl AuditTrail for AnyStore {
+    async fn events(&self, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        each!(self, s => s.events(query).await)
+    }
+
+    async fn prune_events_batch(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+        each!(self, s => s.prune_events_batch(before, batch).await)
     }
 }

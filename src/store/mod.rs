@@ -22,6 +22,9 @@
 //! # }
 //! ```
 
+mod audit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod audit_sql;
 mod error;
 mod identity;
 mod memory;
@@ -38,6 +41,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+pub use audit::{Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, prune_events};
 pub use error::{StoreError, StoreErrorKind};
 pub(crate) use identity::is_valid_key_id;
 pub use identity::{is_valid_key_name, is_valid_tenant};
@@ -236,6 +240,173 @@ pub trait KeyStore: Send + Sync + 'static {
             self.create(new).await
         }
     }
+
+    /// [`create`](KeyStore::create), recording `actor` in the audit trail of a store that
+    /// keeps one ([`AuditTrail`]). The default ignores `actor`.
+    fn create_as(
+        &self,
+        new: NewKey,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<CreatedKey, StoreError>> + Send {
+        let _ = actor;
+        self.create(new)
+    }
+
+    /// [`revoke`](KeyStore::revoke), recording `actor` in the audit trail of a store that
+    /// keeps one. An actor of kind [`ActorKind::SecretScanning`] also records a
+    /// [`KeyEventKind::ReportedLeaked`] event with its detail (the report's URL), in the same
+    /// transaction. The default ignores `actor`.
+    fn revoke_as(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send {
+        let _ = actor;
+        self.revoke(id, at)
+    }
+
+    /// A rotation, scheduled or not: creates a replacement for key `id` with the same
+    /// tenant, environment and name (and `roll`'s expiry for it), and when
+    /// `roll.old_expires_at` is given makes the old key expire then (or keeps its expiry if
+    /// that is sooner), all in one transaction, recorded with `actor`: the replacement's
+    /// `created`, the old key's `rotated` (naming the replacement) and `expiry_scheduled`.
+    /// Answers the replacement and the old key's record as it now is.
+    ///
+    /// The default rotates without an audit trail, and refuses a `roll` with any expiry
+    /// ([`StoreErrorKind::Invalid`]): it has no way to change a stored expiry.
+    fn rotate_as(
+        &self,
+        id: &KeyId,
+        roll: Roll,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<Rotation, StoreError>> + Send {
+        let _ = actor;
+        async move {
+            if roll.old_expires_at.is_some()
+                || roll.replacement_expires_at.is_some()
+                || roll.replacement_policy.is_some()
+            {
+                return Err(StoreError::invalid(
+                    "this key store cannot schedule an expiry or give a replacement its own policy"
+                        .to_owned(),
+                ));
+            }
+            let replacement = self.rotate(id).await?;
+            let old = self
+                .get(id)
+                .await?
+                .ok_or_else(|| StoreError::not_found(id))?;
+            Ok(Rotation { replacement, old })
+        }
+    }
+}
+
+/// What a rotation does to the old key and gives the new one: see [`KeyStore::rotate_as`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use hapnd_auth::Roll;
+///
+/// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+/// let roll = Roll::new().old_expires_at(tomorrow);
+/// assert_eq!(roll.old_expires_at, Some(tomorrow));
+/// assert_eq!(roll.replacement_expires_at, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Roll {
+    /// When the old key stops working; `None` leaves it as it is (active until revoked).
+    pub old_expires_at: Option<SystemTime>,
+    /// When the replacement stops working; `None`: never.
+    pub replacement_expires_at: Option<SystemTime>,
+    /// The replacement's scopes, metadata and rate limit instead of the old key's; `None`
+    /// (the default): the old key's are copied.
+    pub replacement_policy: Option<KeyPolicy>,
+}
+
+/// The scopes, metadata and rate limit a [`Roll`] gives a replacement instead of the old
+/// key's (checked like [`NewKey`]'s: a bad one is refused and nothing is written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyPolicy {
+    /// The scopes; empty: full access.
+    pub scopes: Vec<String>,
+    /// The metadata.
+    pub metadata: Option<Metadata>,
+    /// The rate limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl KeyPolicy {
+    /// A policy with these parts.
+    pub fn new(
+        scopes: Vec<String>,
+        metadata: Option<Metadata>,
+        rate_limit: Option<RateLimit>,
+    ) -> Self {
+        KeyPolicy {
+            scopes,
+            metadata,
+            rate_limit,
+        }
+    }
+
+    /// `new` with this policy, or with `old`'s when `policy` is `None`.
+    pub(crate) fn apply(policy: Option<KeyPolicy>, old: &KeyRecord, mut new: NewKey) -> NewKey {
+        match policy {
+            Some(p) => {
+                new.scopes = p.scopes;
+                new.metadata = p.metadata;
+                new.rate_limit = p.rate_limit;
+            }
+            None => {
+                new.scopes = old.scopes.clone();
+                new.metadata = old.metadata.clone();
+                new.rate_limit = old.rate_limit;
+            }
+        }
+        new
+    }
+}
+
+impl Roll {
+    /// A rotation that leaves the old key as it is and gives the replacement no expiry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the old key expire at `at` (a scheduled roll).
+    pub fn old_expires_at(mut self, at: SystemTime) -> Self {
+        self.old_expires_at = Some(at);
+        self
+    }
+
+    /// Makes the replacement expire at `at`.
+    pub fn replacement_expires_at(mut self, at: SystemTime) -> Self {
+        self.replacement_expires_at = Some(at);
+        self
+    }
+
+    /// Gives the replacement `policy` instead of the old key's.
+    pub fn replacement_policy(mut self, policy: KeyPolicy) -> Self {
+        self.replacement_policy = Some(policy);
+        self
+    }
+}
+
+/// What [`KeyStore::rotate_as`] answers: the replacement, shown once, and the old key.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    /// The new key and its record.
+    pub replacement: CreatedKey,
+    /// The old key's record after the rotation (with its scheduled expiry, if one was asked).
+    pub old: KeyRecord,
+}
+
+/// The expiry a scheduled roll gives the old key: `asked`, unless it already expires sooner.
+pub(crate) fn rolled_expiry(current: Option<SystemTime>, asked: SystemTime) -> SystemTime {
+    current.map_or(asked, |c| c.min(asked))
 }
 
 /// Which keys one page of a listing holds: see [`KeyStore::list_page`].
@@ -298,13 +469,25 @@ pub(crate) trait DynKeyStore: Send + Sync + 'static {
         &'a self,
         hash: &'a KeyHash,
     ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>>;
-    fn revoke<'a>(
+    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>>;
+    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn create_as<'a>(
+        &'a self,
+        new: NewKey,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn revoke_as<'a>(
         &'a self,
         id: &'a KeyId,
         at: SystemTime,
+        actor: &'a Actor,
     ) -> BoxFuture<'a, Result<KeyRecord, StoreError>>;
-    fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>>;
-    fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>>;
+    fn rotate_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        roll: Roll,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
     // For the last-used batcher, which is not written yet.
     #[allow(dead_code)]
     fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -318,20 +501,38 @@ impl<T: KeyStore> DynKeyStore for T {
         Box::pin(KeyStore::lookup_for_request(self, hash))
     }
 
-    fn revoke<'a>(
-        &'a self,
-        id: &'a KeyId,
-        at: SystemTime,
-    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
-        Box::pin(KeyStore::revoke(self, id, at))
-    }
-
     fn create(&self, new: NewKey) -> BoxFuture<'_, Result<CreatedKey, StoreError>> {
         Box::pin(KeyStore::create(self, new))
     }
 
     fn rotate<'a>(&'a self, id: &'a KeyId) -> BoxFuture<'a, Result<CreatedKey, StoreError>> {
         Box::pin(KeyStore::rotate(self, id))
+    }
+
+    fn create_as<'a>(
+        &'a self,
+        new: NewKey,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<CreatedKey, StoreError>> {
+        Box::pin(KeyStore::create_as(self, new, actor))
+    }
+
+    fn revoke_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        at: SystemTime,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<KeyRecord, StoreError>> {
+        Box::pin(KeyStore::revoke_as(self, id, at, actor))
+    }
+
+    fn rotate_as<'a>(
+        &'a self,
+        id: &'a KeyId,
+        roll: Roll,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>> {
+        Box::pin(KeyStore::rotate_as(self, id, roll, actor))
     }
 
     fn record_usage<'a>(&'a self, used: &'a [LastUsed]) -> BoxFuture<'a, Result<(), StoreError>> {

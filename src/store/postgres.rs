@@ -16,10 +16,15 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 use crate::metrics::Source;
 
+use super::audit_sql::{self, Bind, raw_event};
 use super::sql::{
     self, Backoff, ChangeFeed, FeedCounters, RawRecord, bounded, raw_record, to_millis,
 };
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError};
+use super::{
+    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyPolicy, KeyRecord,
+    KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, rolled_expiry,
+};
+use crate::key::ApiKey;
 
 /// The `LISTEN`/`NOTIFY` channel revocations travel on.
 pub const NOTIFY_CHANNEL: &str = "hapnd_auth_keys";
@@ -44,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "key policy",
         include_str!("../../migrations/postgres/0004_key_policy.sql"),
+    ),
+    (
+        5,
+        "audit",
+        include_str!("../../migrations/postgres/0005_audit.sql"),
     ),
 ];
 
@@ -548,6 +558,111 @@ impl PostgresKeyStore {
     }
 }
 
+fn insert_row(
+    record: &KeyRecord,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (scopes, metadata, rate_limit) = sql::policy_columns(record);
+    sqlx::query(concat!(
+        "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, ",
+        "created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) ",
+        "VALUES ($1, $2, $3, $4, $5, $6, ",
+        ts!(7),
+        ", ",
+        ts!(8),
+        ", ",
+        ts!(9),
+        ", ",
+        ts!(10),
+        ", $11, $12, $13)"
+    ))
+    .bind(record.id.as_str().to_owned())
+    .bind(record.tenant.clone())
+    .bind(record.environment.as_str())
+    .bind(record.name.clone())
+    .bind(record.hash.as_bytes().to_vec())
+    .bind(record.hint.clone())
+    .bind(to_millis(record.created_at))
+    .bind(record.revoked_at.map(to_millis))
+    .bind(record.expires_at.map(to_millis))
+    .bind(record.last_used_at.map(to_millis))
+    .bind(scopes)
+    .bind(metadata)
+    .bind(rate_limit)
+}
+
+/// Tells the audit trigger who is acting, for the rest of this transaction only
+/// (`set_config(..., true)`; see `migrations/postgres/0005_audit.sql`).
+async fn set_actor(conn: &mut sqlx::PgConnection, actor: &Actor) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('hapnd.actor_kind', $1, true), set_config('hapnd.actor', $2, true), \
+         set_config('hapnd.client', $3, true), set_config('hapnd.detail', $4, true)",
+    )
+    .bind(actor.kind.as_str())
+    .bind(actor.label.clone())
+    .bind(actor.client.map(|c| c.to_string()).unwrap_or_default())
+    .bind(actor.detail.clone().unwrap_or_default())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl PostgresKeyStore {
+    async fn insert_audited(&self, record: &KeyRecord, actor: &Actor) -> Result<(), StoreError> {
+        record.validate()?;
+        bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            insert_row(record).execute(&mut *tx).await?;
+            tx.commit().await
+        })
+        .await?;
+        // Instances that cached the hash as unknown forget that.
+        self.notify(&record.hash).await;
+        Ok(())
+    }
+}
+
+impl AuditTrail for PostgresKeyStore {
+    async fn events(&self, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        let (statement, binds) = audit_sql::events_statement(
+            concat!(
+                "SELECT seq, ",
+                millis!("at"),
+                ", tenant, key_id, event, actor_kind, actor, client, replacement_id, ",
+                millis!("expires_at"),
+                ", detail FROM hapnd_key_events"
+            ),
+            query,
+            |n| format!("${n}"),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(statement));
+        for bind in binds {
+            q = match bind {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = bounded(self.query_timeout, q.fetch_all(&self.pool)).await?;
+        rows.iter()
+            .map(|row| raw_event!(row).map_err(sql::map_error)?.into_event())
+            .collect()
+    }
+
+    async fn prune_events_batch(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+        // Only the event table: no key's row is locked, so no revocation waits for a prune.
+        let query = sqlx::query(concat!(
+            "DELETE FROM hapnd_key_events WHERE seq IN ",
+            "(SELECT seq FROM hapnd_key_events WHERE at < ",
+            ts!(1),
+            " ORDER BY seq LIMIT $2)"
+        ))
+        .bind(to_millis(before))
+        .bind(i64::from(batch));
+        let done = bounded(self.query_timeout, query.execute(&self.pool)).await?;
+        Ok(done.rows_affected())
+    }
+}
+
 /// Whether `error` says the connection itself is gone: its socket failed, or the server
 /// ended the session (`admin_shutdown`, `crash_shutdown`: a terminated backend, a restart).
 /// Not a timeout, a refused login or a failing statement, which a second try would meet
@@ -604,38 +719,7 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        record.validate()?;
-        let (scopes, metadata, rate_limit) = sql::policy_columns(record);
-        let query = sqlx::query(concat!(
-            "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, ",
-            "created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, ",
-            ts!(7),
-            ", ",
-            ts!(8),
-            ", ",
-            ts!(9),
-            ", ",
-            ts!(10),
-            ", $11, $12, $13)"
-        ))
-        .bind(record.id.as_str().to_owned())
-        .bind(record.tenant.clone())
-        .bind(record.environment.as_str())
-        .bind(record.name.clone())
-        .bind(record.hash.as_bytes().to_vec())
-        .bind(record.hint.clone())
-        .bind(to_millis(record.created_at))
-        .bind(record.revoked_at.map(to_millis))
-        .bind(record.expires_at.map(to_millis))
-        .bind(record.last_used_at.map(to_millis))
-        .bind(scopes)
-        .bind(metadata)
-        .bind(rate_limit);
-        bounded(self.query_timeout, query.execute(&self.pool)).await?;
-        // Instances that cached the hash as unknown forget that.
-        self.notify(&record.hash).await;
-        Ok(())
+        self.insert_audited(record, &Actor::application()).await
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -690,12 +774,53 @@ impl KeyStore for PostgresKeyStore {
     }
 
     async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        // One statement: the revocation and its change-log entry (written by the trigger)
-        // commit together, and nothing in it can fail because of the NOTIFY queue. The
-        // notification follows the commit. COALESCE keeps the first revocation time:
-        // revoking twice changes nothing.
-        let query = || {
-            sqlx::query(concat!(
+        self.revoke_as(id, at, &Actor::application()).await
+    }
+
+    async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
+        Ok(self
+            .rotate_as(id, Roll::new(), &Actor::application())
+            .await?
+            .replacement)
+    }
+
+    async fn create_as(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        new.validate()?;
+        let key = ApiKey::generate(new.environment);
+        let record = KeyRecord::for_key(&key, new, SystemTime::now());
+        self.insert_audited(&record, actor).await?;
+        Ok(CreatedKey { key, record })
+    }
+
+    async fn revoke_as(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+        actor: &Actor,
+    ) -> Result<KeyRecord, StoreError> {
+        // One transaction: the revocation, its change-log entry and its audit event (both
+        // written by triggers) commit together, and nothing in it can fail because of the
+        // NOTIFY queue. The notification follows the commit. COALESCE keeps the first
+        // revocation time: revoking twice changes nothing, so sending it again after a lost
+        // connection is safe.
+        let attempt = || async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            if actor.kind == ActorKind::SecretScanning {
+                sqlx::query(
+                    "INSERT INTO hapnd_key_events (tenant, key_id, event, actor_kind, actor, \
+                     client, detail) SELECT tenant, id, 'reported_leaked', $2, $3, $4, $5 \
+                     FROM hapnd_api_keys WHERE id = $1",
+                )
+                .bind(id.as_str().to_owned())
+                .bind(actor.kind.as_str())
+                .bind(actor.label.clone())
+                .bind(actor.client.map(|c| c.to_string()))
+                .bind(actor.detail.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+            let row = sqlx::query(concat!(
                 "UPDATE hapnd_api_keys AS k SET revoked_at = COALESCE(k.revoked_at, ",
                 ts!(2),
                 ") WHERE k.id = $1 RETURNING ",
@@ -703,13 +828,100 @@ impl KeyStore for PostgresKeyStore {
             ))
             .bind(id.as_str().to_owned())
             .bind(to_millis(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(row)
         };
-        let record = self
-            .fetch_optional(query)
-            .await?
+        let row = bounded(self.query_timeout, async {
+            match attempt().await {
+                Err(e) if connection_lost(&e) => attempt().await,
+                result => result,
+            }
+        })
+        .await?;
+        let record = row
+            .map(|row| decode(&row))
+            .transpose()?
             .ok_or_else(|| StoreError::not_found(id))?;
         self.notify(&record.hash).await;
         Ok(record)
+    }
+
+    async fn rotate_as(
+        &self,
+        id: &KeyId,
+        roll: Roll,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        let old = self
+            .get(id)
+            .await?
+            .ok_or_else(|| StoreError::not_found(id))?;
+        let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        let mut new = KeyPolicy::apply(roll.replacement_policy.clone(), &old, new);
+        new.expires_at = roll.replacement_expires_at;
+        let key = ApiKey::generate(new.environment);
+        let record = KeyRecord::for_key(&key, new, SystemTime::now());
+        record.validate()?;
+        let row = bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            insert_row(&record).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO hapnd_key_events (tenant, key_id, event, actor_kind, actor, client, \
+                 replacement_id) VALUES ($1, $2, 'rotated', $3, $4, $5, $6)",
+            )
+            .bind(old.tenant.clone())
+            .bind(old.id.as_str().to_owned())
+            .bind(actor.kind.as_str())
+            .bind(actor.label.clone())
+            .bind(actor.client.map(|c| c.to_string()))
+            .bind(record.id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+            let row = match roll.old_expires_at {
+                Some(asked) => {
+                    // Locks the old key's row, so the expiry is computed from what is stored.
+                    let current: Option<Option<i64>> = sqlx::query_scalar(concat!(
+                        "SELECT ",
+                        millis!("expires_at"),
+                        " FROM hapnd_api_keys WHERE id = $1 FOR UPDATE"
+                    ))
+                    .bind(id.as_str().to_owned())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let current = current.flatten().map(sql::from_millis);
+                    sqlx::query(concat!(
+                        "UPDATE hapnd_api_keys AS k SET expires_at = ",
+                        ts!(2),
+                        " WHERE k.id = $1 RETURNING ",
+                        columns!()
+                    ))
+                    .bind(id.as_str().to_owned())
+                    .bind(to_millis(rolled_expiry(current, asked)))
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await?;
+        self.notify(&record.hash).await;
+        let old = match row {
+            Some(row) => {
+                let updated = decode(&row)?;
+                self.notify(&updated.hash).await;
+                updated
+            }
+            None => old,
+        };
+        Ok(Rotation {
+            replacement: CreatedKey { key, record },
+            old,
+        })
     }
 
     async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {

@@ -17,8 +17,14 @@ use crate::cache::Invalidator;
 use crate::key::KeyHash;
 use crate::metrics::Source;
 
+use super::audit_sql::{self, Bind, raw_event};
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
-use super::{KeyId, KeyRecord, KeyStore, LastUsed, ListPage, StoreError, StoreErrorKind};
+use super::{
+    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyPolicy, KeyRecord,
+    KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, StoreErrorKind,
+    rolled_expiry,
+};
+use crate::key::ApiKey;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -35,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "key policy",
         include_str!("../../migrations/sqlite/0003_key_policy.sql"),
+    ),
+    (
+        4,
+        "audit",
+        include_str!("../../migrations/sqlite/0004_audit.sql"),
     ),
 ];
 
@@ -253,28 +264,7 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn insert(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        record.validate()?;
-        let (scopes, metadata, rate_limit) = sql::policy_columns(record);
-        let query = sqlx::query(
-            "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, \
-             created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )
-        .bind(record.id.as_str().to_owned())
-        .bind(record.tenant.clone())
-        .bind(record.environment.as_str())
-        .bind(record.name.clone())
-        .bind(record.hash.as_bytes().to_vec())
-        .bind(record.hint.clone())
-        .bind(to_millis(record.created_at))
-        .bind(record.revoked_at.map(to_millis))
-        .bind(record.expires_at.map(to_millis))
-        .bind(record.last_used_at.map(to_millis))
-        .bind(scopes)
-        .bind(metadata)
-        .bind(rate_limit);
-        bounded(self.query_timeout, query.execute(&self.pool)).await?;
-        Ok(())
+        self.insert_audited(record, &Actor::application()).await
     }
 
     async fn get(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
@@ -323,17 +313,136 @@ impl KeyStore for SqliteKeyStore {
     }
 
     async fn revoke(&self, id: &KeyId, at: SystemTime) -> Result<KeyRecord, StoreError> {
-        // COALESCE keeps the first revocation time: revoking twice changes nothing.
-        let query = sqlx::query(concat!(
-            "UPDATE hapnd_api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 ",
-            "RETURNING id, tenant, environment, name, key_hash, hint, created_at, revoked_at, ",
-            "expires_at, last_used_at, scopes, metadata, rate_limit"
-        ))
-        .bind(id.as_str().to_owned())
-        .bind(to_millis(at));
-        self.fetch_optional(query)
+        self.revoke_as(id, at, &Actor::application()).await
+    }
+
+    async fn rotate(&self, id: &KeyId) -> Result<CreatedKey, StoreError> {
+        Ok(self
+            .rotate_as(id, Roll::new(), &Actor::application())
             .await?
+            .replacement)
+    }
+
+    async fn create_as(&self, new: NewKey, actor: &Actor) -> Result<CreatedKey, StoreError> {
+        new.validate()?;
+        let key = ApiKey::generate(new.environment);
+        let record = KeyRecord::for_key(&key, new, SystemTime::now());
+        self.insert_audited(&record, actor).await?;
+        Ok(CreatedKey { key, record })
+    }
+
+    async fn revoke_as(
+        &self,
+        id: &KeyId,
+        at: SystemTime,
+        actor: &Actor,
+    ) -> Result<KeyRecord, StoreError> {
+        let row = bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            if actor.kind == ActorKind::SecretScanning {
+                sqlx::query(concat!(
+                    "INSERT INTO hapnd_key_events (at, tenant, key_id, event, actor_kind, actor, ",
+                    "client, detail) SELECT ",
+                    now_ms!(),
+                    ", tenant, id, 'reported_leaked', ?2, ?3, ?4, ?5 FROM hapnd_api_keys WHERE id = ?1"
+                ))
+                .bind(id.as_str().to_owned())
+                .bind(actor.kind.as_str())
+                .bind(actor.label.clone())
+                .bind(actor.client.map(|c| c.to_string()))
+                .bind(actor.detail.clone())
+                .execute(&mut *tx)
+                .await?;
+            }
+            // COALESCE keeps the first revocation time: revoking twice changes nothing.
+            let row = sqlx::query(concat!(
+                "UPDATE hapnd_api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 ",
+                "RETURNING id, tenant, environment, name, key_hash, hint, created_at, revoked_at, ",
+                "expires_at, last_used_at, scopes, metadata, rate_limit"
+            ))
+            .bind(id.as_str().to_owned())
+            .bind(to_millis(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+            clear_actor(&mut tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await?;
+        row.map(|row| decode(&row))
+            .transpose()?
             .ok_or_else(|| StoreError::not_found(id))
+    }
+
+    async fn rotate_as(
+        &self,
+        id: &KeyId,
+        roll: Roll,
+        actor: &Actor,
+    ) -> Result<Rotation, StoreError> {
+        let old = self
+            .get(id)
+            .await?
+            .ok_or_else(|| StoreError::not_found(id))?;
+        let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+        let mut new = KeyPolicy::apply(roll.replacement_policy.clone(), &old, new);
+        new.expires_at = roll.replacement_expires_at;
+        let key = ApiKey::generate(new.environment);
+        let record = KeyRecord::for_key(&key, new, SystemTime::now());
+        record.validate()?;
+        let row = bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            insert_row(&record).execute(&mut *tx).await?;
+            sqlx::query(concat!(
+                "INSERT INTO hapnd_key_events (at, tenant, key_id, event, actor_kind, actor, ",
+                "client, replacement_id) VALUES (",
+                now_ms!(),
+                ", ?1, ?2, 'rotated', ?3, ?4, ?5, ?6)"
+            ))
+            .bind(old.tenant.clone())
+            .bind(old.id.as_str().to_owned())
+            .bind(actor.kind.as_str())
+            .bind(actor.label.clone())
+            .bind(actor.client.map(|c| c.to_string()))
+            .bind(record.id.as_str().to_owned())
+            .execute(&mut *tx)
+            .await?;
+            let row = match roll.old_expires_at {
+                Some(asked) => {
+                    // The expiry as stored inside this transaction, not as read before it.
+                    let current: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT expires_at FROM hapnd_api_keys WHERE id = ?1")
+                            .bind(id.as_str().to_owned())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let current = current.flatten().map(sql::from_millis);
+                    sqlx::query("UPDATE hapnd_api_keys SET expires_at = ?2 WHERE id = ?1")
+                        .bind(id.as_str().to_owned())
+                        .bind(to_millis(rolled_expiry(current, asked)))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(select!("WHERE id = ?1"))
+                        .bind(id.as_str().to_owned())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+                None => None,
+            };
+            clear_actor(&mut tx).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await?;
+        let old = match row {
+            Some(row) => decode(&row)?,
+            None => old,
+        };
+        Ok(Rotation {
+            replacement: CreatedKey { key, record },
+            old,
+        })
     }
 
     async fn record_usage(&self, used: &[LastUsed]) -> Result<(), StoreError> {
@@ -356,6 +465,109 @@ impl KeyStore for SqliteKeyStore {
             tx.commit().await
         })
         .await
+    }
+}
+
+/// The database's clock in unix milliseconds, as the audit triggers write it.
+macro_rules! now_ms {
+    () => {
+        "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+    };
+}
+use now_ms;
+
+fn insert_row(
+    record: &KeyRecord,
+) -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let (scopes, metadata, rate_limit) = sql::policy_columns(record);
+    sqlx::query(
+        "INSERT INTO hapnd_api_keys (id, tenant, environment, name, key_hash, hint, \
+         created_at, revoked_at, expires_at, last_used_at, scopes, metadata, rate_limit) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .bind(record.id.as_str().to_owned())
+    .bind(record.tenant.clone())
+    .bind(record.environment.as_str())
+    .bind(record.name.clone())
+    .bind(record.hash.as_bytes().to_vec())
+    .bind(record.hint.clone())
+    .bind(to_millis(record.created_at))
+    .bind(record.revoked_at.map(to_millis))
+    .bind(record.expires_at.map(to_millis))
+    .bind(record.last_used_at.map(to_millis))
+    .bind(scopes)
+    .bind(metadata)
+    .bind(rate_limit)
+}
+
+/// Tells the audit triggers who is acting, for the rest of this transaction (see
+/// `migrations/sqlite/0004_audit.sql`). Being a write, it also takes the write lock first.
+async fn set_actor(conn: &mut SqliteConnection, actor: &Actor) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO hapnd_audit_context (only_row, actor_kind, actor, client, detail) \
+         VALUES (1, ?1, ?2, ?3, ?4)",
+    )
+    .bind(actor.kind.as_str())
+    .bind(actor.label.clone())
+    .bind(actor.client.map(|c| c.to_string()))
+    .bind(actor.detail.clone())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Empties the context before the commit: no other connection ever sees it.
+async fn clear_actor(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM hapnd_audit_context")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl SqliteKeyStore {
+    async fn insert_audited(&self, record: &KeyRecord, actor: &Actor) -> Result<(), StoreError> {
+        record.validate()?;
+        bounded(self.query_timeout, async {
+            let mut tx = self.pool.begin().await?;
+            set_actor(&mut tx, actor).await?;
+            insert_row(record).execute(&mut *tx).await?;
+            clear_actor(&mut tx).await?;
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+impl AuditTrail for SqliteKeyStore {
+    async fn events(&self, query: &EventQuery) -> Result<Vec<KeyEvent>, StoreError> {
+        let (statement, binds) = audit_sql::events_statement(
+            "SELECT seq, at, tenant, key_id, event, actor_kind, actor, client, replacement_id, \
+             expires_at, detail FROM hapnd_key_events",
+            query,
+            |n| format!("?{n}"),
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for bind in binds {
+            q = match bind {
+                Bind::Text(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        let rows = bounded(self.query_timeout, q.fetch_all(&self.pool)).await?;
+        rows.iter()
+            .map(|row| raw_event!(row).map_err(sql::map_error)?.into_event())
+            .collect()
+    }
+
+    async fn prune_events_batch(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
+        let query = sqlx::query(
+            "DELETE FROM hapnd_key_events WHERE seq IN \
+             (SELECT seq FROM hapnd_key_events WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+        )
+        .bind(to_millis(before))
+        .bind(i64::from(batch));
+        let done = bounded(self.query_timeout, query.execute(&self.pool)).await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -2,6 +2,7 @@
 //! the conformance suite every `KeyStore` must pass.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod audit;
 pub mod conformance;
 
 use std::convert::Infallible;

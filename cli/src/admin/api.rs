@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use hapnd_auth::{
-    CreatedKey, Environment, KeyId, KeyRecord, KeyStore, NewKey, StoreError, StoreErrorKind,
+    Actor, AuditTrail, CreatedKey, Environment, EventQuery, KeyId, KeyRecord, KeyStore, NewKey,
+    Roll, StoreError, StoreErrorKind,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -24,6 +25,7 @@ use crate::time::{parse_duration, rfc3339};
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/api/v1/tenants/{tenant}/keys", get(list))
+        .route("/api/v1/tenants/{tenant}/events", get(events))
         .route("/api/v1/keys", post(create))
         .route("/api/v1/keys/{id}", get(show))
         .route("/api/v1/keys/{id}/revoke", post(revoke))
@@ -35,8 +37,12 @@ pub(super) fn routes() -> Router<AdminState> {
         ))
 }
 
-/// Proof that the request carried the admin token.
-struct Admin;
+/// Proof that the request carried the admin token, and who the audit trail records for
+/// its changes: the credential's label and the client's address.
+struct Admin(Actor);
+
+/// The label the all-tenants admin token is recorded under.
+const ADMIN_TOKEN_LABEL: &str = "admin token";
 
 impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
@@ -49,12 +55,9 @@ impl FromRequestParts<AdminState> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()));
-        match state
-            .access
-            .check(client_ip(&parts.extensions), presented)
-            .await
-        {
-            Ok(()) => Ok(Admin),
+        let client = client_ip(&parts.extensions);
+        match state.access.check(client, presented).await {
+            Ok(()) => Ok(Admin(Actor::admin(ADMIN_TOKEN_LABEL).with_client(client))),
             Err(denied) => Err(ApiError::denied(denied)),
         }
     }
@@ -107,7 +110,7 @@ struct CreateRequest {
 }
 
 async fn create(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AdminState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -128,7 +131,7 @@ async fn create(
         )
     })
     .map_err(ApiError::invalid)?;
-    let created = state.auth.create_key(new).await?;
+    let created = state.auth.create_key_as(new, &actor).await?;
     tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
         environment = %created.record.environment, "admin API created a key");
     Ok((StatusCode::CREATED, Json(created_json(&created))).into_response())
@@ -188,33 +191,108 @@ async fn show(
 
 /// Returns once this gateway rejects the key (other instances: per the store's feed).
 async fn revoke(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = key_id(&id)?;
-    let record = state.auth.revoke(&id).await?;
+    let record = state.auth.revoke_as(&id, &actor).await?;
     tracing::info!(key_id = %record.id, tenant = ?record.tenant, "admin API revoked a key");
     Ok(Json(
         json!({ "key": record_json(&record, SystemTime::now()) }),
     ))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    /// A scheduled roll: the old key keeps working for this long (`1h`, `24h`, `7d`,
+    /// `now`), then expires. Absent: it stays active until revoked.
+    #[serde(default)]
+    old_expires_in: Option<String>,
+}
+
 async fn rotate(
-    _: Admin,
+    Admin(actor): Admin,
     State(state): State<AdminState>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = key_id(&id)?;
-    let created = state.auth.rotate(&id).await?;
+    let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?
+    };
+    let mut roll = Roll::new();
+    if let Some(grace) = request.old_expires_in.as_deref() {
+        let grace = crate::events::parse_grace(grace.trim()).map_err(ApiError::invalid)?;
+        roll = roll.old_expires_at(SystemTime::now() + grace);
+    }
+    let scheduled = roll.old_expires_at.is_some();
+    let rotation = state.auth.rotate_as(&id, roll, &actor).await?;
+    let created = &rotation.replacement;
     tracing::info!(key_id = %created.record.id, replaces = %id, tenant = ?created.record.tenant,
         "admin API rotated a key");
-    let mut body = created_json(&created);
+    let mut body = created_json(created);
     body["replaces"] = json!(id.as_str());
-    body["note"] = json!(
-        "the old key stays active: move your services to the new key, then revoke the old one"
-    );
+    body["old_key"] = record_json(&rotation.old, SystemTime::now());
+    body["note"] = match rotation.old.expires_at.filter(|_| scheduled) {
+        Some(at) => json!(format!(
+            "the old key keeps working until {} and is rejected from then on",
+            rfc3339(at)
+        )),
+        None => json!(
+            "the old key stays active: move your services to the new key, then revoke the old one"
+        ),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsParams {
+    /// Only this key's events.
+    key: Option<String>,
+    /// The `next` cursor of the previous page.
+    before: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<u32>,
+}
+
+/// A tenant's audit trail, newest first, a page at a time: `next` is the cursor of the page
+/// that follows (`?before=<next>`), `null` on the last page.
+async fn events(
+    _: Admin,
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    params: Result<axum::extract::Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(params) = params.map_err(|e| {
+        ApiError::invalid(format!(
+            "the query takes key, before and limit (1 to 1000): {}",
+            e.body_text()
+        ))
+    })?;
+    hapnd_auth::is_valid_tenant(&tenant)
+        .then_some(())
+        .ok_or_else(|| ApiError::invalid("not a tenant name".to_owned()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=EventQuery::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 1000".to_owned()));
+    }
+    let mut query = EventQuery::tenant(&tenant, limit);
+    query.key = params.key.as_deref().map(key_id).transpose()?;
+    query.before = params.before;
+    let events = state.store.events(&query).await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    let events: Vec<Value> = events.iter().map(crate::events::event_json).collect();
+    Ok(Json(
+        json!({ "tenant": tenant, "events": events, "next": next }),
+    ))
 }
 
 async fn no_route(_: Admin) -> ApiError {

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use hapnd_auth::{KeyRecord, KeyStore, StoreError, StoreErrorKind};
+use hapnd_auth::{Actor, KeyRecord, KeyStore, Roll, StoreError, StoreErrorKind};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -81,6 +81,8 @@ pub(super) fn routes() -> Router<AdminState> {
 struct SignedIn {
     cookie: String,
     csrf: String,
+    /// Who the audit trail records for this session's changes.
+    actor: Actor,
 }
 
 impl FromRequestParts<AdminState> for SignedIn {
@@ -93,10 +95,15 @@ impl FromRequestParts<AdminState> for SignedIn {
         if !state.access.enabled() {
             return Err(disabled());
         }
+        let actor = Actor::page("admin token session").with_client(client_ip(&parts.extensions));
         session_cookie(&parts.headers)
             .and_then(|cookie| {
                 let csrf = state.access.sessions.csrf(&cookie)?;
-                Some(SignedIn { cookie, csrf })
+                Some(SignedIn {
+                    cookie,
+                    csrf,
+                    actor,
+                })
             })
             .ok_or_else(|| Redirect::to("/login").into_response())
     }
@@ -451,7 +458,7 @@ async fn create(
         Ok(new) => new,
         Err(error) => return refused(&state, &signed_in, tenant, error).await,
     };
-    match state.auth.create_key(new).await {
+    match state.auth.create_key_as(new, &signed_in.actor).await {
         Ok(created) => {
             tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
                 environment = %created.record.environment, "API Keys page created a key");
@@ -528,7 +535,7 @@ async fn revoke(
         Err(response) => return response,
     };
     // Returns once this gateway rejects the key.
-    match state.auth.revoke(&record.id).await {
+    match state.auth.revoke_as(&record.id, &signed_in.actor).await {
         Ok(record) => {
             tracing::info!(key_id = %record.id, tenant = ?record.tenant, "API Keys page revoked a key");
             let notice = format!(
@@ -565,8 +572,13 @@ async fn rotate(
     {
         return Redirect::to(&keys_url(&old.tenant)).into_response();
     }
-    match state.auth.rotate(&old.id).await {
-        Ok(created) => {
+    match state
+        .auth
+        .rotate_as(&old.id, Roll::new(), &signed_in.actor)
+        .await
+    {
+        Ok(rotation) => {
+            let created = rotation.replacement;
             tracing::info!(key_id = %created.record.id, replaces = %old.id, tenant = ?old.tenant,
                 "API Keys page rotated a key");
             let now = SystemTime::now();
