@@ -192,6 +192,48 @@ fn is_plain(path: &str) -> bool {
             .all(|segment| segment != "." && segment != "..")
 }
 
+/// Whether a request's path may be matched against route and public prefixes as written:
+/// no `.`/`..` segment, backslash or `;`, and no `%` escape a backend could decode into
+/// something that moves the path across a prefix. Refused escapes: of an unreserved
+/// character (`%62illing` is `/billing`), of a sub-delimiter, `:` or `@` (they may be in a
+/// prefix), of `/`, `\`, `%` or a control character, of a byte that starts an overlong or
+/// full-width form some decoders read as ASCII (`%C0`, `%C1`, `%E0`, `%EF`, `%F0`,
+/// `%F5`-`%FF`), and a `%` not followed by two hex digits. Others pass as written: `%20`,
+/// `%22`, `%3C`, `%3F`, `%5B`, and UTF-8 such as `caf%C3%A9` (prefixes are plain ASCII, so
+/// none of them can spell one).
+fn is_routable(path: &str) -> bool {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let refused = |byte: u8| {
+        byte.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=:@/\\%".contains(&byte)
+            || byte < 0x20
+            || byte == 0x7f
+            || matches!(byte, 0xc0 | 0xc1 | 0xe0 | 0xef | 0xf0 | 0xf5..=0xff)
+    };
+    if path.contains(['\\', ';']) || path.split('/').any(|s| s == "." || s == "..") {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'%') {
+        let i = at + offset;
+        let decoded = match (
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (Some(high), Some(low)) => high << 4 | low,
+            _ => return false,
+        };
+        if refused(decoded) {
+            return false;
+        }
+        at = i + 3;
+    }
+    true
+}
+
 impl Args {
     /// The proxy these flags describe, or `None` without an upstream.
     /// `idle` closes an upgraded connection (a WebSocket) that moves no byte for as long.
@@ -409,11 +451,12 @@ impl Proxy {
             let (proxy, routes) = (proxy.clone(), routes.clone());
             async move {
                 let path = request.uri().path();
-                if plain_only && !is_plain(path) {
+                if plain_only && !is_routable(path) {
                     return Ok(failure_response(
                         StatusCode::BAD_REQUEST,
                         "invalid_path",
-                        "a path with dot segments, backslashes, semicolons or %-escapes is not routed",
+                        "a path with dot segments, backslashes, semicolons or %-escapes that \
+                         could spell another path is not routed",
                     ));
                 }
                 let (_, authed, public) = routes
@@ -436,7 +479,7 @@ impl Proxy {
     }
 
     fn is_public(&self, path: &str) -> bool {
-        is_plain(path)
+        is_routable(path)
             && self.inner.public_paths.iter().any(|prefix| {
                 path.strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -1282,6 +1325,36 @@ mod tests {
         assert!(!is_plain("/healthz/%2e%2e/admin"));
         assert!(!is_plain("/healthz\\..\\admin"));
         assert!(!is_plain("/healthz/..;/admin"));
+        for routable in [
+            "/healthz/live",
+            "/billing/a%20b",
+            "/other/caf%C3%A9",
+            "/q%3Fx%23y",
+            "/x%5B0%5D",
+        ] {
+            assert!(is_routable(routable), "{routable}");
+        }
+        for refused in [
+            "/healthz/../admin",
+            "/healthz/./x",
+            "/healthz\\x",
+            "/healthz/..;/admin",
+            "/healthz/%2e%2e/admin",
+            "/%62illing",
+            "/billing%2fadmin",
+            "/billing%5Cadmin",
+            "/billing%40x",
+            "/billing%3Bv=1",
+            "/billing%25",
+            "/x%00",
+            "/%C0%AE%C0%AE/billing",
+            "/%EF%BC%8E%EF%BC%8E/billing",
+            "/billing%zz",
+            "/billing%2",
+            "/billing%",
+        ] {
+            assert!(!is_routable(refused), "{refused}");
+        }
     }
 
     #[test]

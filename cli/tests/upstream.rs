@@ -1540,6 +1540,9 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         ("/billing/administrator", true, "/billing/administrator"),
         ("/other", false, "/other"),
         ("/v1/orders", true, "/v1/orders"),
+        // Escapes that cannot spell a prefix are routed as written.
+        ("/billing/a%20b", true, "/billing/a%20b"),
+        ("/other/caf%C3%A9", false, "/other/caf%C3%A9"),
     ] {
         let before = (
             default.seen.lock().unwrap().len(),
@@ -1572,7 +1575,7 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         (200, "/billing/health")
     );
     assert!(echoed(&r, "x-hapnd-tenant").is_empty());
-    assert_eq!(billing.seen.lock().unwrap().len(), 7);
+    assert_eq!(billing.seen.lock().unwrap().len(), 8);
 
     // Without a key: the gateway's 401 on a route too.
     let r = request(gw.addr, "GET", "/billing/x", &[]);
@@ -1597,6 +1600,11 @@ fn routes_go_by_longest_whole_segment_prefix_and_keep_it() {
         "/billing;v=1/x",
         "/billing\\..\\admin",
         "/billing/health/../../admin",
+        "/b%69lling/x",
+        "/billing%40x",
+        "/%C0%AE%C0%AE/billing",
+        "/x/%EF%BC%8E%EF%BC%8E/billing",
+        "/billing%zz",
     ] {
         for headers in [&[("Authorization", auth.as_str())][..], &[]] {
             let r = request(gw.addr, "GET", path, headers);
