@@ -407,8 +407,11 @@ async fn the_api_keys_page_in_a_real_browser() {
     let reporting = text(&client, "#secret").await;
     click(&client, "#done").await;
     let reporting_row = Locator::XPath("//tr[td[1]='reporting']");
+    // Waits for the list: the click on #done navigates, and may return before it loads.
     let reporting_id = client
-        .find(reporting_row)
+        .wait()
+        .at_most(WAIT)
+        .for_element(reporting_row)
         .await
         .unwrap()
         .attr("id")
@@ -425,7 +428,9 @@ async fn the_api_keys_page_in_a_real_browser() {
         "1/h,burst=1"
     );
     let ci_row = client
-        .find(Locator::XPath("//tr[td[1]='ci-pipeline']"))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//tr[td[1]='ci-pipeline']"))
         .await
         .unwrap();
     assert!(
