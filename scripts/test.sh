@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test, with the real parts they drive: installs what is missing (Debian's nginx-light,
 # caddy, chromium, chromium-driver, postgresql, python3, curl; as root), starts a throwaway
-# PostgreSQL with TLS on a free loopback port, runs `cargo test --workspace --all-features` (extra arguments
-# go to cargo test), stops the database, and ends with the tests that could not run and why.
+# PostgreSQL with TLS on a free loopback port, runs the command it is given (README's test
+# command: `bash scripts/test.sh cargo test --workspace --all-features`, which is also what it
+# runs when given none), stops the database, and ends with the tests that could not run and why.
 #
 # A test that cannot run (not root, no package registry) is reported as skipped, by name and
 # reason, never counted among the passed without a word. With CI set, it fails instead.
@@ -47,7 +48,9 @@ fi
 skips=$(mktemp)
 export HAPND_SKIP_LOG="$skips"
 status=0
-cargo test --workspace --all-features "$@" || status=$?
+# The command to run with all that set up: README's test command gives it in full.
+if [ $# -eq 0 ]; then set -- cargo test --workspace --all-features; fi
+"$@" || status=$?
 
 count=$(sort -u "$skips" | grep -c . || true)
 if [ "$count" -gt 0 ]; then
