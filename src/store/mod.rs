@@ -233,11 +233,8 @@ pub trait KeyStore: Send + Sync + 'static {
                 .get(id)
                 .await?
                 .ok_or_else(|| StoreError::not_found(id))?;
-            let mut new = NewKey::new(old.tenant, old.environment, old.name);
-            new.scopes = old.scopes;
-            new.metadata = old.metadata;
-            new.rate_limit = old.rate_limit;
-            self.create(new).await
+            let new = NewKey::new(old.tenant.clone(), old.environment, old.name.clone());
+            self.create(KeyPolicy::apply(None, &old, new)).await
         }
     }
 
