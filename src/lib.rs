@@ -144,6 +144,7 @@ pub use store::{
     MAX_SCOPES, MemoryKeyStore, Metadata, NewKey, RateLimit, StoreError, StoreErrorKind,
     is_valid_key_name, is_valid_scope, is_valid_tenant,
 };
+pub use store::{ExpiringKeys, ExpiringQuery};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::{ListenOptions, NOTIFY_CHANNEL, PostgresKeyStore, PostgresKeyStoreBuilder};

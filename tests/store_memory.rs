@@ -26,3 +26,4 @@ async fn memory() -> Option<Memory> {
 
 conformance_suite!(memory());
 audit_suite!(memory());
+expiry_suite!(memory());

@@ -122,6 +122,7 @@ async fn pg() -> Option<Pg> {
 
 conformance_suite!(pg());
 audit_suite!(pg());
+expiry_suite!(pg());
 
 async fn healthy(auth: &Authenticator, within: Duration) {
     eventually(within, || async {

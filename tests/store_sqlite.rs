@@ -58,6 +58,7 @@ async fn sqlite() -> Option<Sqlite> {
 
 conformance_suite!(sqlite());
 audit_suite!(sqlite());
+expiry_suite!(sqlite());
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -674,4 +675,26 @@ async fn hand_written_sql_appears_in_the_audit_trail_as_database() {
         assert_eq!(e.client, None);
     }
     assert_eq!(events[3].actor_kind, ActorKind::Cli);
+}
+
+/// The count `serve` runs for its expiring-keys gauge reads a range of the partial index, not
+/// the whole table.
+#[tokio::test]
+async fn the_expiring_count_walks_its_partial_index() {
+    let fixture = sqlite().await.unwrap();
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM hapnd_api_keys WHERE revoked_at IS NULL \
+         AND expires_at IS NOT NULL AND expires_at > 1 AND expires_at <= 2",
+    )
+    .fetch_all(fixture.store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("hapnd_api_keys_expiring") && d.contains("expires_at>")),
+        "{plan:?}"
+    );
 }

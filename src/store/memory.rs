@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use crate::key::{ApiKey, KeyHash};
 
 use super::{
-    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyEventKind, KeyId, KeyPolicy,
-    KeyRecord, KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, StoreErrorKind,
-    rolled_expiry,
+    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, ExpiringKeys, ExpiringQuery, KeyEvent,
+    KeyEventKind, KeyId, KeyPolicy, KeyRecord, KeyStore, LastUsed, ListPage, NewKey, Roll,
+    Rotation, StoreError, StoreErrorKind, rolled_expiry,
 };
 
 /// Keys held in memory. Cheap to clone: clones share the same keys.
@@ -228,6 +228,24 @@ impl KeyStore for MemoryKeyStore {
             }
         }
         Ok(())
+    }
+}
+
+impl ExpiringKeys for MemoryKeyStore {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(query.filter(self.read().by_hash.values().cloned()))
+    }
+
+    async fn count_expiring(&self, from: SystemTime, until: SystemTime) -> Result<u64, StoreError> {
+        let window = ExpiringQuery {
+            tenant: None,
+            from,
+            until,
+            after: None,
+            limit: 0,
+        };
+        let state = self.read();
+        Ok(state.by_hash.values().filter(|r| window.matches(r)).count() as u64)
     }
 }
 

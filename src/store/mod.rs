@@ -26,6 +26,7 @@ mod audit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod audit_sql;
 mod error;
+mod expiry;
 mod identity;
 mod memory;
 mod policy;
@@ -43,6 +44,9 @@ use std::time::SystemTime;
 
 pub use audit::{Actor, ActorKind, AuditTrail, EventQuery, KeyEvent, KeyEventKind, prune_events};
 pub use error::{StoreError, StoreErrorKind};
+pub use expiry::{ExpiringKeys, ExpiringQuery};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use expiry::{ExpiryBind, expiring_filter};
 pub(crate) use identity::is_valid_key_id;
 pub use identity::{is_valid_key_name, is_valid_tenant};
 pub use memory::MemoryKeyStore;

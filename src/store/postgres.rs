@@ -21,8 +21,9 @@ use super::sql::{
     self, Backoff, ChangeFeed, FeedCounters, RawRecord, bounded, raw_record, to_millis,
 };
 use super::{
-    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyPolicy, KeyRecord,
-    KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, rolled_expiry,
+    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, ExpiringKeys, ExpiringQuery, ExpiryBind,
+    KeyEvent, KeyId, KeyPolicy, KeyRecord, KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation,
+    StoreError, rolled_expiry,
 };
 use crate::key::ApiKey;
 
@@ -54,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "audit",
         include_str!("../../migrations/postgres/0005_audit.sql"),
+    ),
+    (
+        6,
+        "expiring",
+        include_str!("../../migrations/postgres/0006_expiring.sql"),
     ),
 ];
 
@@ -619,6 +625,42 @@ impl PostgresKeyStore {
         // Instances that cached the hash as unknown forget that.
         self.notify(&record.hash).await;
         Ok(())
+    }
+}
+
+impl ExpiringKeys for PostgresKeyStore {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        let (filter, binds) = super::expiring_filter(
+            query,
+            "k.",
+            |n| format!("(timestamptz 'epoch' + ${n}::int8 * interval '1 millisecond')"),
+            |n| format!("${n}"),
+        );
+        let statement = format!("{}WHERE {filter}", select!(""));
+        let mut q = sqlx::query(AssertSqlSafe(statement));
+        for bind in binds {
+            q = match bind {
+                ExpiryBind::Text(t) => q.bind(t),
+                ExpiryBind::Millis(i) => q.bind(i),
+            };
+        }
+        let rows = bounded(self.query_timeout, q.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn count_expiring(&self, from: SystemTime, until: SystemTime) -> Result<u64, StoreError> {
+        // The predicate of the partial index `hapnd_api_keys_expiring`: a range scan of it.
+        let query = sqlx::query_scalar::<_, i64>(concat!(
+            "SELECT COUNT(*) FROM hapnd_api_keys WHERE revoked_at IS NULL ",
+            "AND expires_at IS NOT NULL AND expires_at > ",
+            ts!(1),
+            " AND expires_at <= ",
+            ts!(2)
+        ))
+        .bind(to_millis(from))
+        .bind(to_millis(until));
+        let count = bounded(self.query_timeout, query.fetch_one(&self.pool)).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }
 

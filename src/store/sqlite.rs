@@ -20,9 +20,9 @@ use crate::metrics::Source;
 use super::audit_sql::{self, Bind, raw_event};
 use super::sql::{self, Backoff, ChangeFeed, RawRecord, bounded, raw_record, to_millis};
 use super::{
-    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, KeyEvent, KeyId, KeyPolicy, KeyRecord,
-    KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation, StoreError, StoreErrorKind,
-    rolled_expiry,
+    Actor, ActorKind, AuditTrail, CreatedKey, EventQuery, ExpiringKeys, ExpiringQuery, ExpiryBind,
+    KeyEvent, KeyId, KeyPolicy, KeyRecord, KeyStore, LastUsed, ListPage, NewKey, Roll, Rotation,
+    StoreError, StoreErrorKind, rolled_expiry,
 };
 use crate::key::ApiKey;
 
@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "audit",
         include_str!("../../migrations/sqlite/0004_audit.sql"),
+    ),
+    (
+        5,
+        "expiring",
+        include_str!("../../migrations/sqlite/0005_expiring.sql"),
     ),
 ];
 
@@ -535,6 +540,35 @@ impl SqliteKeyStore {
             tx.commit().await
         })
         .await
+    }
+}
+
+impl ExpiringKeys for SqliteKeyStore {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        let place = |n: usize| format!("?{n}");
+        let (filter, binds) = super::expiring_filter(query, "", place, place);
+        let statement = format!("{}WHERE {filter}", select!(""));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for bind in binds {
+            q = match bind {
+                ExpiryBind::Text(t) => q.bind(t),
+                ExpiryBind::Millis(i) => q.bind(i),
+            };
+        }
+        let rows = bounded(self.query_timeout, q.fetch_all(&self.pool)).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn count_expiring(&self, from: SystemTime, until: SystemTime) -> Result<u64, StoreError> {
+        // The predicate of the partial index `hapnd_api_keys_expiring`: a range scan of it.
+        let query = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM hapnd_api_keys WHERE revoked_at IS NULL \
+             AND expires_at IS NOT NULL AND expires_at > ?1 AND expires_at <= ?2",
+        )
+        .bind(to_millis(from))
+        .bind(to_millis(until));
+        let count = bounded(self.query_timeout, query.fetch_one(&self.pool)).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }
 

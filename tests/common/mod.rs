@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod conformance;
+pub mod expiry;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
