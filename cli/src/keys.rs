@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::Subcommand;
 use hapnd_auth::{
-    Environment, KeyId, KeyPolicy, KeyRecord, KeyStore, ListPage, Metadata, NewKey, RateLimit, Roll,
+    Environment, ExpiringKeys, ExpiringQuery, KeyId, KeyPolicy, KeyRecord, KeyStore, ListPage,
+    Metadata, NewKey, RateLimit, Roll,
 };
 
 use crate::Database;
@@ -57,11 +58,15 @@ pub(crate) enum Command {
     /// List keys (no secrets): a tenant's, or with --all every tenant's.
     List {
         /// The tenant.
-        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        #[arg(long, required_unless_present_any = ["all", "expiring_within"], conflicts_with = "all")]
         tenant: Option<String>,
         /// Every tenant's keys.
         #[arg(long)]
         all: bool,
+        /// Only unrevoked keys whose expiry falls within this long from now (7d, 24h, ...),
+        /// soonest first.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expiring_within: Option<Duration>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -223,11 +228,15 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
         Command::List {
             tenant,
             all,
+            expiring_within,
             json,
             db,
         } => {
             let store = open(&db, Create::Never).await?;
-            let keys = list(&store, tenant.as_deref()).await?;
+            let keys = match expiring_within {
+                Some(window) => expiring(&store, tenant.as_deref(), window).await?,
+                None => list(&store, tenant.as_deref()).await?,
+            };
             if json {
                 let rows: Vec<_> = keys.iter().map(record_json).collect();
                 data!("{}", serde_json::Value::Array(rows));
@@ -235,7 +244,7 @@ pub(crate) async fn run(command: Command) -> Result<(), String> {
                 if keys.is_empty() {
                     eprintln!("no keys");
                 }
-                print_table(&keys, all);
+                print_table(&keys, all || tenant.is_none());
             }
             Ok(())
         }
@@ -283,6 +292,32 @@ async fn list(store: &AnyStore, tenant: Option<&str>) -> Result<Vec<KeyRecord>, 
             return Ok(keys);
         };
         page = page.after(last);
+        let full = got.len() == PAGE as usize;
+        keys.extend(got);
+        if !full {
+            return Ok(keys);
+        }
+    }
+}
+
+/// The unrevoked keys of `tenant` (or of every tenant) expiring within `window` from now,
+/// soonest first, read a page at a time.
+async fn expiring(
+    store: &AnyStore,
+    tenant: Option<&str>,
+    window: Duration,
+) -> Result<Vec<KeyRecord>, String> {
+    let mut query = ExpiringQuery::within(SystemTime::now(), window, PAGE);
+    if let Some(tenant) = tenant {
+        query = query.tenant(tenant);
+    }
+    let mut keys = Vec::new();
+    loop {
+        let got = store.expiring(&query).await.map_err(|e| explain(&e))?;
+        let Some(last) = got.last() else {
+            return Ok(keys);
+        };
+        query = query.after(last);
         let full = got.len() == PAGE as usize;
         keys.extend(got);
         if !full {

@@ -6,6 +6,7 @@
 mod admin;
 mod client;
 mod events;
+mod expiring;
 mod health;
 mod keys;
 mod logging;

@@ -54,6 +54,13 @@ pub(crate) struct Args {
     /// minutes in bounded batches that never hold a revocation. `forever` keeps them all.
     #[arg(long, default_value = "90d", value_parser = crate::events::parse_retention)]
     audit_retention: Duration,
+    /// The window of the `hapnd_keys_expiring_soon{window="7d"}` gauge on /metrics: how
+    /// many unrevoked keys expire within this long from now (7d, 24h, ...).
+    #[arg(long, default_value = "7d", value_parser = crate::expiring::parse_window)]
+    expiring_window: String,
+    /// How often that gauge is counted (one bounded query), in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    expiring_interval_secs: u64,
     /// GitHub's secret-scanning public keys (the JSON of its
     /// `/meta/public_keys/secret_scanning`): turns on `POST /auth/secret-scanning/github`,
     /// which revokes keys GitHub reports leaked. Read once at start; nothing is fetched.
@@ -217,6 +224,11 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             Duration::from_secs(300),
         ));
     }
+    tokio::spawn(crate::expiring::watch_forever(
+        store.clone(),
+        args.expiring_window.clone(),
+        Duration::from_secs(args.expiring_interval_secs),
+    ));
     let listener = bind(args.listen).await?;
     let admin_listener = bind(args.admin_listen).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

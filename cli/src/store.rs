@@ -10,9 +10,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use hapnd_auth::{
-    Actor, AuditTrail, ChangeFeed, CreatedKey, EventQuery, Invalidator, KeyEvent, KeyHash, KeyId,
-    KeyRecord, KeyStore, LastUsed, ListPage, NewKey, PostgresKeyStore, Roll, Rotation,
-    SqliteKeyStore, StoreError,
+    Actor, AuditTrail, ChangeFeed, CreatedKey, EventQuery, ExpiringKeys, ExpiringQuery,
+    Invalidator, KeyEvent, KeyHash, KeyId, KeyRecord, KeyStore, LastUsed, ListPage, NewKey,
+    PostgresKeyStore, Roll, Rotation, SqliteKeyStore, StoreError,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -361,5 +361,15 @@ impl AuditTrail for AnyStore {
 
     async fn prune_events_batch(&self, before: SystemTime, batch: u32) -> Result<u64, StoreError> {
         each!(self, s => s.prune_events_batch(before, batch).await)
+    }
+}
+
+impl ExpiringKeys for AnyStore {
+    async fn expiring(&self, query: &ExpiringQuery) -> Result<Vec<KeyRecord>, StoreError> {
+        each!(self, s => s.expiring(query).await)
+    }
+
+    async fn count_expiring(&self, from: SystemTime, until: SystemTime) -> Result<u64, StoreError> {
+        each!(self, s => s.count_expiring(from, until).await)
     }
 }
