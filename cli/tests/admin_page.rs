@@ -963,3 +963,329 @@ async fn the_session_cookie_stays_on_the_admin_host_name() {
     assert!(client.find(Locator::Css("#token")).await.is_err());
     client.close().await.unwrap();
 }
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (as the page shows times) as unix seconds.
+fn unix_secs(rfc3339: &str) -> i64 {
+    let n = |range: std::ops::Range<usize>| rfc3339[range].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The History view's rows: (kind, key id, actor, client, detail).
+async fn history_rows(client: &Client) -> Vec<(String, String, String, String, String)> {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("table.history"))
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for row in client.find_all(Locator::Css("tr.event")).await.unwrap() {
+        let cell = |css: &'static str| {
+            let row = row.clone();
+            async move {
+                row.find(Locator::Css(css))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        };
+        rows.push((
+            row.attr("data-kind").await.unwrap().unwrap(),
+            row.attr("data-key").await.unwrap().unwrap(),
+            cell(".actor").await,
+            cell(".client").await,
+            cell(".detail").await,
+        ));
+    }
+    rows
+}
+
+/// Rotates key `id` from the keys page with the old key's life `life`; returns the
+/// replacement's key and id from the page that shows it once.
+async fn rotate_on_page(client: &Client, id: &str, life: &str) -> (String, String) {
+    let select = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!(
+            "tr[id='{id}'] select[name=old_expires_in]"
+        )))
+        .await
+        .unwrap();
+    select.select_by_value(life).await.unwrap();
+    click(client, &format!("tr[id='{id}'] form button[type=submit]")).await;
+    let key = text(client, "#secret").await;
+    let new_id = text(client, "dl dd code").await;
+    assert_ne!(new_id, id);
+    (key, new_id)
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn history_and_scheduled_rolls_in_a_real_browser() {
+    let sandbox = Sandbox::new("page-history");
+    let Some(browser) = Browser::start(&sandbox) else {
+        return;
+    };
+    let server = Server::start(&sandbox);
+    let admin = format!("http://{}", server.admin);
+    let client = browser.connect(&admin).await;
+    let second_client: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let public = server.addr;
+    // On a thread of its own: `request_from` runs a runtime, which this test's cannot host.
+    let whoami = |key: &str| {
+        let auth = format!("Bearer {key}");
+        std::thread::spawn(move || {
+            common::request_from(
+                second_client,
+                public,
+                "GET",
+                "/v1/whoami",
+                &[("Authorization", &auth)],
+                "",
+            )
+        })
+        .join()
+        .unwrap()
+    };
+
+    client.goto(&format!("{admin}/login")).await.unwrap();
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "form button[type=submit]").await;
+    wait_for_path(&client, "/keys").await;
+    type_into(&client, "#tenant", "hist").await;
+    click(&client, "form.tenant button").await;
+    wait_for_path(&client, "/keys?tenant=hist").await;
+
+    // Create `svc`, then a scheduled roll: the old key keeps 24 hours.
+    type_into(&client, "#name", "svc").await;
+    click(&client, "form.new-key button[type=submit]").await;
+    let old_key = text(&client, "#secret").await;
+    let old = text(&client, "dl dd code").await;
+    click(&client, "#done").await;
+    wait_for_path(&client, "/keys?tenant=hist").await;
+    let (new_key, new) = rotate_on_page(&client, &old, "24h").await;
+    let until = text(&client, "#old-expires").await;
+    let ahead = unix_secs(&until) - now_secs();
+    assert!(
+        (24 * 3600 - 120..=24 * 3600).contains(&ahead),
+        "the old key expires {ahead} s from now, not about 24 h"
+    );
+    assert!(
+        text(&client, "#old-key")
+            .await
+            .contains("keeps working until")
+    );
+    // Right after, both keys open the public listener (from another client address).
+    let r = whoami(&old_key);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(whoami(&new_key).status, 200);
+    // The keys page shows the old key's expiry, still about 24 h ahead.
+    click(&client, "#done").await;
+    wait_for_path(&client, "/keys?tenant=hist").await;
+    let row = text(&client, &format!("tr[id='{old}']")).await;
+    assert!(row.contains(&until) && row.contains("active"), "{row}");
+
+    // Revoke the old key.
+    click(&client, &format!("tr[id='{old}'] a.danger")).await;
+    click(&client, "#confirm-revoke").await;
+    wait_for_path(&client, "/keys?tenant=hist").await;
+    assert_eq!(whoami(&old_key).code(), "api_key_revoked");
+
+    // History: those changes, newest first, each by the page session from this browser.
+    click(&client, "#history").await;
+    wait_for_path(&client, "/history?tenant=hist").await;
+    let rows = history_rows(&client).await;
+    let seen: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("revoked", old.as_str()),
+            ("expiry_scheduled", old.as_str()),
+            ("rotated", old.as_str()),
+            ("created", new.as_str()),
+            ("created", old.as_str()),
+        ]
+    );
+    for (kind, _, actor, client_addr, _) in &rows {
+        assert_eq!(actor, "page: admin token session", "{kind}");
+        assert_eq!(client_addr, "127.0.0.1", "{kind}");
+    }
+    assert_eq!(rows[2].4, format!("replaced by {new}"));
+    assert_eq!(rows[1].4, format!("expires {until}"));
+    // Names are shown with the ids; never a key or a hash.
+    assert!(text(&client, "tr.event .key").await.starts_with("svc "));
+    let source = client.source().await.unwrap();
+    for secret in [&old_key, &new_key] {
+        assert!(
+            !source.contains(secret.as_str()),
+            "a key on the History view"
+        );
+        assert!(
+            !source.contains(&sha256_hex(secret)),
+            "a hash on the History view"
+        );
+    }
+
+    // One key's history: only its events. From the row's link on the keys page.
+    client
+        .goto(&format!("{admin}/keys?tenant=hist"))
+        .await
+        .unwrap();
+    click(&client, &format!("tr[id='{new}'] a.history")).await;
+    wait_for_path(&client, &format!("/history?tenant=hist&key={new}")).await;
+    let rows = history_rows(&client).await;
+    let seen: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(seen, [("created", new.as_str())]);
+    client
+        .goto(&format!("{admin}/history?tenant=hist&key={old}"))
+        .await
+        .unwrap();
+    let rows = history_rows(&client).await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["revoked", "expiry_scheduled", "rotated", "created"]);
+    assert!(rows.iter().all(|r| r.1 == old));
+
+    // A roll with "now": the old key is rejected at once with api_key_expired.
+    client
+        .goto(&format!("{admin}/keys?tenant=hist"))
+        .await
+        .unwrap();
+    let (newest_key, _) = rotate_on_page(&client, &new, "now").await;
+    assert!(
+        text(&client, "#old-key")
+            .await
+            .contains("stopped working now")
+    );
+    let r = whoami(&new_key);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.code(), "api_key_expired");
+    assert_eq!(whoami(&newest_key).status, 200);
+
+    // An event written by another tool, with markup in its fields: shown as text.
+    let db = sandbox.dir.join("keys.db");
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(\
+             \"INSERT INTO hapnd_key_events (at, tenant, key_id, event, actor_kind, actor, client, detail) \
+             VALUES (CAST(strftime('%s','now') AS INTEGER) * 1000, 'hist', ?, 'reported_leaked', 'secret_scanning', \
+             '<script>window.pwned = 1</script>', '<b>x</b>', 'https://example.com/<script>window.pwned = 2</script>')\", \
+             (sys.argv[2],)); c.commit()",
+        ])
+        .arg(&db)
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    client
+        .goto(&format!("{admin}/history?tenant=hist"))
+        .await
+        .unwrap();
+    let rows = history_rows(&client).await;
+    assert_eq!(rows[0].0, "reported_leaked");
+    assert_eq!(
+        rows[0].2,
+        "secret_scanning: <script>window.pwned = 1</script>"
+    );
+    assert_eq!(rows[0].3, "<b>x</b>");
+    assert_eq!(
+        rows[0].4,
+        "found at https://example.com/<script>window.pwned = 2</script>"
+    );
+    let pwned = client
+        .execute("return typeof window.pwned;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(pwned.as_str(), Some("undefined"));
+    assert!(
+        client
+            .source()
+            .await
+            .unwrap()
+            .contains("&lt;script&gt;window.pwned = 1&lt;/script&gt;")
+    );
+    client.close().await.unwrap();
+}
+
+#[test]
+fn history_and_roll_forms_refuse_bad_values_and_change_nothing() {
+    let sandbox = Sandbox::new("page-history-raw");
+    let server = Server::start(&sandbox);
+    let (cookie, _) = sign_in(&server, &[]);
+    let cookie_header = format!("hapnd_admin_session={cookie}");
+    let get = |path: &str| request(server.admin, "GET", path, &[("Cookie", &cookie_header)], "");
+    let created = server.admin_api(
+        "POST",
+        "/api/v1/keys",
+        TOKEN,
+        r#"{"tenant": "raw", "environment": "live", "name": "svc"}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["key"]["id"].as_str().unwrap().to_owned();
+    let trail = || {
+        server
+            .admin_api("GET", "/api/v1/tenants/raw/events", TOKEN, "")
+            .json()
+    };
+    let before = trail();
+
+    for life in ["5y", "tomorrow", "-1h", "0h", "24", "%3Cscript%3E"] {
+        let page = get("/keys?tenant=raw");
+        let (csrf, form) = (hidden(&page.body, "csrf"), hidden(&page.body, "form"));
+        let r = form_post(
+            server.admin,
+            &format!("/keys/{id}/rotate"),
+            &cookie,
+            &format!("csrf={csrf}&form={form}&old_expires_in={life}"),
+        );
+        assert_eq!(r.status, 400, "{life}: {}", r.body);
+        assert!(r.body.contains("Nothing was changed"), "{life}: {}", r.body);
+        assert!(!r.body.contains("<script>"), "{life}");
+        assert_page_headers(&r);
+    }
+    assert_eq!(trail(), before, "a refused roll recorded something");
+    let keys = server
+        .admin_api("GET", "/api/v1/tenants/raw/keys", TOKEN, "")
+        .json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1, "{keys}");
+
+    for bad in [
+        "/history?tenant=raw&before=soon",
+        "/history?tenant=raw&key=not-a-key",
+        "/history?tenant=%00",
+    ] {
+        let r = get(bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let r = get(&format!("/history?tenant=raw&key={id}"));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("data-kind=\"created\""));
+    // Signed out, History sends the browser to the sign-in form like every view.
+    let r = request(server.admin, "GET", "/history?tenant=raw", &[], "");
+    assert_eq!(r.status, 303);
+}

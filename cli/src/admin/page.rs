@@ -8,6 +8,7 @@
 //! a browser sent from another site (`Origin`, `Sec-Fetch-Site`) is refused before
 //! anything else, sign-in included.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -18,7 +19,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use hapnd_auth::{Actor, KeyRecord, KeyStore, Roll, StoreError, StoreErrorKind};
+use hapnd_auth::{
+    Actor, AuditTrail, EventQuery, KeyId, KeyRecord, KeyStore, Roll, StoreError, StoreErrorKind,
+};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -26,7 +29,9 @@ use super::AdminState;
 use super::access::{Denied, client_ip};
 use super::api::{key_id, new_key, with_policy};
 use super::session::{SESSION_TTL, same};
-use super::views::{CreatedPage, KeysPage, LoginPage, RevokePage, Row, message, render};
+use super::views::{
+    CreatedPage, EventRow, HistoryPage, KeysPage, LoginPage, RevokePage, Row, message, render,
+};
 
 /// The session cookie's name over plain HTTP.
 pub(crate) const COOKIE_NAME: &str = "hapnd_admin_session";
@@ -65,6 +70,7 @@ pub(super) fn routes() -> Router<AdminState> {
         .route("/keys", get(keys_page).post(create))
         .route("/keys/{id}/revoke", get(confirm_revoke).post(revoke))
         .route("/keys/{id}/rotate", post(rotate))
+        .route("/history", get(history))
         .route("/static/admin.css", get(css))
         .route("/static/copy.js", get(js))
         .layer(axum::middleware::from_fn(refuse_cross_site));
@@ -355,12 +361,18 @@ struct KeysQuery {
     tenant: String,
 }
 
+/// The tenant a page shows, from its `?tenant=` parameter: the one place the page's views
+/// (keys, history) take it from.
+fn chosen_tenant(param: &str) -> String {
+    param.trim().to_owned()
+}
+
 async fn keys_page(
     signed_in: SignedIn,
     State(state): State<AdminState>,
     Query(query): Query<KeysQuery>,
 ) -> Response {
-    let tenant = query.tenant.trim().to_owned();
+    let tenant = chosen_tenant(&query.tenant);
     let keys = match list(&state, &tenant).await {
         Ok(keys) => keys,
         Err(e) => return store_failure(&e, "/keys"),
@@ -376,6 +388,114 @@ async fn keys_page(
         error: None,
     };
     render(StatusCode::OK, &page)
+}
+
+/// Events per History page.
+const HISTORY_PAGE: u32 = 50;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct HistoryQuery {
+    tenant: String,
+    /// Only this key's events.
+    key: Option<String>,
+    /// The `seq` of the last event of the previous page.
+    before: Option<i64>,
+}
+
+/// `/history?tenant=...[&key=...][&before=...]`: the tenant's audit trail (or one key's),
+/// newest first, a page at a time.
+async fn history(
+    signed_in: SignedIn,
+    State(state): State<AdminState>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The History view takes tenant, key (a key id) and before (a number).",
+            "/history",
+        );
+    };
+    let tenant = chosen_tenant(&query.tenant);
+    let mut page = HistoryPage {
+        csrf: signed_in.csrf,
+        tenant,
+        key: None,
+        events: Vec::new(),
+        next: None,
+    };
+    if page.tenant.is_empty() {
+        return render(StatusCode::OK, &page);
+    }
+    if !hapnd_auth::is_valid_tenant(&page.tenant) {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Invalid tenant",
+            "That is not a tenant name.",
+            "/history",
+        );
+    }
+    let key = match query
+        .key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        None => None,
+        Some(text) => match key_id(text) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                let back = history_url(&page.tenant, None, None);
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid key id",
+                    "That is not a key id.",
+                    &back,
+                );
+            }
+        },
+    };
+    let mut events_query = EventQuery::tenant(&page.tenant, HISTORY_PAGE);
+    events_query.key = key.clone();
+    events_query.before = query.before;
+    let events = match state.store.events(&events_query).await {
+        Ok(events) => events,
+        Err(e) => return store_failure(&e, &keys_url(&page.tenant)),
+    };
+    // The names of the tenant's keys (a deleted key's events show its id only).
+    let names: HashMap<String, String> = match state.store.list(&page.tenant).await {
+        Ok(keys) => keys
+            .into_iter()
+            .map(|k| (k.id.to_string(), k.name))
+            .collect(),
+        Err(e) => return store_failure(&e, &keys_url(&page.tenant)),
+    };
+    if events.len() == HISTORY_PAGE as usize {
+        page.next = events
+            .last()
+            .map(|last| history_url(&page.tenant, key.as_ref(), Some(last.seq)));
+    }
+    page.events = events
+        .iter()
+        .map(|e| EventRow::new(e, names.get(e.key_id.as_str()).cloned()))
+        .collect();
+    page.key = key.map(|k| k.to_string());
+    render(StatusCode::OK, &page)
+}
+
+/// `/history?tenant=...`, with the key and cursor when given.
+fn history_url(tenant: &str, key: Option<&KeyId>, before: Option<i64>) -> String {
+    let mut url = keys_url(tenant).replacen("/keys", "/history", 1);
+    if let Some(key) = key {
+        // Key ids are letters, digits and `_`: nothing to encode.
+        url.push_str(&format!("&key={key}"));
+    }
+    if let Some(before) = before {
+        url.push_str(&format!("&before={before}"));
+    }
+    url
 }
 
 async fn list(state: &AdminState, tenant: &str) -> Result<Vec<Row>, StoreError> {
@@ -469,6 +589,7 @@ async fn create(
                 tenant,
                 key: Row::new(&created.record, SystemTime::now()),
                 replaces: None,
+                scheduled: false,
             };
             render(StatusCode::OK, &page)
         }
@@ -552,11 +673,21 @@ async fn revoke(
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RotateForm {
+    csrf: String,
+    form: String,
+    /// The old key's life, as `keys rotate --old-expires-in` takes it (`now`, `1h`, `24h`,
+    /// `7d`); empty: it stays active until revoked.
+    old_expires_in: String,
+}
+
 async fn rotate(
     signed_in: SignedIn,
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<RotateForm>,
 ) -> Response {
     if let Some(refused) = signed_in.csrf_refusal(&form.csrf) {
         return refused;
@@ -565,6 +696,24 @@ async fn rotate(
         Ok(record) => record,
         Err(response) => return response,
     };
+    let mut roll = Roll::new();
+    let life = form.old_expires_in.trim();
+    if !life.is_empty() {
+        match crate::events::parse_grace(life) {
+            Ok(grace) => roll = roll.old_expires_at(SystemTime::now() + grace),
+            Err(e) => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    &format!(
+                        "The old key's life must be now, 1h, 24h or 7d: {e}. Nothing was changed."
+                    ),
+                    &keys_url(&old.tenant),
+                );
+            }
+        }
+    }
+    let scheduled = roll.old_expires_at.is_some();
     if !state
         .access
         .sessions
@@ -572,15 +721,11 @@ async fn rotate(
     {
         return Redirect::to(&keys_url(&old.tenant)).into_response();
     }
-    match state
-        .auth
-        .rotate_as(&old.id, Roll::new(), &signed_in.actor)
-        .await
-    {
+    match state.auth.rotate_as(&old.id, roll, &signed_in.actor).await {
         Ok(rotation) => {
             let created = rotation.replacement;
             tracing::info!(key_id = %created.record.id, replaces = %old.id, tenant = ?old.tenant,
-                "API Keys page rotated a key");
+                scheduled, "API Keys page rotated a key");
             let now = SystemTime::now();
             let page = CreatedPage {
                 csrf: signed_in.csrf,
@@ -588,7 +733,8 @@ async fn rotate(
                 secret: created.key.expose_secret().to_owned(),
                 tenant: old.tenant.clone(),
                 key: Row::new(&created.record, now),
-                replaces: Some(Row::new(&old, now)),
+                replaces: Some(Row::new(&rotation.old, now)),
+                scheduled,
             };
             render(StatusCode::OK, &page)
         }

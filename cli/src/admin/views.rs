@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use hapnd_auth::KeyRecord;
+use hapnd_auth::{KeyEvent, KeyRecord};
 
 use crate::time::rfc3339;
 
@@ -42,7 +42,57 @@ pub(super) struct CreatedPage {
     pub(super) secret: String,
     pub(super) tenant: String,
     pub(super) key: Row,
+    /// The old key after a rotation (with the expiry a scheduled roll gave it).
     pub(super) replaces: Option<Row>,
+    /// Whether the rotation gave the old key an expiry (a scheduled roll).
+    pub(super) scheduled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "history.html")]
+pub(super) struct HistoryPage {
+    pub(super) csrf: String,
+    pub(super) tenant: String,
+    /// The one key shown (its id), or the whole tenant's history.
+    pub(super) key: Option<String>,
+    pub(super) events: Vec<EventRow>,
+    /// The next (older) page's URL, when this page is full.
+    pub(super) next: Option<String>,
+}
+
+/// An audit event as the History view shows it: no key, no hash.
+pub(super) struct EventRow {
+    pub(super) seq: i64,
+    pub(super) at: String,
+    pub(super) kind: &'static str,
+    pub(super) key_id: String,
+    /// The key's name, when the key still exists.
+    pub(super) key_name: Option<String>,
+    pub(super) actor_kind: &'static str,
+    pub(super) actor: String,
+    pub(super) client: Option<String>,
+    pub(super) replacement: Option<String>,
+    pub(super) expires: Option<String>,
+    /// A leaked-key report's URL, shown as text.
+    pub(super) detail: Option<String>,
+}
+
+impl EventRow {
+    pub(super) fn new(e: &KeyEvent, key_name: Option<String>) -> Self {
+        EventRow {
+            seq: e.seq,
+            at: rfc3339(e.at),
+            kind: e.kind.as_str(),
+            key_id: e.key_id.to_string(),
+            key_name,
+            actor_kind: e.actor_kind.as_str(),
+            actor: e.actor.clone(),
+            client: e.client.clone(),
+            replacement: e.replacement.as_ref().map(ToString::to_string),
+            expires: e.expires_at.map(rfc3339),
+            detail: e.detail.clone(),
+        }
+    }
 }
 
 #[derive(Template)]
