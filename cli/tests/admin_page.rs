@@ -1289,3 +1289,59 @@ fn history_and_roll_forms_refuse_bad_values_and_change_nothing() {
     let r = request(server.admin, "GET", "/history?tenant=raw", &[], "");
     assert_eq!(r.status, 303);
 }
+
+#[test]
+fn history_pages_follow_the_older_link_without_gaps_or_repeats() {
+    let sandbox = Sandbox::new("page-history-pages");
+    let server = Server::start(&sandbox);
+    let (cookie, _) = sign_in(&server, &[]);
+    let cookie_header = format!("hapnd_admin_session={cookie}");
+    let get = |path: &str| request(server.admin, "GET", path, &[("Cookie", &cookie_header)], "");
+    // 26 keys created and revoked: 52 events, more than one page of 50.
+    for i in 0..26 {
+        let body = format!(r#"{{"tenant": "paged", "environment": "live", "name": "k{i}"}}"#);
+        let created = server.admin_api("POST", "/api/v1/keys", TOKEN, &body);
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.json()["key"]["id"].as_str().unwrap().to_owned();
+        let revoked = server.admin_api("POST", &format!("/api/v1/keys/{id}/revoke"), TOKEN, "");
+        assert_eq!(revoked.status, 200, "{}", revoked.body);
+    }
+    let seqs = |html: &str| -> Vec<i64> {
+        html.split("data-seq=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let first = get("/history?tenant=paged");
+    assert_eq!(first.status, 200);
+    let page1 = seqs(&first.body);
+    assert_eq!(page1.len(), 50);
+    assert!(page1.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(
+        first.body.contains("id=\"older\""),
+        "a full page links to older changes"
+    );
+    let older = first
+        .body
+        .split("\" id=\"older\"")
+        .next()
+        .unwrap()
+        .rsplit("href=\"")
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert_eq!(older, format!("/history?tenant=paged&before={}", page1[49]));
+    let second = get(&older);
+    let page2 = seqs(&second.body);
+    assert_eq!(page2.len(), 2);
+    assert!(page2[0] < page1[49]);
+    assert!(
+        !second.body.contains("id=\"older\""),
+        "the last page has no older link"
+    );
+    let mut all: Vec<i64> = page1.into_iter().chain(page2).collect();
+    let count = all.len();
+    all.dedup();
+    assert_eq!(all.len(), count);
+}
