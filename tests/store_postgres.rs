@@ -2082,3 +2082,32 @@ async fn an_open_prune_does_not_hold_a_revocation() {
         .unwrap();
     assert_eq!(events.len(), 2);
 }
+
+/// The count `serve` runs for its expiring-keys gauge can walk the partial index
+/// `hapnd_api_keys_expiring` (sequential scans off, so the tiny test table does not make the
+/// planner prefer one anyway).
+#[tokio::test]
+async fn the_expiring_count_can_walk_its_partial_index() {
+    let Some(fixture) = pg().await else {
+        return;
+    };
+    let mut tx = fixture.store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN SELECT COUNT(*) FROM hapnd_api_keys WHERE revoked_at IS NULL \
+         AND expires_at IS NOT NULL AND expires_at > now() AND expires_at <= now() + interval '7 days'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("hapnd_api_keys_expiring")),
+        "{plan:?}"
+    );
+}
