@@ -2111,3 +2111,62 @@ async fn the_expiring_count_can_walk_its_partial_index() {
         "{plan:?}"
     );
 }
+
+/// The upgrade path docs/key-stores.md gives for a large table: build the expiring-keys index
+/// by hand with `CREATE INDEX CONCURRENTLY` (which does not block revocations), and
+/// migration 6 then finds it and changes nothing.
+#[tokio::test]
+async fn migration_6_accepts_an_expiring_index_built_concurrently_beforehand() {
+    use hapnd_auth::{ExpiringKeys as _, KeyStore as _};
+    let Some(url) = database_url() else {
+        return;
+    };
+    let admin = admin(&url).await;
+    let (schema, options) = schema(&url, &admin).await;
+    let store = store_on(options.clone()).await;
+    let created = store
+        .create(
+            NewKey::new("upgrade", Environment::Live, "ci")
+                .expires_at(std::time::SystemTime::now() + Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    // As a database migrated to 5 only: no index, no record of migration 6.
+    exec(
+        &admin,
+        format!("DROP INDEX {schema}.hapnd_api_keys_expiring"),
+    )
+    .await;
+    exec(
+        &admin,
+        format!("DELETE FROM {schema}._hapnd_auth_migrations WHERE version = 6"),
+    )
+    .await;
+    store.pool().close().await;
+    exec(
+        &admin,
+        format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS hapnd_api_keys_expiring \
+             ON {schema}.hapnd_api_keys (expires_at, id) \
+             WHERE revoked_at IS NULL AND expires_at IS NOT NULL"
+        ),
+    )
+    .await;
+    let store = store_on(options).await;
+    let now = std::time::SystemTime::now();
+    assert_eq!(
+        store
+            .count_expiring(now, now + Duration::from_secs(7200))
+            .await
+            .unwrap(),
+        1
+    );
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _hapnd_auth_migrations WHERE version = 6 AND success",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(applied, 1);
+    assert!(store.get(&created.record.id).await.unwrap().is_some());
+}
