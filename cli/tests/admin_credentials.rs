@@ -693,3 +693,21 @@ fn a_page_session_signed_in_with_a_credential_sees_its_tenant_only_until_revoked
         "the credential in the logs"
     );
 }
+
+#[test]
+fn without_an_admin_token_credentials_open_nothing() {
+    let sandbox = Sandbox::new("cred-off");
+    let (credential, _) = create_credential(&sandbox, &[], "acme", "acme-dashboard");
+    let server = Server::spawn(&sandbox, sandbox.command());
+    let r = server.admin_api("GET", "/api/v1/tenants/acme/keys", &credential, "");
+    assert_eq!((r.status, r.code()), (404, "admin_disabled".to_owned()));
+    let r = request(
+        server.admin,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("token={credential}"),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.header("set-cookie").is_none());
+}

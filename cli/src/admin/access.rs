@@ -389,6 +389,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_credential_is_let_in_by_its_hash_until_revoked_and_a_store_failure_is_a_503() {
+        let dir = std::env::temp_dir().join(format!("hapnd-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.db");
+        let _ = std::fs::remove_file(&path);
+        let sqlite = hapnd_auth::SqliteKeyStore::connect(path.to_str().unwrap())
+            .await
+            .unwrap();
+        let store = AnyStore::Sqlite(sqlite.clone());
+        let (record, secret) = store.create_credential("acme", "dash").await.unwrap();
+        let access = Access::new(
+            Some(AdminToken::new("0123456789abcdef0123456789abcdef").unwrap()),
+            Some(store.clone()),
+        );
+        let client: IpAddr = [127, 0, 0, 2].into();
+        let presented = Some(secret.expose().as_bytes());
+        assert_eq!(
+            access.check(client, presented).await,
+            Ok(Scope::Tenant {
+                credential: record.id.clone(),
+                tenant: "acme".to_owned(),
+                label: "dash".to_owned(),
+            })
+        );
+        // One character off: a wrong credential, counted.
+        let mut wrong = secret.expose().to_owned();
+        let last = if wrong.ends_with('a') { "b" } else { "a" };
+        wrong.replace_range(wrong.len() - 1.., last);
+        assert_eq!(
+            access.check(client, Some(wrong.as_bytes())).await,
+            Err(Denied::Invalid)
+        );
+        store.revoke_credential(&record.id).await.unwrap();
+        assert_eq!(access.check(client, presented).await, Err(Denied::Invalid));
+        // The store gone: refused as unavailable, not as a wrong credential.
+        sqlite.pool().close().await;
+        assert_eq!(
+            access.check(client, presented).await,
+            Err(Denied::Unavailable)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_tenant_credential_sees_its_tenant_only() {
         let scope = Scope::Tenant {

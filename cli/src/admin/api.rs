@@ -106,7 +106,7 @@ async fn list(
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = admin.tenant(&tenant)?;
-    let keys = state.store.list(&tenant).await?;
+    let keys = state.store.list(tenant).await?;
     if keys.is_empty() {
         // A tenant exists once it has a key. The name is not echoed: it may be anything.
         return Err(ApiError::not_found(

@@ -128,19 +128,11 @@ impl SignedIn {
     /// The tenant this session may show for `requested` (a tenant credential's own when
     /// none is asked for), or the page refusing another tenant. Every handler that takes a
     /// tenant from the request goes through here.
-    fn tenant_or(&self, requested: &str) -> Result<String, Response> {
+    fn tenant_or(&self, requested: &str) -> Result<String, AnotherTenant> {
         self.scope
             .tenant_or(requested.trim())
             .map(str::to_owned)
-            .map_err(|OtherTenant| {
-                message(
-                    StatusCode::FORBIDDEN,
-                    "Another tenant",
-                    "This session was signed in with an admin credential for one other \
-                     tenant: it cannot see or change this tenant's keys.",
-                    "/keys",
-                )
-            })
+            .map_err(|OtherTenant| AnotherTenant)
     }
 
     /// The refusal of a state-changing form whose CSRF token is not this session's.
@@ -165,6 +157,21 @@ impl SignedIn {
             .sessions
             .issue_form(&self.cookie)
             .unwrap_or_default()
+    }
+}
+
+/// The page refusing a tenant the session's credential does not cover.
+struct AnotherTenant;
+
+impl IntoResponse for AnotherTenant {
+    fn into_response(self) -> Response {
+        message(
+            StatusCode::FORBIDDEN,
+            "Another tenant",
+            "This session was signed in with an admin credential for one other tenant: it \
+             cannot see or change this tenant's keys.",
+            "/keys",
+        )
     }
 }
 
@@ -409,7 +416,7 @@ async fn keys_page(
 ) -> Response {
     let tenant = match signed_in.tenant_or(&query.tenant) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let keys = match list(&state, &tenant).await {
         Ok(keys) => keys,
@@ -485,7 +492,7 @@ async fn create(
     }
     let tenant = match signed_in.tenant_or(&form.tenant) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if !state
         .access
