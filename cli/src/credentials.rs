@@ -110,6 +110,15 @@ pub(crate) fn check_label(label: &str) -> Result<String, String> {
     if hapnd_auth::redact_keys(label) != label || label.contains(PREFIX) {
         return Err("a label must not hold a key or a credential".to_owned());
     }
+    // The audit trail records the admin token as `admin token` and its page sessions as
+    // `admin token session`: a credential must not pass for it.
+    if label.to_lowercase().starts_with("admin token") {
+        return Err(
+            "`admin token` is what the audit trail calls the admin token: choose \
+                    another label"
+                .to_owned(),
+        );
+    }
     Ok(label.to_owned())
 }
 
@@ -587,6 +596,10 @@ mod tests {
         assert!(check_label(&"x".repeat(65)).is_err());
         assert!(check_label("a\u{1b}[31m").is_err());
         assert!(check_label("a\u{202e}b").is_err());
+        assert!(check_label("Admin Token").is_err());
+        assert!(check_label("admin token session").is_err());
+        assert!(check_label("admin tokens dashboard").is_err());
+        assert!(check_label("acme admin token").is_ok());
         let credential = Secret::generate();
         assert!(check_label(&format!("ci {}", credential.expose())).is_err());
         assert!(credential_id("adm_0123abcd").is_ok());

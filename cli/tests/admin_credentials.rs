@@ -210,6 +210,11 @@ async fn the_command_manages_credentials(sandbox: &Sandbox, db_url: &str, tenant
         ("--label", "", "a label is 1 to 64 characters"),
         ("--label", "a\u{1b}[2Jb", "control or invisible"),
         ("--tenant", "", "not a tenant name"),
+        (
+            "--label",
+            "Admin token",
+            "what the audit trail calls the admin token",
+        ),
     ] {
         let mut args = vec![
             "admin-credentials",
