@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../../migrations/postgres/0005_audit.sql"),
     ),
+    (
+        6,
+        "admin credentials",
+        include_str!("../../migrations/postgres/0006_admin_credentials.sql"),
+    ),
 ];
 
 /// The most change-log rows one catch-up reads; past it the listener flushes instead.

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit",
         include_str!("../../migrations/sqlite/0004_audit.sql"),
     ),
+    (
+        5,
+        "admin credentials",
+        include_str!("../../migrations/sqlite/0005_admin_credentials.sql"),
+    ),
 ];
 
 macro_rules! select {

@@ -28,6 +28,8 @@ pub(super) struct MessagePage<'a> {
 pub(super) struct KeysPage {
     pub(super) csrf: String,
     pub(super) form: String,
+    /// Signed in with a tenant credential: its tenant is shown, with no tenant box.
+    pub(super) scoped: bool,
     pub(super) tenant: String,
     pub(super) keys: Vec<Row>,
     pub(super) notice: Option<String>,
