@@ -851,8 +851,11 @@ Promise.all(posts).then(() => document.getElementById("f").submit());
         client.source().await.unwrap().contains("another site"),
         "the cross-site post was not refused as such"
     );
-    // The last post's log line may land a moment after its answer: read the log until it
-    // holds all eleven, or WAIT has passed.
+    // The posts must have reached the listener in numbers that would lock a counted
+    // address out: more than MAX_FAILURES (5) of the eleven. Not all eleven: Chromium may
+    // drop a no-cors fetch on its side (once in CI, 10 of 11 arrived), which is no
+    // weakness of the gateway. The last post's log line may land a moment after its
+    // answer: read the log until it holds all eleven, or WAIT has passed.
     let count = || {
         sandbox
             .logs()
@@ -863,7 +866,11 @@ Promise.all(posts).then(() => document.getElementById("f").submit());
     while count() < 11 && started.elapsed() < WAIT {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count(), 11, "every attacking post reached the listener");
+    let arrived = count();
+    assert!(
+        (6..=11).contains(&arrived),
+        "{arrived} of the 11 attacking posts reached the listener"
+    );
 
     // The operator, in the same browser (same address), still signs in...
     client.goto(&format!("{admin}/login")).await.unwrap();
