@@ -2114,9 +2114,9 @@ async fn the_expiring_count_can_walk_its_partial_index() {
 
 /// The upgrade path docs/key-stores.md gives for a large table: build the expiring-keys index
 /// by hand with `CREATE INDEX CONCURRENTLY` (which does not block revocations), and
-/// migration 6 then finds it and changes nothing.
+/// migration 7 then finds it and changes nothing.
 #[tokio::test]
-async fn migration_6_accepts_an_expiring_index_built_concurrently_beforehand() {
+async fn migration_7_accepts_an_expiring_index_built_concurrently_beforehand() {
     use hapnd_auth::{ExpiringKeys as _, KeyStore as _};
     let Some(url) = database_url() else {
         return;
@@ -2131,7 +2131,7 @@ async fn migration_6_accepts_an_expiring_index_built_concurrently_beforehand() {
         )
         .await
         .unwrap();
-    // As a database migrated to 5 only: no index, no record of migration 6.
+    // As a database migrated to 6 only: no index, no record of migration 7.
     exec(
         &admin,
         format!("DROP INDEX {schema}.hapnd_api_keys_expiring"),
@@ -2139,7 +2139,7 @@ async fn migration_6_accepts_an_expiring_index_built_concurrently_beforehand() {
     .await;
     exec(
         &admin,
-        format!("DELETE FROM {schema}._hapnd_auth_migrations WHERE version = 6"),
+        format!("DELETE FROM {schema}._hapnd_auth_migrations WHERE version = 7"),
     )
     .await;
     store.pool().close().await;
@@ -2162,7 +2162,7 @@ async fn migration_6_accepts_an_expiring_index_built_concurrently_beforehand() {
         1
     );
     let applied: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM _hapnd_auth_migrations WHERE version = 6 AND success",
+        "SELECT count(*) FROM _hapnd_auth_migrations WHERE version = 7 AND success",
     )
     .fetch_one(store.pool())
     .await

@@ -5,6 +5,7 @@
 
 mod admin;
 mod client;
+mod credentials;
 mod events;
 mod expiring;
 mod health;
@@ -63,6 +64,10 @@ enum Command {
     /// Create, list, revoke and rotate keys.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Create, list and revoke admin credentials that manage one tenant's keys through the
+    /// admin API and the API Keys page (hapnd_adm_...).
+    #[command(subcommand)]
+    AdminCredentials(credentials::Command),
     /// Save a key to ~/.hapnd/config.json (mode 0600) for client tools, after checking it
     /// against the gateway.
     Login {
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => Ok(serve::run(*args).await?),
             Command::Keys(command) => Ok(keys::run(command).await?),
+            Command::AdminCredentials(command) => Ok(credentials::run(command).await?),
             Command::Login {
                 key,
                 no_verify,

@@ -735,20 +735,23 @@ fn ask_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// Copies bytes both ways between the upgraded client and backend connections until both
 /// have closed, either fails, nothing moves for `idle` (a read or a write alike), or the
 /// listener shuts down. `held` keeps the client connection's slots taken meanwhile.
+///
+/// The two directions run at once: while one waits for its peer to take bytes, the other
+/// still reads. Copied in turn, a backend that echoes would stall the tunnel for good once
+/// every buffer on the way fills: the gateway waiting to write to a backend that waits to
+/// write back.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     idle: Duration,
     held: Option<server::Held>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let closing = async move {
         match held {
             Some(mut held) => held.closing().await,
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(closing);
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(e) => {
@@ -756,61 +759,72 @@ async fn tunnel(
             return;
         }
     };
-    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
-    let (mut backend_read, mut backend_write) = tokio::io::split(TokioIo::new(backend));
-    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-    let (mut client_open, mut backend_open) = (true, true);
-    while client_open || backend_open {
-        tokio::select! {
-            read = client_read.read(&mut up), if client_open => match read {
-                Ok(0) | Err(_) => {
-                    client_open = false;
-                    let _ = backend_write.shutdown().await;
-                }
-                Ok(n) => {
-                    if !send(&mut backend_write, &up[..n], idle).await {
-                        return;
-                    }
-                }
-            },
-            read = backend_read.read(&mut down), if backend_open => match read {
-                Ok(0) | Err(_) => {
-                    backend_open = false;
-                    let _ = client_write.shutdown().await;
-                }
-                Ok(n) => {
-                    if !send(&mut client_write, &down[..n], idle).await {
-                        return;
-                    }
-                }
-            },
-            () = tokio::time::sleep(idle) => {
-                tracing::debug!("closing an idle upgraded connection");
+    let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+    let (backend_read, backend_write) = tokio::io::split(TokioIo::new(backend));
+    // When bytes last moved either way, in milliseconds since `start`.
+    let start = tokio::time::Instant::now();
+    let moved = std::sync::atomic::AtomicU64::new(0);
+    let both = async {
+        tokio::try_join!(
+            copy_one_way(client_read, backend_write, idle, start, &moved),
+            copy_one_way(backend_read, client_write, idle, start, &moved),
+        )
+    };
+    let quiet = async {
+        loop {
+            let last = Duration::from_millis(moved.load(std::sync::atomic::Ordering::Relaxed));
+            let deadline = start + last + idle;
+            if tokio::time::Instant::now() >= deadline {
                 return;
             }
-            () = &mut closing => return,
+            tokio::time::sleep_until(deadline).await;
         }
+    };
+    tokio::select! {
+        _ = both => {}
+        () = quiet => tracing::debug!("closing an idle upgraded connection"),
+        () = closing => {}
     }
 }
 
-/// Writes all of `bytes`, or false when the peer fails or takes none of them for `idle`
-/// (a reader that stopped reading must not hold the tunnel open).
-async fn send(
-    to: &mut (impl tokio::io::AsyncWrite + Unpin),
-    mut bytes: &[u8],
+/// Copies `from` to `to` until `from` ends (then shuts `to`'s writing side) or fails (the
+/// same, a reset reads as an end); an error when `to` fails or takes none of the bytes for
+/// `idle` (a reader that stopped reading must not hold the tunnel open). Each read and
+/// write sets `moved`.
+async fn copy_one_way(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
     idle: Duration,
-) -> bool {
-    use tokio::io::AsyncWriteExt;
-    while !bytes.is_empty() {
-        match tokio::time::timeout(idle, to.write(bytes)).await {
-            Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
-            _ => {
-                tracing::debug!("closing an upgraded connection whose peer takes no bytes");
-                return false;
+    start: tokio::time::Instant,
+    moved: &std::sync::atomic::AtomicU64,
+) -> Result<(), ()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mark = || {
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        moved.store(now, std::sync::atomic::Ordering::Relaxed);
+    };
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return Ok(());
             }
+            Ok(n) => n,
+        };
+        mark();
+        let mut bytes = &buffer[..n];
+        while !bytes.is_empty() {
+            match tokio::time::timeout(idle, to.write(bytes)).await {
+                Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
+                _ => {
+                    tracing::debug!("closing an upgraded connection whose peer takes no bytes");
+                    return Err(());
+                }
+            }
+            mark();
         }
     }
-    true
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {

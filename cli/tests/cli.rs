@@ -633,6 +633,60 @@ fn two_gateways_on_postgres_both_reject_a_key_revoked_by_the_cli() {
     );
 }
 
+/// A scheduled roll reaches every gateway on the database: one that has the old key cached
+/// without an expiry re-reads it when the roll sets one (docs/audit.md), so it admits the
+/// old key until the expiry and rejects it with `api_key_expired` after, long before its
+/// cache entry would have aged out (`--cache-ttl-secs 300`).
+#[test]
+fn two_gateways_on_postgres_both_expire_the_old_key_of_a_scheduled_roll() {
+    let Some(url) = test_database("the PostgreSQL scheduled-roll test did not run") else {
+        return;
+    };
+    let sandbox = Sandbox::new("pg-roll");
+    let a = Server::start(&sandbox, &["--db", &url, "--cache-ttl-secs", "300"]);
+    let b = Server::start(&sandbox, &["--db", &url, "--cache-ttl-secs", "300"]);
+    let tenant = format!("roll_{}", std::process::id());
+    let out = sandbox.run(&[
+        "keys", "create", "--db", &url, "--tenant", &tenant, "--env", "live", "--name", "ci",
+    ]);
+    let (old_key, old) = printed_key(&out);
+    for server in [&a, &b] {
+        assert_eq!(
+            server.get("/v1/whoami", Some(&old_key)).status,
+            200,
+            "cached"
+        );
+    }
+    let out = sandbox.run(&[
+        "keys",
+        "rotate",
+        "--db",
+        &url,
+        &old,
+        "--old-expires-in",
+        "3s",
+    ]);
+    let rolled = Instant::now();
+    let (new_key, _) = printed_key(&out);
+    for server in [&a, &b] {
+        assert_eq!(server.get("/v1/whoami", Some(&old_key)).status, 200);
+        assert_eq!(server.get("/v1/whoami", Some(&new_key)).status, 200);
+    }
+    assert!(
+        rolled.elapsed() < Duration::from_millis(2500),
+        "too slow to check before the expiry"
+    );
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(rolled.elapsed()) + Duration::from_millis(300),
+    );
+    for server in [&a, &b] {
+        let r = server.get("/v1/whoami", Some(&old_key));
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.json()["error"]["code"], "api_key_expired", "{}", r.body);
+        assert_eq!(server.get("/v1/whoami", Some(&new_key)).status, 200);
+    }
+}
+
 // ---- the command that guards its users (issue #9) ----
 
 fn run_in(sandbox: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Output {

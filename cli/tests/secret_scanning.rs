@@ -219,3 +219,73 @@ fn without_the_keys_file_there_is_no_endpoint_and_a_bad_file_stops_the_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lists no public keys"));
 }
+
+/// Under `serve --upstream` the endpoint is still the gateway's own: a signed report, a
+/// forged one and a malformed one are answered by the gateway, and the backend, which
+/// answers anything that reaches it with 299, sees none of them (a report carries keys).
+#[test]
+fn under_upstream_no_report_reaches_the_backend() {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let reached = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = reached.clone();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let _ = stream.write_all(b"HTTP/1.1 299 Reached\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let sandbox = Sandbox::new("scanning-upstream");
+    let github = key_pair();
+    let keys = meta_file(&sandbox, &github);
+    let (leaked, id) = create(&sandbox, "leaked");
+    let server = Server::spawn_with(
+        &sandbox,
+        sandbox.command(),
+        &[
+            "--no-demo-key",
+            "--upstream",
+            &format!("http://{backend_addr}"),
+            "--secret-scanning-keys",
+            keys.to_str().unwrap(),
+        ],
+    );
+    // The backend is there and answers forwarded requests.
+    assert_eq!(server.public_get("/anything", &leaked).status, 299);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+
+    let body = serde_json::json!([
+        {"token": leaked, "type": "hapnd_api_key", "url": "https://github.com/a/b", "source": "content"}
+    ])
+    .to_string();
+    let forged = post(&server, KEY_ID, &sign(&key_pair(), &body), &body);
+    assert_eq!(forged.status, 401, "{}", forged.body);
+    let malformed = "{}";
+    assert_eq!(
+        post(&server, KEY_ID, &sign(&github, malformed), malformed).status,
+        400
+    );
+    let signed = post(&server, KEY_ID, &sign(&github, &body), &body);
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    assert!(signed.body.contains("true_positive"), "{}", signed.body);
+    assert_eq!(
+        server.public_get("/v1/whoami", &leaked).code(),
+        "api_key_revoked"
+    );
+    assert!(
+        events(&sandbox, &id)
+            .iter()
+            .any(|e| e["event"] == "revoked")
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        1,
+        "a report reached the backend"
+    );
+}

@@ -1215,6 +1215,57 @@ fn a_websocket_handshake_is_authenticated_then_tunnelled_both_ways() {
     assert!(!seen.contains("authorization"), "{seen}");
 }
 
+/// A tunnel carries both directions at once: a client that sends a large stream while it
+/// reads the echo gets all of it back. A tunnel that copied one direction at a time would
+/// stall here for good, the gateway waiting to write to a backend that waits to write back.
+#[test]
+fn a_websocket_tunnel_carries_both_directions_at_once() {
+    let dir = TempDir::new("up-ws-duplex");
+    let (backend, _) = upgrade_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    // 64 MiB, far more than the loopback sockets' buffers on every hop hold.
+    const TOTAL: usize = 64 << 20;
+    let byte = |i: usize| (i.wrapping_mul(31) ^ (i >> 11)) as u8;
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            for (j, b) in chunk.iter_mut().enumerate() {
+                *b = byte(sent + j);
+            }
+            if writer.write_all(&chunk).is_err() {
+                return sent;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < TOTAL {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => panic!("the tunnel stalled after echoing {got} of {TOTAL} bytes: {e}"),
+        };
+        for (j, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, byte(got + j), "byte {} differs", got + j);
+        }
+        got += n;
+    }
+    assert_eq!(got, TOTAL, "the echo ended early");
+    assert_eq!(sender.join().unwrap(), TOTAL);
+}
+
 /// The fenced block after `<!-- upstream-test: NAME -->` in README.md.
 fn readme_upstream_block(name: &str) -> String {
     let readme = include_str!("../../README.md");

@@ -58,8 +58,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         6,
+        "admin credentials",
+        include_str!("../../migrations/postgres/0006_admin_credentials.sql"),
+    ),
+    (
+        7,
         "expiring",
-        include_str!("../../migrations/postgres/0006_expiring.sql"),
+        include_str!("../../migrations/postgres/0007_expiring.sql"),
     ),
 ];
 

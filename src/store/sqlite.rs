@@ -49,8 +49,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         5,
+        "admin credentials",
+        include_str!("../../migrations/sqlite/0005_admin_credentials.sql"),
+    ),
+    (
+        6,
         "expiring",
-        include_str!("../../migrations/sqlite/0005_expiring.sql"),
+        include_str!("../../migrations/sqlite/0006_expiring.sql"),
     ),
 ];
 

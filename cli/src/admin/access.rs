@@ -1,6 +1,7 @@
-//! Who may use the admin API and page: the admin token, compared in constant time, and a
-//! per-client limit on failed attempts that slows a guesser down without locking out the
-//! right token.
+//! Who may use the admin API and page: the admin token, compared in constant time, the
+//! tenant-scoped admin credentials in the store ([`crate::credentials`]), and a per-client
+//! limit on failed attempts that slows a guesser down without locking out the right token
+//! or credential. [`Scope`] is what a request that got in may manage.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,7 +13,11 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use hapnd_auth::Actor;
+
 use super::session::Sessions;
+use crate::credentials;
+use crate::store::AnyStore;
 
 /// The environment variable that may hold the admin token.
 pub(crate) const TOKEN_ENV: &str = "HAPND_ADMIN_TOKEN";
@@ -33,6 +38,8 @@ const MAX_HELD: usize = 8;
 /// admin routes.
 pub(crate) struct Access {
     token: Option<AdminToken>,
+    /// Where tenant credentials are looked up (none in unit tests: then none is accepted).
+    store: Option<AnyStore>,
     limiter: FailureLimiter,
     held: tokio::sync::Semaphore,
     pub(crate) sessions: Sessions,
@@ -49,12 +56,86 @@ pub(crate) enum Denied {
     Invalid,
     /// No token at all (not counted: it guesses nothing).
     Missing,
+    /// A credential-shaped token could not be looked up: the store failed.
+    Unavailable,
 }
 
+/// What a request that got in may manage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The admin token: every tenant.
+    All,
+    /// A tenant-scoped admin credential: its tenant's keys only.
+    Tenant {
+        /// The credential's id (`adm_...`), to check it is still unrevoked.
+        credential: String,
+        tenant: String,
+        /// What the audit trail records its changes under.
+        label: String,
+    },
+}
+
+/// A request for a tenant its scope does not cover.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct OtherTenant;
+
+impl Scope {
+    /// The one rule for which tenant a request may see: `requested`, when this scope covers
+    /// it; a tenant credential's own tenant when nothing is requested (empty); otherwise
+    /// [`OtherTenant`], whether or not that tenant exists.
+    pub(crate) fn tenant_or<'a>(&'a self, requested: &'a str) -> Result<&'a str, OtherTenant> {
+        match self {
+            Scope::All => Ok(requested),
+            Scope::Tenant { tenant, .. } if requested.is_empty() || requested == tenant => {
+                Ok(tenant)
+            }
+            Scope::Tenant { .. } => Err(OtherTenant),
+        }
+    }
+
+    /// Whether this scope may manage the keys of `tenant`.
+    pub(crate) fn covers(&self, tenant: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Tenant { tenant: own, .. } => own == tenant,
+        }
+    }
+
+    /// The tenant a tenant credential is fixed to; `None` for the admin token.
+    pub(crate) fn fixed_tenant(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Tenant { tenant, .. } => Some(tenant),
+        }
+    }
+
+    /// Who the audit trail records for the admin API's changes: the credential's label.
+    pub(crate) fn api_actor(&self, client: IpAddr) -> Actor {
+        match self {
+            Scope::All => Actor::admin(ADMIN_TOKEN_LABEL),
+            Scope::Tenant { label, .. } => Actor::admin(label.as_str()),
+        }
+        .with_client(client)
+    }
+
+    /// Who the audit trail records for a page session's changes.
+    pub(crate) fn page_actor(&self, client: IpAddr) -> Actor {
+        match self {
+            Scope::All => Actor::page(format!("{ADMIN_TOKEN_LABEL} session")),
+            Scope::Tenant { label, .. } => Actor::page(format!("{label} session")),
+        }
+        .with_client(client)
+    }
+}
+
+/// The label the all-tenants admin token is recorded under.
+pub(crate) const ADMIN_TOKEN_LABEL: &str = "admin token";
+
 impl Access {
-    pub(crate) fn new(token: Option<AdminToken>) -> Self {
+    pub(crate) fn new(token: Option<AdminToken>, store: Option<AnyStore>) -> Self {
         Access {
             token,
+            store,
             limiter: FailureLimiter::default(),
             held: tokio::sync::Semaphore::new(MAX_HELD),
             sessions: Sessions::default(),
@@ -65,19 +146,23 @@ impl Access {
         self.token.is_some()
     }
 
-    /// Checks a presented admin token from `client`.
+    /// Checks a presented admin token or tenant credential from `client`, and says what
+    /// it may manage.
     ///
     /// The right token is always let in: it is compared first, in constant time, whatever
     /// the client's failures (a random token of 32 characters or more is not found by
     /// guessing; refusing it would let anyone who can make a request, a web page in the
-    /// operator's browser included, lock the operator out). A wrong one is counted, and once the client has
+    /// operator's browser included, lock the operator out). So is an unrevoked tenant
+    /// credential: one shaped like a credential is looked up by its SHA-256 before the
+    /// client's failures are (one indexed query; never cached, so a revocation holds from
+    /// the next request). A wrong one is counted, and once the client has
     /// [`MAX_FAILURES`] in the window it is answered [`Denied::Throttled`], held about
     /// [`HOLD`] first. No token at all is not a guess and is not counted.
     pub(crate) async fn check(
         &self,
         client: IpAddr,
         presented: Option<&[u8]>,
-    ) -> Result<(), Denied> {
+    ) -> Result<Scope, Denied> {
         let Some(token) = &self.token else {
             return Err(Denied::Disabled);
         };
@@ -85,7 +170,25 @@ impl Access {
             return Err(Denied::Missing);
         };
         if token.matches(presented) {
-            return Ok(());
+            return Ok(Scope::All);
+        }
+        if let Some(store) = &self.store
+            && credentials::looks_like(presented)
+        {
+            match store.live_credential(&credentials::hash(presented)).await {
+                Ok(Some(found)) => {
+                    return Ok(Scope::Tenant {
+                        credential: found.id,
+                        tenant: found.tenant,
+                        label: found.label,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up an admin credential");
+                    return Err(Denied::Unavailable);
+                }
+            }
         }
         if self.limiter.blocked(client).is_some() {
             // A guesser that waits for its answers makes one guess a second per connection.
@@ -99,7 +202,7 @@ impl Access {
             return Err(Denied::Throttled(wait));
         }
         self.limiter.record_failure(client);
-        tracing::warn!(%client, "admin token rejected");
+        tracing::warn!(%client, "admin token or credential rejected");
         Err(Denied::Invalid)
     }
 }
@@ -259,9 +362,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_right_token_works_whatever_the_failures_and_none_is_not_counted() {
-        let access = Access::new(Some(
-            AdminToken::new("0123456789abcdef0123456789abcdef").unwrap(),
-        ));
+        let access = Access::new(
+            Some(AdminToken::new("0123456789abcdef0123456789abcdef").unwrap()),
+            None,
+        );
         let client: IpAddr = [127, 0, 0, 1].into();
         let right = Some(&b"0123456789abcdef0123456789abcdef"[..]);
         for _ in 0..20 {
@@ -278,11 +382,74 @@ mod tests {
             access.check(client, Some(b"wrong")).await,
             Err(Denied::Throttled(_))
         ));
-        assert_eq!(access.check(client, right).await, Ok(()));
+        assert_eq!(access.check(client, right).await, Ok(Scope::All));
         assert_eq!(
-            Access::new(None).check(client, right).await,
+            Access::new(None, None).check(client, right).await,
             Err(Denied::Disabled)
         );
+    }
+
+    #[tokio::test]
+    async fn a_credential_is_let_in_by_its_hash_until_revoked_and_a_store_failure_is_a_503() {
+        let dir = std::env::temp_dir().join(format!("hapnd-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.db");
+        let _ = std::fs::remove_file(&path);
+        let sqlite = hapnd_auth::SqliteKeyStore::connect(path.to_str().unwrap())
+            .await
+            .unwrap();
+        let store = AnyStore::Sqlite(sqlite.clone());
+        let (record, secret) = store.create_credential("acme", "dash").await.unwrap();
+        let access = Access::new(
+            Some(AdminToken::new("0123456789abcdef0123456789abcdef").unwrap()),
+            Some(store.clone()),
+        );
+        let client: IpAddr = [127, 0, 0, 2].into();
+        let presented = Some(secret.expose().as_bytes());
+        assert_eq!(
+            access.check(client, presented).await,
+            Ok(Scope::Tenant {
+                credential: record.id.clone(),
+                tenant: "acme".to_owned(),
+                label: "dash".to_owned(),
+            })
+        );
+        // One character off: a wrong credential, counted.
+        let mut wrong = secret.expose().to_owned();
+        let last = if wrong.ends_with('a') { "b" } else { "a" };
+        wrong.replace_range(wrong.len() - 1.., last);
+        assert_eq!(
+            access.check(client, Some(wrong.as_bytes())).await,
+            Err(Denied::Invalid)
+        );
+        store.revoke_credential(&record.id).await.unwrap();
+        assert_eq!(access.check(client, presented).await, Err(Denied::Invalid));
+        // The store gone: refused as unavailable, not as a wrong credential.
+        sqlite.pool().close().await;
+        assert_eq!(
+            access.check(client, presented).await,
+            Err(Denied::Unavailable)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tenant_credential_sees_its_tenant_only() {
+        let scope = Scope::Tenant {
+            credential: "adm_1".to_owned(),
+            tenant: "acme".to_owned(),
+            label: "acme-dashboard".to_owned(),
+        };
+        assert_eq!(scope.tenant_or(""), Ok("acme"));
+        assert_eq!(scope.tenant_or("acme"), Ok("acme"));
+        assert_eq!(scope.tenant_or("globex"), Err(OtherTenant));
+        assert!(scope.covers("acme") && !scope.covers("globex"));
+        assert_eq!(Scope::All.tenant_or("globex"), Ok("globex"));
+        assert!(Scope::All.covers("globex"));
+        let client: IpAddr = [127, 0, 0, 2].into();
+        assert_eq!(scope.api_actor(client).label, "acme-dashboard");
+        assert_eq!(scope.page_actor(client).label, "acme-dashboard session");
+        assert_eq!(Scope::All.page_actor(client).label, "admin token session");
     }
 
     #[test]

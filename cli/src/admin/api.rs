@@ -1,5 +1,6 @@
 //! The admin JSON API under `/api/v1`: list, create, show, revoke and rotate keys with
-//! `Authorization: Bearer <admin token>`. Errors have the auth errors' shape:
+//! `Authorization: Bearer <admin token>`, or with a tenant-scoped admin credential for that
+//! tenant's keys only. Errors have the auth errors' shape:
 //! `{"error": {"type": ..., "code": ..., "message": ...}}`.
 
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AdminState;
-use super::access::{Denied, client_ip};
+use super::access::{Denied, OtherTenant, Scope, client_ip};
 use crate::time::{parse_duration, rfc3339};
 
 pub(super) fn routes() -> Router<AdminState> {
@@ -37,12 +38,37 @@ pub(super) fn routes() -> Router<AdminState> {
         ))
 }
 
-/// Proof that the request carried the admin token, and who the audit trail records for
-/// its changes: the credential's label and the client's address.
-struct Admin(Actor);
+/// Proof that the request carried the admin token or a tenant credential: what it may
+/// manage, and who the audit trail records for its changes (the credential's label and the
+/// client's address).
+struct Admin {
+    actor: Actor,
+    scope: Scope,
+}
 
-/// The label the all-tenants admin token is recorded under.
-const ADMIN_TOKEN_LABEL: &str = "admin token";
+impl Admin {
+    /// `requested`, if this credential may see that tenant; 403 otherwise, for any other
+    /// tenant name, existing or not, so the answer confirms nothing about other tenants.
+    fn tenant<'a>(&'a self, requested: &'a str) -> Result<&'a str, ApiError> {
+        self.scope.tenant_or(requested).map_err(|OtherTenant| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "tenant_forbidden",
+                "this admin credential manages one other tenant only".to_owned(),
+            )
+        })
+    }
+
+    /// Key `id`, if it exists and this credential may manage it. Another tenant's key is
+    /// answered exactly as an unknown id, so its existence is not confirmed.
+    async fn key(&self, state: &AdminState, id: &KeyId) -> Result<KeyRecord, ApiError> {
+        match state.store.get(id).await? {
+            Some(record) if self.scope.covers(&record.tenant) => Ok(record),
+            _ => Err(not_found(id)),
+        }
+    }
+}
 
 impl FromRequestParts<AdminState> for Admin {
     type Rejection = ApiError;
@@ -57,7 +83,10 @@ impl FromRequestParts<AdminState> for Admin {
             .and_then(|v| bearer_token(v.as_bytes()));
         let client = client_ip(&parts.extensions);
         match state.access.check(client, presented).await {
-            Ok(()) => Ok(Admin(Actor::admin(ADMIN_TOKEN_LABEL).with_client(client))),
+            Ok(scope) => Ok(Admin {
+                actor: scope.api_actor(client),
+                scope,
+            }),
             Err(denied) => Err(ApiError::denied(denied)),
         }
     }
@@ -72,11 +101,12 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 async fn list(
-    _: Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let keys = state.store.list(&tenant).await?;
+    let tenant = admin.tenant(&tenant)?;
+    let keys = state.store.list(tenant).await?;
     if keys.is_empty() {
         // A tenant exists once it has a key. The name is not echoed: it may be anything.
         return Err(ApiError::not_found(
@@ -92,7 +122,9 @@ async fn list(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
-    tenant: String,
+    /// Required with the admin token; with a tenant credential, its tenant (the default).
+    #[serde(default)]
+    tenant: Option<String>,
     environment: String,
     name: String,
     /// `30d`, `12h`, `90m`, `45s`, like `keys create --expires`.
@@ -110,14 +142,23 @@ struct CreateRequest {
 }
 
 async fn create(
-    Admin(actor): Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CreateRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?;
+    let tenant = match (&request.tenant, admin.scope.fixed_tenant()) {
+        (Some(tenant), _) => admin.tenant(tenant)?.to_owned(),
+        (None, Some(own)) => own.to_owned(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "the body must name the key's tenant: {\"tenant\": ...}".to_owned(),
+            ));
+        }
+    };
     let new = new_key(
-        request.tenant,
+        tenant,
         &request.environment,
         request.name,
         request.expires_in.as_deref(),
@@ -131,7 +172,7 @@ async fn create(
         )
     })
     .map_err(ApiError::invalid)?;
-    let created = state.auth.create_key_as(new, &actor).await?;
+    let created = state.auth.create_key_as(new, &admin.actor).await?;
     tracing::info!(key_id = %created.record.id, tenant = ?created.record.tenant,
         environment = %created.record.environment, "admin API created a key");
     Ok((StatusCode::CREATED, Json(created_json(&created))).into_response())
@@ -178,12 +219,12 @@ pub(super) fn with_policy(
 }
 
 async fn show(
-    _: Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = key_id(&id)?;
-    let record = state.store.get(&id).await?.ok_or_else(|| not_found(&id))?;
+    let record = admin.key(&state, &id).await?;
     Ok(Json(
         json!({ "key": record_json(&record, SystemTime::now()) }),
     ))
@@ -191,12 +232,16 @@ async fn show(
 
 /// Returns once this gateway rejects the key (other instances: per the store's feed).
 async fn revoke(
-    Admin(actor): Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = key_id(&id)?;
-    let record = state.auth.revoke_as(&id, &actor).await?;
+    if admin.scope != Scope::All {
+        // A key's tenant never changes: checked once, it holds for the revocation.
+        admin.key(&state, &id).await?;
+    }
+    let record = state.auth.revoke_as(&id, &admin.actor).await?;
     tracing::info!(key_id = %record.id, tenant = ?record.tenant, "admin API revoked a key");
     Ok(Json(
         json!({ "key": record_json(&record, SystemTime::now()) }),
@@ -213,12 +258,15 @@ struct RotateRequest {
 }
 
 async fn rotate(
-    Admin(actor): Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = key_id(&id)?;
+    if admin.scope != Scope::All {
+        admin.key(&state, &id).await?;
+    }
     let request: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateRequest::default()
     } else {
@@ -231,7 +279,7 @@ async fn rotate(
         roll = roll.old_expires_at(SystemTime::now() + grace);
     }
     let scheduled = roll.old_expires_at.is_some();
-    let rotation = state.auth.rotate_as(&id, roll, &actor).await?;
+    let rotation = state.auth.rotate_as(&id, roll, &admin.actor).await?;
     let created = &rotation.replacement;
     tracing::info!(key_id = %created.record.id, replaces = %id, tenant = ?created.record.tenant,
         "admin API rotated a key");
@@ -264,7 +312,7 @@ struct EventsParams {
 /// A tenant's audit trail, newest first, a page at a time: `next` is the cursor of the page
 /// that follows (`?before=<next>`), `null` on the last page.
 async fn events(
-    _: Admin,
+    admin: Admin,
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
     params: Result<axum::extract::Query<EventsParams>, axum::extract::rejection::QueryRejection>,
@@ -275,14 +323,15 @@ async fn events(
             e.body_text()
         ))
     })?;
-    hapnd_auth::is_valid_tenant(&tenant)
+    let tenant = admin.tenant(&tenant)?;
+    hapnd_auth::is_valid_tenant(tenant)
         .then_some(())
         .ok_or_else(|| ApiError::invalid("not a tenant name".to_owned()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=EventQuery::MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit must be 1 to 1000".to_owned()));
     }
-    let mut query = EventQuery::tenant(&tenant, limit);
+    let mut query = EventQuery::tenant(tenant, limit);
     query.key = params.key.as_deref().map(key_id).transpose()?;
     query.before = params.before;
     let events = state.store.events(&query).await?;
@@ -409,8 +458,18 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "invalid_admin_token",
-                "send the admin token as `Authorization: Bearer <token>`".to_owned(),
+                "send the admin token or an admin credential as `Authorization: Bearer <token>`"
+                    .to_owned(),
             ),
+            Denied::Unavailable => ApiError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "store_unavailable",
+                    "the key store is unavailable: retry later".to_owned(),
+                )
+            },
         }
     }
 }

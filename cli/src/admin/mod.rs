@@ -59,8 +59,8 @@ impl AdminState {
     ) -> Self {
         AdminState {
             auth,
+            access: Arc::new(access::Access::new(token, Some(store.clone()))),
             store,
-            access: Arc::new(access::Access::new(token)),
             hosts: Arc::new(hosts),
             health: Arc::new(HealthCache::new(HEALTH_TTL)),
             metrics,

@@ -1,4 +1,5 @@
-//! The API Keys page: server-rendered (askama), signed in with the admin token.
+//! The API Keys page: server-rendered (askama), signed in with the admin token (every
+//! tenant) or a tenant-scoped admin credential (its tenant only, shown straight away).
 //!
 //! Every response carries a strict `Content-Security-Policy` (scripts and styles from this
 //! origin only: the one script is the copy button) and `Cache-Control: no-store`. A key is
@@ -26,7 +27,7 @@ use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AdminState;
-use super::access::{Denied, client_ip};
+use super::access::{Denied, OtherTenant, Scope, client_ip};
 use super::api::{key_id, new_key, with_policy};
 use super::session::{SESSION_TTL, same};
 use super::views::{
@@ -83,10 +84,13 @@ pub(super) fn routes() -> Router<AdminState> {
     router
 }
 
-/// A signed-in browser: its session cookie and the session's CSRF token.
+/// A signed-in browser: its session cookie, the session's CSRF token, and what it may
+/// manage. A session signed in with a tenant credential checks on every request that the
+/// credential is still unrevoked (no cache): revoking it ends the session's powers at once.
 struct SignedIn {
     cookie: String,
     csrf: String,
+    scope: Scope,
     /// Who the audit trail records for this session's changes.
     actor: Actor,
 }
@@ -101,21 +105,42 @@ impl FromRequestParts<AdminState> for SignedIn {
         if !state.access.enabled() {
             return Err(disabled());
         }
-        let actor = Actor::page("admin token session").with_client(client_ip(&parts.extensions));
-        session_cookie(&parts.headers)
-            .and_then(|cookie| {
-                let csrf = state.access.sessions.csrf(&cookie)?;
-                Some(SignedIn {
-                    cookie,
-                    csrf,
-                    actor,
-                })
-            })
-            .ok_or_else(|| Redirect::to("/login").into_response())
+        let to_login = || Redirect::to("/login").into_response();
+        let cookie = session_cookie(&parts.headers).ok_or_else(to_login)?;
+        let (csrf, scope) = state.access.sessions.get(&cookie).ok_or_else(to_login)?;
+        if let Scope::Tenant { credential, .. } = &scope {
+            match state.store.live_credential_by_id(credential).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::info!(credential = %credential,
+                        "ended an API Keys page session: its admin credential is revoked");
+                    state.access.sessions.remove(&cookie);
+                    return Err(to_login());
+                }
+                Err(e) => return Err(store_failure(&e, "/keys")),
+            }
+        }
+        let actor = scope.page_actor(client_ip(&parts.extensions));
+        Ok(SignedIn {
+            cookie,
+            csrf,
+            scope,
+            actor,
+        })
     }
 }
 
 impl SignedIn {
+    /// The tenant this session may show for `requested` (a tenant credential's own when
+    /// none is asked for), or the page refusing another tenant. Every handler that takes a
+    /// tenant from the request goes through here.
+    fn tenant_or(&self, requested: &str) -> Result<String, AnotherTenant> {
+        self.scope
+            .tenant_or(requested.trim())
+            .map(str::to_owned)
+            .map_err(|OtherTenant| AnotherTenant)
+    }
+
     /// The refusal of a state-changing form whose CSRF token is not this session's.
     fn csrf_refusal(&self, presented: &str) -> Option<Response> {
         if same(&self.csrf, presented) {
@@ -138,6 +163,21 @@ impl SignedIn {
             .sessions
             .issue_form(&self.cookie)
             .unwrap_or_default()
+    }
+}
+
+/// The page refusing a tenant the session's credential does not cover.
+struct AnotherTenant;
+
+impl IntoResponse for AnotherTenant {
+    fn into_response(self) -> Response {
+        message(
+            StatusCode::FORBIDDEN,
+            "Another tenant",
+            "This session was signed in with an admin credential for one other tenant: it \
+             cannot see or change this tenant's keys.",
+            "/keys",
+        )
     }
 }
 
@@ -276,8 +316,10 @@ async fn login_page(State(state): State<AdminState>, headers: HeaderMap) -> Resp
     if !state.access.enabled() {
         return disabled();
     }
-    let signed_in = session_cookie(&headers).and_then(|c| state.access.sessions.csrf(&c));
-    if signed_in.is_some() {
+    let signed_in = session_cookie(&headers).and_then(|c| state.access.sessions.get(&c));
+    if let Some((_, scope)) = signed_in
+        && live(&state, &scope).await
+    {
         return Redirect::to("/keys").into_response();
     }
     render(StatusCode::OK, &LoginPage { error: None })
@@ -300,9 +342,15 @@ async fn login(
         .check(client, Some(form.token.trim().as_bytes()))
         .await
     {
-        Ok(()) => {
-            let cookie = state.access.sessions.create();
-            tracing::info!(%client, "signed in to the API Keys page");
+        Ok(scope) => {
+            match &scope {
+                Scope::All => tracing::info!(%client, "signed in to the API Keys page"),
+                Scope::Tenant {
+                    credential, tenant, ..
+                } => tracing::info!(%client, %credential, tenant = ?tenant,
+                    "signed in to the API Keys page with a tenant's admin credential"),
+            }
+            let cookie = state.access.sessions.create(scope);
             let cookie = set_cookie(&cookie, SESSION_TTL.as_secs(), &parts.headers);
             ([cookie], Redirect::to("/keys")).into_response()
         }
@@ -323,7 +371,13 @@ async fn login(
         Err(Denied::Invalid) => render(
             StatusCode::FORBIDDEN,
             &LoginPage {
-                error: Some("That is not the admin token.".to_owned()),
+                error: Some("That is not the admin token or an admin credential.".to_owned()),
+            },
+        ),
+        Err(Denied::Unavailable) => render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &LoginPage {
+                error: Some("The key store is unavailable: try again in a moment.".to_owned()),
             },
         ),
         Err(Denied::Missing) => render(
@@ -361,18 +415,15 @@ struct KeysQuery {
     tenant: String,
 }
 
-/// The tenant a page shows, from its `?tenant=` parameter: the one place the page's views
-/// (keys, history) take it from.
-fn chosen_tenant(param: &str) -> String {
-    param.trim().to_owned()
-}
-
 async fn keys_page(
     signed_in: SignedIn,
     State(state): State<AdminState>,
     Query(query): Query<KeysQuery>,
 ) -> Response {
-    let tenant = chosen_tenant(&query.tenant);
+    let tenant = match signed_in.tenant_or(&query.tenant) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     let keys = match list(&state, &tenant).await {
         Ok(keys) => keys,
         Err(e) => return store_failure(&e, "/keys"),
@@ -382,6 +433,7 @@ async fn keys_page(
     let page = KeysPage {
         csrf: signed_in.csrf.clone(),
         form: signed_in.form_id(&state),
+        scoped: signed_in.scope.fixed_tenant().is_some(),
         tenant,
         keys,
         notice,
@@ -418,8 +470,12 @@ async fn history(
             "/history",
         );
     };
-    let tenant = chosen_tenant(&query.tenant);
+    let tenant = match signed_in.tenant_or(&query.tenant) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     let mut page = HistoryPage {
+        scoped: signed_in.scope.fixed_tenant().is_some(),
         csrf: signed_in.csrf,
         tenant,
         key: None,
@@ -521,6 +577,7 @@ async fn refused(
     let page = KeysPage {
         csrf: signed_in.csrf.clone(),
         form: signed_in.form_id(state),
+        scoped: signed_in.scope.fixed_tenant().is_some(),
         tenant,
         keys,
         notice: None,
@@ -551,7 +608,10 @@ async fn create(
     if let Some(refused) = signed_in.csrf_refusal(&form.csrf) {
         return refused;
     }
-    let tenant = form.tenant.trim().to_owned();
+    let tenant = match signed_in.tenant_or(&form.tenant) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     if !state
         .access
         .sessions
@@ -605,7 +665,7 @@ async fn confirm_revoke(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Response {
-    let record = match existing(&state, &id).await {
+    let record = match existing(&state, &signed_in, &id).await {
         Ok(record) => record,
         Err(response) => return response,
     };
@@ -620,8 +680,24 @@ async fn confirm_revoke(
     render(StatusCode::OK, &page)
 }
 
-/// The record of key `id`, or the page saying why there is none.
-async fn existing(state: &AdminState, id: &str) -> Result<KeyRecord, Response> {
+/// Whether a session's scope still holds: a tenant credential's is not revoked.
+async fn live(state: &AdminState, scope: &Scope) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Tenant { credential, .. } => matches!(
+            state.store.live_credential_by_id(credential).await,
+            Ok(Some(_))
+        ),
+    }
+}
+
+/// The record of key `id`, or the page saying why there is none. Another tenant's key, for
+/// a session signed in with a tenant credential, is answered as an unknown id.
+async fn existing(
+    state: &AdminState,
+    signed_in: &SignedIn,
+    id: &str,
+) -> Result<KeyRecord, Response> {
     let id = key_id(id).map_err(|_| {
         message(
             StatusCode::BAD_REQUEST,
@@ -631,8 +707,8 @@ async fn existing(state: &AdminState, id: &str) -> Result<KeyRecord, Response> {
         )
     })?;
     match state.store.get(&id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(message(
+        Ok(Some(record)) if signed_in.scope.covers(&record.tenant) => Ok(record),
+        Ok(_) => Err(message(
             StatusCode::NOT_FOUND,
             "Key not found",
             &format!("No key has id {id}."),
@@ -651,7 +727,7 @@ async fn revoke(
     if let Some(refused) = signed_in.csrf_refusal(&form.csrf) {
         return refused;
     }
-    let record = match existing(&state, &id).await {
+    let record = match existing(&state, &signed_in, &id).await {
         Ok(record) => record,
         Err(response) => return response,
     };
@@ -692,7 +768,7 @@ async fn rotate(
     if let Some(refused) = signed_in.csrf_refusal(&form.csrf) {
         return refused;
     }
-    let old = match existing(&state, &id).await {
+    let old = match existing(&state, &signed_in, &id).await {
         Ok(record) => record,
         Err(response) => return response,
     };

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::access::Scope;
+
 /// How long a sign-in lasts.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(3600);
 /// Unused form ids a session remembers (the oldest are forgotten first).
@@ -28,6 +30,8 @@ impl Default for Sessions {
 
 struct Session {
     csrf: String,
+    /// What the session may manage: what it signed in with.
+    scope: Scope,
     expires: Instant,
     forms: VecDeque<String>,
     /// What the next page shows once (a revocation done), and for which tenant.
@@ -43,8 +47,8 @@ impl Sessions {
         }
     }
 
-    /// Starts a session; returns its cookie value.
-    pub(crate) fn create(&self) -> String {
+    /// Starts a session with the powers of `scope`; returns its cookie value.
+    pub(crate) fn create(&self, scope: Scope) -> String {
         let cookie = random_token();
         let now = Instant::now();
         let mut sessions = self.lock();
@@ -53,6 +57,7 @@ impl Sessions {
             hash(&cookie),
             Session {
                 csrf: random_token(),
+                scope,
                 expires: now + self.ttl,
                 forms: VecDeque::new(),
                 flash: None,
@@ -62,11 +67,17 @@ impl Sessions {
     }
 
     /// The CSRF token of the live session `cookie` names.
+    #[cfg(test)]
     pub(crate) fn csrf(&self, cookie: &str) -> Option<String> {
+        self.get(cookie).map(|(csrf, _)| csrf)
+    }
+
+    /// The CSRF token and scope of the live session `cookie` names.
+    pub(crate) fn get(&self, cookie: &str) -> Option<(String, Scope)> {
         let mut sessions = self.lock();
         let key = hash(cookie);
         match sessions.get(&key) {
-            Some(s) if s.expires > Instant::now() => Some(s.csrf.clone()),
+            Some(s) if s.expires > Instant::now() => Some((s.csrf.clone(), s.scope.clone())),
             Some(_) => {
                 sessions.remove(&key);
                 None
@@ -169,7 +180,7 @@ mod tests {
     #[test]
     fn a_session_has_a_csrf_token_and_one_time_forms() {
         let sessions = Sessions::default();
-        let cookie = sessions.create();
+        let cookie = sessions.create(Scope::All);
         assert_eq!(cookie.len(), 64);
         let csrf = sessions.csrf(&cookie).unwrap();
         assert_ne!(csrf, cookie);
@@ -188,7 +199,7 @@ mod tests {
     #[test]
     fn a_flash_is_shown_once_to_its_session_and_tenant() {
         let sessions = Sessions::default();
-        let (a, b) = (sessions.create(), sessions.create());
+        let (a, b) = (sessions.create(Scope::All), sessions.create(Scope::All));
         sessions.set_flash(&a, "acme", "Revoked ci".to_owned());
         assert_eq!(sessions.take_flash(&b, "acme"), None, "another session");
         assert_eq!(
@@ -204,7 +215,7 @@ mod tests {
     #[test]
     fn a_session_ends_at_its_expiry() {
         let sessions = Sessions::with_ttl(Duration::from_millis(50));
-        let cookie = sessions.create();
+        let cookie = sessions.create(Scope::All);
         let form = sessions.issue_form(&cookie).unwrap();
         assert!(sessions.csrf(&cookie).is_some());
         std::thread::sleep(Duration::from_millis(80));
@@ -216,7 +227,7 @@ mod tests {
     #[test]
     fn only_the_last_forms_are_remembered() {
         let sessions = Sessions::default();
-        let cookie = sessions.create();
+        let cookie = sessions.create(Scope::All);
         let first = sessions.issue_form(&cookie).unwrap();
         let rest: Vec<_> = (0..MAX_FORMS)
             .map(|_| sessions.issue_form(&cookie).unwrap())

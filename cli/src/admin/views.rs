@@ -28,6 +28,8 @@ pub(super) struct MessagePage<'a> {
 pub(super) struct KeysPage {
     pub(super) csrf: String,
     pub(super) form: String,
+    /// Signed in with a tenant credential: its tenant is shown, with no tenant box.
+    pub(super) scoped: bool,
     pub(super) tenant: String,
     pub(super) keys: Vec<Row>,
     pub(super) notice: Option<String>,
@@ -52,6 +54,8 @@ pub(super) struct CreatedPage {
 #[template(path = "history.html")]
 pub(super) struct HistoryPage {
     pub(super) csrf: String,
+    /// Signed in with a tenant credential: its tenant only, no tenant box.
+    pub(super) scoped: bool,
     pub(super) tenant: String,
     /// The one key shown (its id), or the whole tenant's history.
     pub(super) key: Option<String>,
