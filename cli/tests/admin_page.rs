@@ -1452,3 +1452,53 @@ fn history_pages_follow_the_older_link_without_gaps_or_repeats() {
     all.dedup();
     assert_eq!(all.len(), count);
 }
+
+#[test]
+fn a_tenant_credentials_history_is_its_tenants_only() {
+    let sandbox = Sandbox::new("page-history-scoped");
+    let server = Server::start(&sandbox);
+    let acme = api_key(&server, "acme", "billing");
+    let globex = api_key(&server, "globex", "billing");
+    let out = sandbox
+        .command()
+        .args(["admin-credentials", "create", "--tenant", "acme"])
+        .args(["--label", "acme-dashboard", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let credential = created["credential"].as_str().unwrap();
+    let r = request(
+        server.admin,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("token={credential}"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r.header("set-cookie").unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let get = |path: &str| request(server.admin, "GET", path, &[("Cookie", &cookie)], "");
+
+    // Its tenant's history straight away, with no tenant box.
+    let r = get("/history");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(&format!("data-key=\"{acme}\"")),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains(&globex));
+    assert!(r.body.contains("id=\"scoped-tenant\"") && !r.body.contains("<input id=\"tenant\""));
+    // Another tenant's: refused by tenant, and nothing by key id.
+    let r = get("/history?tenant=globex");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r.body.contains(&globex));
+    let r = get(&format!("/history?tenant=acme&key={globex}"));
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("data-kind="), "{}", r.body);
+}
