@@ -146,6 +146,20 @@ pub(crate) fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
     crate::time::parse_duration(text).map_err(|e| format!("{e}, or now"))
 }
 
+/// The roll a rotation asks for: the old key's expiry `old_expires_in` from now (a
+/// duration or `now`, as [`parse_grace`] reads it; empty is an error), or none when not given (the old key
+/// then stays active until revoked). The admin API and the page's rotate form both read it
+/// here.
+pub(crate) fn roll_for(old_expires_in: Option<&str>) -> Result<hapnd_auth::Roll, String> {
+    let roll = hapnd_auth::Roll::new();
+    match old_expires_in.map(str::trim) {
+        None => Ok(roll),
+        Some(text) => {
+            parse_grace(text).map(|grace| roll.old_expires_at(std::time::SystemTime::now() + grace))
+        }
+    }
+}
+
 /// Events deleted per statement when pruning: each batch is one short statement.
 pub(crate) const PRUNE_BATCH: u32 = 500;
 

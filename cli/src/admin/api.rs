@@ -13,7 +13,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use hapnd_auth::{
     Actor, AuditTrail, CreatedKey, Environment, EventQuery, KeyId, KeyRecord, KeyStore, NewKey,
-    Roll, StoreError, StoreErrorKind,
+    StoreError, StoreErrorKind,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -273,11 +273,8 @@ async fn rotate(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("the body must be a JSON object: {e}")))?
     };
-    let mut roll = Roll::new();
-    if let Some(grace) = request.old_expires_in.as_deref() {
-        let grace = crate::events::parse_grace(grace.trim()).map_err(ApiError::invalid)?;
-        roll = roll.old_expires_at(SystemTime::now() + grace);
-    }
+    let roll =
+        crate::events::roll_for(request.old_expires_in.as_deref()).map_err(ApiError::invalid)?;
     let scheduled = roll.old_expires_at.is_some();
     let rotation = state.auth.rotate_as(&id, roll, &admin.actor).await?;
     let created = &rotation.replacement;

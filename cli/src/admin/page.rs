@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use hapnd_auth::{
-    Actor, AuditTrail, EventQuery, KeyId, KeyRecord, KeyStore, Roll, StoreError, StoreErrorKind,
+    Actor, AuditTrail, EventQuery, KeyId, KeyRecord, KeyStore, StoreError, StoreErrorKind,
 };
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -772,23 +772,23 @@ async fn rotate(
         Ok(record) => record,
         Err(response) => return response,
     };
-    let mut roll = Roll::new();
-    let life = form.old_expires_in.trim();
-    if !life.is_empty() {
-        match crate::events::parse_grace(life) {
-            Ok(grace) => roll = roll.old_expires_at(SystemTime::now() + grace),
-            Err(e) => {
-                return message(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid request",
-                    &format!(
-                        "The old key's life must be now, 1h, 24h or 7d: {e}. Nothing was changed."
-                    ),
-                    &keys_url(&old.tenant),
-                );
-            }
+    let roll = match crate::events::roll_for(
+        // The form's "until revoked" sends an empty value: no expiry for the old key.
+        Some(form.old_expires_in.as_str()).filter(|life| !life.trim().is_empty()),
+    ) {
+        Ok(roll) => roll,
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &format!(
+                    "The old key's life must be a duration (1h, 24h, 7d, ...) or now: {e}. \
+                     Nothing was changed."
+                ),
+                &keys_url(&old.tenant),
+            );
         }
-    }
+    };
     let scheduled = roll.old_expires_at.is_some();
     if !state
         .access
