@@ -520,10 +520,17 @@ async fn history(
         Ok(events) => events,
         Err(e) => return store_failure(&e, &keys_url(&page.tenant)),
     };
-    // The names of the tenant's keys (a deleted key's events show its id only).
-    let names: HashMap<String, String> = match state.store.list(&page.tenant).await {
+    // The names of the keys shown (a deleted key's events show its id only): one key's
+    // record for a key's history, the tenant's list otherwise, nothing for an empty page.
+    let records = match (&key, events.is_empty()) {
+        (_, true) => Ok(Vec::new()),
+        (Some(id), false) => state.store.get(id).await.map(|r| r.into_iter().collect()),
+        (None, false) => state.store.list(&page.tenant).await,
+    };
+    let names: HashMap<String, String> = match records {
         Ok(keys) => keys
             .into_iter()
+            .filter(|k| k.tenant == page.tenant)
             .map(|k| (k.id.to_string(), k.name))
             .collect(),
         Err(e) => return store_failure(&e, &keys_url(&page.tenant)),
