@@ -10,16 +10,30 @@ use crate::time::parse_duration;
 /// The gauge's name.
 pub(crate) const GAUGE: &str = "hapnd_keys_expiring_soon";
 
-/// `--expiring-window`: a duration, kept as written for the gauge's `window` label.
-pub(crate) fn parse_window(text: &str) -> Result<String, String> {
-    parse_duration(text).map(|_| text.to_owned())
+/// `--expiring-window`: how far ahead to count, and the text it was given as, which is the
+/// gauge's `window` label.
+#[derive(Clone, Debug)]
+pub(crate) struct Window {
+    label: String,
+    span: Duration,
+}
+
+/// Reads `--expiring-window` (a duration such as `7d`).
+pub(crate) fn parse_window(text: &str) -> Result<Window, String> {
+    parse_duration(text).map(|span| Window {
+        label: text.to_owned(),
+        span,
+    })
 }
 
 /// Counts the unrevoked keys expiring within `window` from now, every `every`, for as long
 /// as the gateway runs, and sets the gauge. A failed count leaves the gauge at its last
 /// value and is logged once (and its recovery once), not at every turn.
-pub(crate) async fn watch_forever<S: ExpiringKeys>(store: S, window: String, every: Duration) {
-    let span = parse_duration(&window).expect("checked when parsing the flag");
+pub(crate) async fn watch_forever<S: ExpiringKeys>(store: S, window: Window, every: Duration) {
+    let Window {
+        label: window,
+        span,
+    } = window;
     let gauge = metrics::gauge!(GAUGE, "window" => window.clone());
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

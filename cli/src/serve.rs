@@ -57,7 +57,7 @@ pub(crate) struct Args {
     /// The window of the `hapnd_keys_expiring_soon{window="7d"}` gauge on /metrics: how
     /// many unrevoked keys expire within this long from now (7d, 24h, ...).
     #[arg(long, default_value = "7d", value_parser = crate::expiring::parse_window)]
-    expiring_window: String,
+    expiring_window: crate::expiring::Window,
     /// How often that gauge is counted (one bounded query), in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     expiring_interval_secs: u64,
