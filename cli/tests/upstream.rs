@@ -2150,6 +2150,86 @@ fn websocket_tunnels_count_against_the_clients_connection_share() {
     assert!(stopped, "not stopped 10 s after SIGTERM: {}", gw.log_text());
 }
 
+/// Writes a WebSocket handshake on `stream` and expects no answer and no close within 2 s:
+/// the connection is queued by the kernel, not yet accepted by the gateway.
+fn assert_waits_unanswered(stream: &mut TcpStream, addr: SocketAddr, key: &str) {
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: {}\r\n\r\n",
+        bearer(key)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut byte = [0u8];
+    match stream.read(&mut byte) {
+        Ok(0) => panic!("the gateway closed a connection over --max-connections"),
+        Ok(_) => panic!("the gateway answered a connection over --max-connections"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+}
+
+#[test]
+fn max_connections_alone_caps_websocket_tunnels_and_a_closed_one_lets_the_next_in() {
+    let dir = TempDir::new("up-ws-max");
+    let (backend, heads) = upgrade_backend();
+    // A share as large as the cap, and each connection from an address of its own: only
+    // --max-connections can hold anything back.
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(backend)),
+            ("--max-connections", "2".to_owned()),
+            ("--max-connections-per-client", "2".to_owned()),
+        ]),
+    );
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let address = |last: u8| IpAddr::from([127, 0, 0, last]);
+    let mut tunnels = Vec::new();
+    for last in [2, 3] {
+        let mut stream = connect_from(address(last), gw.addr);
+        let head = websocket_handshake(&mut stream, gw.addr, &key).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_echoes(&mut stream);
+        tunnels.push(stream);
+    }
+    // Two tunnels fill the cap: a third connection is queued, neither answered nor closed.
+    let mut waiting = connect_from(address(4), gw.addr);
+    assert_waits_unanswered(&mut waiting, gw.addr, &key);
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        2,
+        "the backend saw a third handshake"
+    );
+    // A tunnel closed gives its place back: the queued connection is served.
+    let closed = tunnels.remove(0);
+    closed.shutdown(std::net::Shutdown::Both).unwrap();
+    let head = read_head(&mut waiting);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_echoes(&mut waiting);
+    assert_echoes(&mut tunnels[0]);
+    assert_eq!(heads.lock().unwrap().len(), 3);
+    // And the cap holds again with the new tunnel open.
+    let mut next = connect_from(address(5), gw.addr);
+    assert_waits_unanswered(&mut next, gw.addr, &key);
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        3,
+        "the backend saw a fourth handshake"
+    );
+}
+
 #[test]
 fn a_tunnel_whose_backend_stops_reading_is_closed_after_the_idle_timeout() {
     let dir = TempDir::new("up-ws-stall");
