@@ -648,7 +648,7 @@ impl Proxy {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 // A backend that stops mid-body must not hold the client connection open.
-                let body = server::Stalling::new(body, self.inner.idle);
+                let body = server::Stalling::new(Answered(body), self.inner.idle);
                 Response::from_parts(parts, Body::new(body))
             }
             // The client's body broke off (it went away mid-upload): not the backend's fault.
@@ -940,7 +940,8 @@ fn is_banned_trailer(name: &HeaderName) -> bool {
         || NEVER_FORWARDED.contains(&name.as_str())
 }
 
-/// The client's trailers, as the backend may get them: without [`is_banned_trailer`]'s.
+/// Trailers as the next hop may get them (the client's to the backend, the backend's to
+/// the client): without [`is_banned_trailer`]'s.
 fn prepare_trailers(trailers: &mut HeaderMap) {
     let banned: Vec<HeaderName> = trailers
         .keys()
@@ -1191,6 +1192,37 @@ impl HttpBody for Sent {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The backend's response body on its way to the client, each trailers frame without
+/// [`is_banned_trailer`]'s names. Over HTTP/1.1 hyper sends only the trailers `Trailer`
+/// declares (filtered already), but over h2 it sends every trailer frame as it is.
+struct Answered<B>(B);
+
+impl<B: HttpBody + Unpin> HttpBody for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut poll = Pin::new(&mut self.0).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut poll
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            prepare_trailers(trailers);
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
     }
 }
 

@@ -2013,6 +2013,117 @@ fn trailers_pass_both_ways_from_an_h2c_client_that_declares_them() {
     assert_eq!(trailers.len(), 1);
 }
 
+/// A backend that answers `hello` in a chunked body (`Connection: close`) whose trailers,
+/// all declared in `Trailer`, are `x-checksum: 42` and names no trailer may carry: on
+/// `/gateway-names` the gateway's (two spellings), a credential and a forwarding header; on
+/// `/hop-by-hop` hop-by-hop ones. Written by hand: hyper's own encoder would drop some.
+fn banned_trailer_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let head = read_head(&mut stream);
+                let banned = if head.starts_with("GET /hop-by-hop ") {
+                    "Keep-Alive: timeout=5\r\nConnection: close\r\nProxy-Connection: close\r\n"
+                } else {
+                    "X-Hapnd-Tenant: evil\r\nX_Hapnd_Key_Id: key_evil\r\n\
+                     Authorization: Bearer forged\r\nX-Forwarded-For: 6.6.6.6\r\n"
+                };
+                let declared: Vec<&str> = banned
+                    .lines()
+                    .filter_map(|line| Some(line.split_once(':')?.0))
+                    .collect();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\
+                     Trailer: X-Checksum, {}\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 42\r\n\
+                     {banned}\r\n",
+                    declared.join(", ")
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_backends_banned_response_trailers_never_reach_an_h2c_or_http1_client() {
+    let dir = TempDir::new("up-trailers-banned");
+    let backend = banned_trailer_backend();
+    let (gw, db) = gateway(&dir, &flags(&[("--upstream", url(backend))]));
+    let (key, _) = create_key(dir.path(), &db, "acme", "live", "k");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for path in ["/gateway-names", "/hop-by-hop"] {
+        // h2c: hyper sends every trailer frame it is given, declared or not.
+        let got = runtime.block_on(async {
+            use http_body_util::{BodyExt, Empty};
+            let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let request = hyper::Request::get(format!("http://{}{path}", gw.addr))
+                .header("authorization", bearer(&key))
+                .header("te", "trailers")
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response =
+                tokio::time::timeout(Duration::from_secs(15), send.send_request(request))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            let status = response.status().as_u16();
+            let declared = response.headers().get("trailer").cloned();
+            let collected =
+                tokio::time::timeout(Duration::from_secs(15), response.into_body().collect())
+                    .await
+                    .unwrap()
+                    .map_err(|e| format!("the body failed: {e:?}"))?;
+            let trailers = collected.trailers().cloned();
+            Ok::<_, String>((status, declared, collected.to_bytes(), trailers))
+        });
+        let (status, declared, body, trailers) = got.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!((status, &body[..]), (200, &b"hello"[..]), "{path}");
+        assert_eq!(
+            declared.as_ref().map(|v| v.as_bytes()),
+            Some(&b"X-Checksum"[..]),
+            "{path}"
+        );
+        let trailers = trailers.unwrap_or_else(|| panic!("{path}: no trailers"));
+        let names: Vec<&str> = trailers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-checksum"], "{path}: {trailers:?}");
+        assert_eq!(trailers["x-checksum"], "42", "{path}");
+
+        // HTTP/1.1: the trailer section after the last chunk holds the good one alone.
+        let mut stream = TcpStream::connect(gw.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTE: trailers\r\n\
+             Authorization: {}\r\n\r\n",
+            gw.addr,
+            bearer(&key)
+        );
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let (head, chunked) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        let (_, after_last) = chunked.rsplit_once("\r\n0\r\n").expect("a chunked body");
+        assert_eq!(after_last, "x-checksum: 42\r\n\r\n", "{path}: {answer}");
+    }
+}
+
 /// A TCP connection to `addr` from the loopback address `source`.
 fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
     let runtime = tokio::runtime::Builder::new_current_thread()
