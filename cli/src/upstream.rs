@@ -29,7 +29,10 @@ use axum::body::Body;
 use axum::http::header;
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hapnd_auth::{Authenticator, Environment, Principal, RequireEnvironmentLayer, TrustedProxies};
+use hapnd_auth::{
+    Authenticator, Environment, Principal, RequireEnvironmentLayer, RequireScopeLayer,
+    TrustedProxies,
+};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,7 +40,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
-use tower::{Service as _, ServiceBuilder};
+use tower::{Layer as _, Service as _, ServiceBuilder};
 
 use crate::logging;
 use crate::server;
@@ -83,6 +86,13 @@ pub(crate) struct Args {
     /// A prefix's backend for sandbox keys (overrides --route for them).
     #[arg(long = "route-sandbox", value_name = "PREFIX=URL", value_parser = parse_route)]
     routes_sandbox: Vec<Route>,
+    /// A scope a key needs to reach a route's backends (repeat the flag, once per route):
+    /// `/billing=billing:read` refuses a key without it with 403 insufficient_scope before
+    /// the backend sees the request; a key without scopes (full access) passes. PREFIX is
+    /// a prefix given to --route, --route-live or --route-sandbox; public paths under it
+    /// stay public.
+    #[arg(long = "route-scope", value_name = "PREFIX=SCOPE", value_parser = parse_route_scope)]
+    route_scopes: Vec<RouteScope>,
     /// Milliseconds to connect to the backend before 504 upstream_timeout.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     upstream_connect_timeout_ms: u64,
@@ -167,6 +177,36 @@ fn parse_route(text: &str) -> Result<Route, String> {
     Ok(Route {
         prefix: prefix.to_owned(),
         target,
+    })
+}
+
+/// One `--route-scope`: a route's prefix (no trailing `/`) and the scope its keys need.
+#[derive(Clone, Debug)]
+pub(crate) struct RouteScope {
+    prefix: String,
+    scope: String,
+}
+
+fn parse_route_scope(text: &str) -> Result<RouteScope, String> {
+    let (prefix, scope) = text
+        .split_once('=')
+        .ok_or("expected PREFIX=SCOPE, such as /billing=billing:read")?;
+    if !prefix.starts_with('/') {
+        return Err(format!(
+            "a route-scope prefix starts with / (got {prefix:?})"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    // The value is not echoed: whatever it is, it is no scope.
+    if !hapnd_auth::is_valid_scope(scope) {
+        return Err(format!(
+            "route-scope {prefix}: not a scope (lower-case words of letters, digits, _ and -, \
+             each starting with a letter, joined by :, such as billing:read)"
+        ));
+    }
+    Ok(RouteScope {
+        prefix: prefix.to_owned(),
+        scope: scope.to_owned(),
     })
 }
 
@@ -307,11 +347,40 @@ impl Args {
                 targets[slot] = Some(route.target.clone());
             }
         }
+        let scopes = self.route_scopes(&table)?;
         table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(table
             .into_iter()
-            .map(|(prefix, [any, live, sandbox])| (prefix, Backends::new(any, live, sandbox)))
+            .map(|(prefix, [any, live, sandbox])| {
+                let mut backends = Backends::new(any, live, sandbox);
+                backends.scope = scopes
+                    .iter()
+                    .find(|(scoped, _)| *scoped == prefix)
+                    .map(|(_, scope)| Arc::from(*scope));
+                (prefix, backends)
+            })
             .collect())
+    }
+
+    /// The `--route-scope` flags as (lower-cased prefix, scope): each names a prefix of
+    /// `table` (a route's own, not one under it), and each prefix at most once.
+    fn route_scopes<T>(&self, table: &[(String, T)]) -> Result<Vec<(String, &str)>, String> {
+        let mut scopes: Vec<(String, &str)> = Vec::new();
+        for spec in &self.route_scopes {
+            let prefix = spec.prefix.to_ascii_lowercase();
+            if !table.iter().any(|(p, _)| *p == prefix) {
+                return Err(format!(
+                    "--route-scope {} names no route: its prefix must be one given to \
+                     --route, --route-live or --route-sandbox",
+                    spec.prefix
+                ));
+            }
+            if scopes.iter().any(|(p, _)| *p == prefix) {
+                return Err(format!("--route-scope {} is given twice", spec.prefix));
+            }
+            scopes.push((prefix, &spec.scope));
+        }
+        Ok(scopes)
     }
 }
 
@@ -323,6 +392,8 @@ struct Backends {
     sandbox: Option<Arc<Target>>,
     /// The backend for both, else the live one, else the sandbox one.
     public: Option<Arc<Target>>,
+    /// The scope a key needs to reach `live` or `sandbox` (`--route-scope`).
+    scope: Option<Arc<str>>,
 }
 
 impl Backends {
@@ -336,6 +407,7 @@ impl Backends {
             live,
             sandbox,
             public,
+            scope: None,
         }
     }
 }
@@ -488,8 +560,9 @@ impl Proxy {
 
     /// The key's environment picks the upstream among `backends`; an environment without
     /// one is refused by the library's own `RequireEnvironmentLayer` (403
-    /// `wrong_environment`), and a path no backend serves is 404 `no_route` once the key
-    /// is admitted.
+    /// `wrong_environment`), a key without the backends' scope by its `RequireScopeLayer`
+    /// (403 `insufficient_scope`), and a path no backend serves is 404 `no_route` once the
+    /// key is admitted.
     fn authenticated(&self, auth: &Authenticator, backends: &Backends) -> Service {
         let proxy = self.clone();
         let chosen = backends.clone();
@@ -514,25 +587,29 @@ impl Proxy {
                 }
             }
         });
-        let builder = ServiceBuilder::new().layer(auth.layer());
+        let scope = backends.scope.as_deref();
         match (&backends.live, &backends.sandbox) {
-            (None, None) => Service::new(builder.service(tower::service_fn(|_| async {
-                Ok(failure_response(
-                    StatusCode::NOT_FOUND,
-                    "no_route",
-                    "no upstream serves this path",
-                ))
-            }))),
-            (Some(_), Some(_)) => Service::new(builder.service(by_environment)),
-            (Some(_), None) => Service::new(
-                builder
-                    .layer(RequireEnvironmentLayer::new(Environment::Live))
-                    .service(by_environment),
+            (None, None) => guarded(
+                auth,
+                scope,
+                tower::service_fn(|_| async {
+                    Ok(failure_response(
+                        StatusCode::NOT_FOUND,
+                        "no_route",
+                        "no upstream serves this path",
+                    ))
+                }),
             ),
-            (None, Some(_)) => Service::new(
-                builder
-                    .layer(RequireEnvironmentLayer::new(Environment::Sandbox))
-                    .service(by_environment),
+            (Some(_), Some(_)) => guarded(auth, scope, by_environment),
+            (Some(_), None) => guarded(
+                auth,
+                scope,
+                RequireEnvironmentLayer::new(Environment::Live).layer(by_environment),
+            ),
+            (None, Some(_)) => guarded(
+                auth,
+                scope,
+                RequireEnvironmentLayer::new(Environment::Sandbox).layer(by_environment),
             ),
         }
     }
@@ -681,6 +758,24 @@ impl Proxy {
                 }
             }
         }
+    }
+}
+
+/// `inner` behind `auth`'s layer and, with a scope, the library's `RequireScopeLayer`
+/// (checked before `inner`'s own guards): one boxed service either way.
+fn guarded<S>(auth: &Authenticator, scope: Option<&str>, inner: S) -> Service
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = ServiceBuilder::new().layer(auth.layer());
+    match scope {
+        Some(scope) => Service::new(builder.layer(RequireScopeLayer::new(scope)).service(inner)),
+        None => Service::new(builder.service(inner)),
     }
 }
 

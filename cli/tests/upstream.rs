@@ -1788,6 +1788,170 @@ fn a_bad_route_is_a_clear_start_up_error() {
     }
 }
 
+/// A live key for acme with `scopes` (none: full access).
+fn key_with_scopes(dir: &TempDir, db: &str, name: &str, scopes: &[&str]) -> String {
+    let mut args = vec!["--tenant", "acme", "--env", "live", "--name", name];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    gateway::create_key_with(dir.path(), db, &args).0
+}
+
+#[test]
+fn a_route_scope_admits_keys_with_the_scope_or_none_and_refuses_others_before_the_backend() {
+    let dir = TempDir::new("up-route-scope");
+    let (billing, other) = (EchoBackend::start(), EchoBackend::start());
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--upstream", url(other.addr)),
+            ("--route", format!("/billing={}", url(billing.addr))),
+            ("--route-scope", "/billing=billing:read".to_owned()),
+            ("--public-path", "/billing/status".to_owned()),
+        ]),
+    );
+    let reader = key_with_scopes(&dir, &db, "reader", &["events:read", "billing:read"]);
+    let full = key_with_scopes(&dir, &db, "full", &[]);
+    let writer = key_with_scopes(&dir, &db, "writer", &["events:read", "billing:write"]);
+    let challenge = r#"Bearer realm="hapnd", error="insufficient_scope", scope="billing:read""#;
+    // Without the scope: the library's 403, the scope named, and the backend sees nothing,
+    // over HTTP/1.1 and h2c, in any case of the prefix.
+    let from: IpAddr = "127.0.0.2".parse().unwrap();
+    for path in ["/billing", "/billing/invoices?x=1", "/BILLING/invoices"] {
+        let auth = bearer(&writer);
+        for r in [
+            request_from(from, gw.addr, "GET", path, &[("Authorization", &auth)]),
+            gateway::h2c_request_from(from, gw.addr, path, &[("authorization", &auth)]),
+        ] {
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (403, "insufficient_scope"),
+                "{path}: {r:?}"
+            );
+            assert_eq!(r.header("www-authenticate").as_deref(), Some(challenge));
+        }
+    }
+    assert!(
+        billing.seen.lock().unwrap().is_empty(),
+        "a key without the scope reached the backend"
+    );
+    assert!(other.seen.lock().unwrap().is_empty());
+    // No key at all is still 401 there.
+    let r = request(gw.addr, "GET", "/billing/invoices", &[]);
+    assert_eq!((r.status, r.code().as_str()), (401, "missing_api_key"));
+    // With the scope, or with no scopes (full access): forwarded with the identity.
+    for (key, scopes) in [(&reader, "events:read billing:read"), (&full, "")] {
+        let r = request(
+            gw.addr,
+            "GET",
+            "/billing/invoices",
+            &[("Authorization", &bearer(key))],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["path"], "/billing/invoices");
+        let mut got: Vec<String> = echoed(&r, "x-hapnd-scopes")[0]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        let mut want: Vec<&str> = scopes.split_whitespace().collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+    assert_eq!(billing.seen.lock().unwrap().len(), 2);
+    // The scope is the route's alone: other paths take the key without it.
+    let r = request(
+        gw.addr,
+        "GET",
+        "/events",
+        &[("Authorization", &bearer(&writer))],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(other.seen.lock().unwrap().len(), 1);
+    // A public path under the scoped route stays public: no key, no identity.
+    let r = request(gw.addr, "GET", "/billing/status", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(echoed(&r, "x-hapnd-tenant").is_empty(), "{r:?}");
+    assert_eq!(billing.seen.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn a_bad_route_scope_is_a_clear_start_up_error() {
+    let dir = TempDir::new("up-route-scope-flags");
+    let db = dir.path().join("keys.db").display().to_string();
+    let route = ["serve", "--route", "/billing=http://127.0.0.1:1"];
+    let with = |more: &[&'static str]| -> Vec<&'static str> {
+        route.iter().copied().chain(more.iter().copied()).collect()
+    };
+    for (args, says) in [
+        (
+            with(&["--route-scope", "/billing"]),
+            "expected PREFIX=SCOPE",
+        ),
+        (
+            with(&["--route-scope", "billing=billing:read"]),
+            "starts with /",
+        ),
+        (
+            with(&["--route-scope", "/billing=Billing:*"]),
+            "route-scope /billing: not a scope",
+        ),
+        (with(&["--route-scope", "/billing="]), "not a scope"),
+        (
+            with(&["--route-scope", "/invoices=billing:read"]),
+            "--route-scope /invoices names no route",
+        ),
+        // A path under a route is not the route.
+        (
+            with(&["--route-scope", "/billing/x=billing:read"]),
+            "--route-scope /billing/x names no route",
+        ),
+        (
+            vec![
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--route-scope",
+                "/billing=billing:read",
+            ],
+            "--route-scope /billing names no route",
+        ),
+        (
+            with(&[
+                "--route-scope",
+                "/billing=billing:read",
+                "--route-scope",
+                "/Billing/=billing:write",
+            ]),
+            "--route-scope /Billing is given twice",
+        ),
+    ] {
+        let out = gateway::run(dir.path(), &db, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = gateway::text(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // A --route-live prefix takes a scope too.
+    let dir = TempDir::new("up-route-scope-live");
+    let backend = EchoBackend::start();
+    let (gw, db) = gateway(
+        &dir,
+        &flags(&[
+            ("--route-live", format!("/payouts={}", url(backend.addr))),
+            ("--route-scope", "/payouts/=payouts:write".to_owned()),
+        ]),
+    );
+    let key = key_with_scopes(&dir, &db, "k", &["payouts:read"]);
+    let r = request(
+        gw.addr,
+        "GET",
+        "/payouts",
+        &[("Authorization", &bearer(&key))],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "insufficient_scope"));
+    assert!(backend.seen.lock().unwrap().is_empty());
+}
+
 /// A body of one data frame, then trailers.
 struct WithTrailers {
     data: Option<bytes::Bytes>,
