@@ -2,7 +2,9 @@
 # `serve --upstream` against the proxies it replaces, one backend for all: the backend
 # alone (wrk straight to it), nginx alone in front of it, nginx with docs/forward-auth.md's
 # auth_request configuration, Caddy with its forward_auth Caddyfile, and the gateway as the
-# proxy itself (`serve --upstream`), loaded by wrk over loopback in alternating rows. The
+# proxy itself (`serve --upstream`), loaded by wrk over loopback in alternating rows, and a
+# sixth row, the floor: cli/examples/floor_proxy.rs, hyper and tokio forwarding with no
+# authentication, header rules, pool or metrics (how close to nginx this stack gets). The
 # backend is an nginx process of its own (one worker, a `return 200` server), so every
 # proxy crosses a process boundary to reach it, as a real backend makes it.
 #
@@ -45,6 +47,7 @@ trap cleanup EXIT INT TERM
 AUTH_PORT=$PORT BARE_PORT=$((PORT + 1)) BACKEND_PORT=$((PORT + 2))
 GATEWAY_PORT=$((PORT + 3)) ADMIN_PORT=$((PORT + 4))
 UPSTREAM_PORT=$((PORT + 5)) UPSTREAM_ADMIN_PORT=$((PORT + 6)) CADDY_PORT=$((PORT + 7))
+FLOOR_PORT=$((PORT + 8))
 
 # nginx_main NAME BODY: an nginx.conf of one worker under $dir/NAME, BODY in its http {}.
 nginx_main() {
@@ -97,8 +100,9 @@ if [[ -n ${BENCH_CHECK:-} ]]; then
     exit 0
 fi
 
-cargo build --release -p hapnd-auth-cli
+cargo build --release -p hapnd-auth-cli --bin hapnd-auth --example floor_proxy
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/hapnd-auth
+FLOOR_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/floor_proxy
 
 # A fresh SQLite database and one live key, for both gateways.
 db=$dir/keys.db
@@ -115,6 +119,9 @@ HAPND_LOG=warn "${pin[@]}" "$BIN" serve --db "$db" --no-demo-key \
     --listen "127.0.0.1:$UPSTREAM_PORT" --admin-listen "127.0.0.1:$UPSTREAM_ADMIN_PORT" \
     --upstream "http://127.0.0.1:$BACKEND_PORT" \
     >"$dir/upstream.out" 2>"$dir/upstream.err" &
+pids+=($!)
+HAPND_LOG=warn "${pin[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BACKEND_PORT" \
+    >"$dir/floor.out" 2>"$dir/floor.err" &
 pids+=($!)
 for name in backend nginx; do
     "${pin[@]}" nginx -p "$dir/$name" -c "$dir/$name/nginx.conf" -g 'daemon off;' \
@@ -133,14 +140,15 @@ BARE=http://127.0.0.1:$BARE_PORT/api/x
 AUTH=http://127.0.0.1:$AUTH_PORT/api/x
 CADDY=http://127.0.0.1:$CADDY_PORT/api/x
 UPSTREAM=http://127.0.0.1:$UPSTREAM_PORT/api/x
+FLOOR=http://127.0.0.1:$FLOOR_PORT/api/x
 for url in "http://127.0.0.1:$ADMIN_PORT/healthz" "http://127.0.0.1:$UPSTREAM_ADMIN_PORT/healthz" \
-    "$BACKEND" "$BARE" "$CADDY"; do
+    "$BACKEND" "$BARE" "$CADDY" "$FLOOR"; do
     for _ in $(seq 200); do
         curl -s -o /dev/null "$url" && break
         sleep 0.05
     done
 done
-for url in "$BACKEND" "$BARE" "$AUTH" "$CADDY" "$UPSTREAM" "http://127.0.0.1:$GATEWAY_PORT/auth/verify"; do
+for url in "$BACKEND" "$BARE" "$AUTH" "$CADDY" "$UPSTREAM" "$FLOOR" "http://127.0.0.1:$GATEWAY_PORT/auth/verify"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "$url")
     [[ $code == 200 ]] || {
         echo "$url answered $code to the key" >&2
@@ -170,13 +178,13 @@ load() { # $1 = connections, $2 = url
 median() { sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.4f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 
-names=(backend bare auth caddy up)
-urls=("$BACKEND" "$BARE" "$AUTH" "$CADDY" "$UPSTREAM")
-vs_auth=() vs_bare=() p50_ratio=() vs_caddy=() vs_backend=()
+names=(backend bare auth caddy up floor)
+urls=("$BACKEND" "$BARE" "$AUTH" "$CADDY" "$UPSTREAM" "$FLOOR")
+vs_auth=() vs_bare=() p50_ratio=() vs_caddy=() vs_backend=() floor_bare=() floor_p50=()
 echo "uptime: $(uptime)"
-printf '%-3s %9s %9s %9s %9s %9s | %7s %7s %7s %7s %7s | %8s %8s %8s %8s %8s\n' row \
-    backend nginx nginx+ar caddy+fa upstream up/ar up/ngx p50x up/cad up/be \
-    p50_be p50_ngx p50_ar p50_cad p50_up
+printf '%-3s %9s %9s %9s %9s %9s %9s | %7s %7s %7s %7s %7s %7s | %8s %8s %8s %8s %8s %8s\n' row \
+    backend nginx nginx+ar caddy+fa upstream floor up/ar up/ngx p50x up/cad up/be fl/ngx \
+    p50_be p50_ngx p50_ar p50_cad p50_up p50_fl
 for i in $(seq "$RUNS"); do
     declare -A rps_of=() p50_of=()
     # Throughput rows first, then latency rows, each in the row order: alternating.
@@ -193,11 +201,15 @@ for i in $(seq "$RUNS"); do
     p=$(ratio "${p50_of[up]}" "${p50_of[bare]}")
     c=$(ratio "${rps_of[up]}" "${rps_of[caddy]}")
     e=$(ratio "${rps_of[up]}" "${rps_of[backend]}")
+    f=$(ratio "${rps_of[floor]}" "${rps_of[bare]}")
+    fp=$(ratio "${p50_of[floor]}" "${p50_of[bare]}")
     vs_auth+=("$a") vs_bare+=("$b") p50_ratio+=("$p") vs_caddy+=("$c") vs_backend+=("$e")
-    printf '%-3s %9s %9s %9s %9s %9s | %7s %7s %7s %7s %7s | %8s %8s %8s %8s %8s\n' "$i" \
+    floor_bare+=("$f") floor_p50+=("$fp")
+    printf '%-3s %9s %9s %9s %9s %9s %9s | %7s %7s %7s %7s %7s %7s | %8s %8s %8s %8s %8s %8s\n' "$i" \
         "${rps_of[backend]}" "${rps_of[bare]}" "${rps_of[auth]}" "${rps_of[caddy]}" "${rps_of[up]}" \
-        "$a" "$b" "$p" "$c" "$e" \
-        "${p50_of[backend]}" "${p50_of[bare]}" "${p50_of[auth]}" "${p50_of[caddy]}" "${p50_of[up]}"
+        "${rps_of[floor]}" "$a" "$b" "$p" "$c" "$e" "$f" \
+        "${p50_of[backend]}" "${p50_of[bare]}" "${p50_of[auth]}" "${p50_of[caddy]}" "${p50_of[up]}" \
+        "${p50_of[floor]}"
 done
 echo "uptime: $(uptime)"
 echo "median upstream/nginx+auth_request throughput at $CONNECTIONS connections: $(printf '%s\n' "${vs_auth[@]}" | median) (target >= 2)"
@@ -205,5 +217,6 @@ echo "median upstream/nginx-alone throughput: $(printf '%s\n' "${vs_bare[@]}" | 
 echo "median upstream/nginx-alone p50 at one connection: $(printf '%s\n' "${p50_ratio[@]}" | median) (target <= 1.2)"
 echo "median upstream/Caddy+forward_auth throughput: $(printf '%s\n' "${vs_caddy[@]}" | median)"
 echo "median upstream/backend-alone throughput: $(printf '%s\n' "${vs_backend[@]}" | median)"
+echo "median floor/nginx-alone throughput: $(printf '%s\n' "${floor_bare[@]}" | median), p50: $(printf '%s\n' "${floor_p50[@]}" | median)"
 # The authenticated rows were answered by the gateway, not short-circuited.
 grep -q "tenant=bench env=live" "$dir/nginx/logs/hapnd-access.log" || { echo "no authenticated request in nginx's log" >&2; exit 1; }
