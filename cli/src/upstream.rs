@@ -1198,10 +1198,10 @@ fn prepare_request(
     headers.remove(&X_FORWARDED_FOR);
     if let Some(peer) = peer {
         let value = match chain {
-            Some(chain) => format!("{chain}, {peer}"),
-            None => peer.to_string(),
+            Some(chain) => HeaderValue::from_str(&format!("{chain}, {peer}")).ok(),
+            None => Some(address_value(peer)),
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
@@ -1213,6 +1213,35 @@ fn prepare_request(
     {
         headers.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// An address as a header value. IPv4 is written by hand: `format!` through `Display` was
+/// 3% of a forwarded request's instructions (callgrind).
+fn address_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).expect("an address is visible ASCII");
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            text[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..len]).expect("digits and dots are visible ASCII")
 }
 
 /// An upstream failure, in the shape of the gateway's rejections, never an auth error.
@@ -1324,6 +1353,23 @@ impl<B: HttpBody + Unpin> HttpBody for Answered<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_value_is_the_address_as_display_writes_it() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.2",
+            "10.20.30.40",
+            "192.168.100.9",
+            "255.255.255.255",
+            "1.10.100.99",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(address_value(ip), text, "{text}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
